@@ -1,0 +1,1 @@
+"""Reusable Pulumi building blocks for Kubernetes platforms. Nothing in here knows about payments."""

@@ -1,0 +1,69 @@
+"""An operator installed from its Helm chart at a pinned version, in its own namespace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import pod_security
+
+
+@dataclass(frozen=True)
+class HelmOperatorArgs:
+    namespace: str
+    repository: str
+    chart: str
+    version: str
+    values: dict = field(default_factory=dict)
+    pod_security_level: str = "restricted"
+    pod_security_version: str = pod_security.PSS_VERSION
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+def chart_reference(repository: str, chart: str) -> tuple[str, str | None]:
+    """Helm's (chart, repo) pair: an OCI registry is addressed by a chart URL, a classic repository by name."""
+    if repository.startswith("oci://"):
+        return f"{repository.rstrip('/')}/{chart}", None
+    return chart, repository
+
+
+class HelmOperator(pulumi.ComponentResource):
+    """Namespace plus Helm release. Custom resources of this operator depend on the `release` output."""
+
+    release: k8s.helm.v3.Release
+    namespace: pulumi.Output[str]
+
+    def __init__(self, name: str, args: HelmOperatorArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("settlement:core:HelmOperator", name, None, opts)
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata={
+                "name": args.namespace,
+                "labels": {
+                    **args.extra_labels,
+                    **pod_security.namespace_labels(args.pod_security_level, args.pod_security_version),
+                    "kubernetes.io/metadata.name": args.namespace,
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        chart, repo = chart_reference(args.repository, args.chart)
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            # The chart name is the release name: stable, and what `helm list` shows on-call engineers.
+            name=args.chart,
+            namespace=namespace.metadata.name,
+            chart=chart,
+            version=args.version,
+            repository_opts={"repo": repo} if repo is not None else None,
+            values=args.values,
+            # Roll back a failed upgrade instead of leaving a half-upgraded operator behind.
+            atomic=True,
+            cleanup_on_fail=True,
+            max_history=5,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.namespace = namespace.metadata.name
+        self.register_outputs({"namespace": self.namespace, "release": self.release.status})

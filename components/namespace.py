@@ -1,0 +1,71 @@
+"""A namespace with Pod Security admission labels, a ResourceQuota and a LimitRange."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import pod_security
+
+
+@dataclass(frozen=True)
+class NamespaceArgs:
+    name: str
+    labels: dict[str, str]
+    quota: dict[str, str]
+    """ResourceQuota `hard`; see `components.sizing.namespace_quota`."""
+    default_request: dict[str, str]
+    """LimitRange defaults for containers that declare no requests."""
+    default_limit: dict[str, str]
+    """LimitRange defaults for containers that declare no limits."""
+    pod_security_level: str = "restricted"
+    pod_security_version: str = pod_security.PSS_VERSION
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+class Namespace(pulumi.ComponentResource):
+    """Namespace plus the admission and capacity guards every tenant namespace carries."""
+
+    name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: NamespaceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("settlement:core:Namespace", name, None, opts)
+        labels = {
+            **args.labels,
+            **pod_security.namespace_labels(args.pod_security_level, args.pod_security_version),
+            # Lets NetworkPolicies select this namespace by a label the platform controls.
+            "kubernetes.io/metadata.name": args.name,
+        }
+        child = pulumi.ResourceOptions(parent=self)
+
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata={"name": args.name, "labels": labels, "annotations": args.annotations},
+            opts=child,
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        k8s.core.v1.ResourceQuota(
+            f"{name}-quota",
+            metadata={"name": "compute", "namespace": args.name, "labels": args.labels},
+            spec={"hard": args.quota},
+            opts=in_namespace,
+        )
+        k8s.core.v1.LimitRange(
+            f"{name}-limits",
+            metadata={"name": "container-defaults", "namespace": args.name, "labels": args.labels},
+            spec={
+                "limits": [
+                    {
+                        "type": "Container",
+                        "defaultRequest": args.default_request,
+                        "default": args.default_limit,
+                    }
+                ]
+            },
+            opts=in_namespace,
+        )
+
+        self.name = namespace.metadata.name
+        self.register_outputs({"name": self.name})

@@ -1,0 +1,84 @@
+"""A PostgreSQL cluster run by the CloudNativePG operator (`postgresql.cnpg.io/v1` Cluster)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import labels as labels_lib
+
+
+@dataclass(frozen=True)
+class PostgresClusterArgs:
+    name: str
+    """Kubernetes name of the cluster (services and secrets the operator creates derive from it)."""
+    namespace: pulumi.Input[str]
+    instances: int
+    storage_size: str
+    storage_class: str | None
+    image: str
+    resources: dict
+    database: str
+    part_of: str
+    extra_labels: dict[str, str] = field(default_factory=dict)
+    protect: bool = True
+    """Refuse deletion and replacement (the engine fails the update instead of dropping data)."""
+    operator: pulumi.Resource | None = None
+    """The operator install; the cluster is created after it, so its CRD exists."""
+
+
+def cluster_spec(args: PostgresClusterArgs) -> dict:
+    """The CloudNativePG Cluster spec (pure)."""
+    storage = {"size": args.storage_size}
+    if args.storage_class is not None:
+        storage["storageClass"] = args.storage_class
+    return {
+        "instances": args.instances,
+        "imageName": args.image,
+        "primaryUpdateStrategy": "unsupervised",
+        "storage": storage,
+        "resources": args.resources,
+        "bootstrap": {"initdb": {"database": args.database, "owner": args.database}},
+        "affinity": {
+            "enablePodAntiAffinity": True,
+            "podAntiAffinityType": "required",
+            "topologyKey": "kubernetes.io/hostname",
+        },
+        "inheritedMetadata": {
+            "labels": labels_lib.standard_labels(args.name, args.part_of, "database", args.extra_labels)
+        },
+    }
+
+
+class PostgresCluster(pulumi.ComponentResource):
+    """A highly available PostgreSQL cluster; the operator runs failover, replication and credentials."""
+
+    cluster_name: pulumi.Output[str]
+    rw_service: pulumi.Output[str]
+    app_secret: pulumi.Output[str]
+
+    def __init__(self, name: str, args: PostgresClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("settlement:data:PostgresCluster", name, None, opts)
+        labels = labels_lib.standard_labels(args.name, args.part_of, "database", args.extra_labels)
+        cluster = k8s.apiextensions.CustomResource(
+            f"{name}-cluster",
+            api_version="postgresql.cnpg.io/v1",
+            kind="Cluster",
+            metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
+            spec=cluster_spec(args),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=args.protect,
+                retain_on_delete=args.protect,
+                depends_on=[args.operator] if args.operator is not None else [],
+            ),
+        )
+        self.cluster_name = cluster.metadata["name"]
+        # CloudNativePG's naming contract: "<cluster>-rw" Service, "<cluster>-app" credentials Secret.
+        self.rw_service = self.cluster_name.apply(lambda n: f"{n}-rw")
+        self.app_secret = self.cluster_name.apply(lambda n: f"{n}-app")
+        self.register_outputs(
+            {"cluster_name": self.cluster_name, "rw_service": self.rw_service, "app_secret": self.app_secret}
+        )

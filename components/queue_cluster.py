@@ -1,0 +1,71 @@
+"""A RabbitMQ cluster run by the RabbitMQ cluster operator (`rabbitmq.com/v1beta1` RabbitmqCluster)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import labels as labels_lib
+
+
+@dataclass(frozen=True)
+class QueueClusterArgs:
+    name: str
+    """Kubernetes name of the cluster (services and secrets the operator creates derive from it)."""
+    namespace: pulumi.Input[str]
+    replicas: int
+    storage_size: str
+    storage_class: str | None
+    image: str
+    resources: dict
+    part_of: str
+    extra_labels: dict[str, str] = field(default_factory=dict)
+    protect: bool = True
+    """Refuse deletion and replacement (the engine fails the update instead of dropping messages)."""
+    operator: pulumi.Resource | None = None
+    """The operator install; the cluster is created after it, so its CRD exists."""
+
+
+def cluster_spec(args: QueueClusterArgs) -> dict:
+    """The RabbitmqCluster spec (pure)."""
+    persistence = {"storage": args.storage_size}
+    if args.storage_class is not None:
+        persistence["storageClassName"] = args.storage_class
+    return {
+        "replicas": args.replicas,
+        "image": args.image,
+        "persistence": persistence,
+        "resources": args.resources,
+        "service": {"type": "ClusterIP"},
+        "rabbitmq": {
+            # Quorum queues are the only replicated queue type in RabbitMQ 4; make them the default.
+            "additionalConfig": "default_queue_type = quorum\n",
+        },
+    }
+
+
+class QueueCluster(pulumi.ComponentResource):
+    """A RabbitMQ cluster; the operator runs the StatefulSet, its volumes and the default credentials."""
+
+    cluster_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: QueueClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("settlement:data:QueueCluster", name, None, opts)
+        labels = labels_lib.standard_labels(args.name, args.part_of, "queue", args.extra_labels)
+        cluster = k8s.apiextensions.CustomResource(
+            f"{name}-cluster",
+            api_version="rabbitmq.com/v1beta1",
+            kind="RabbitmqCluster",
+            metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
+            spec=cluster_spec(args),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=args.protect,
+                retain_on_delete=args.protect,
+                depends_on=[args.operator] if args.operator is not None else [],
+            ),
+        )
+        self.cluster_name = cluster.metadata["name"]
+        self.register_outputs({"cluster_name": self.cluster_name})

@@ -1,0 +1,1 @@
+"""The settlement platform: stack config model, composition of the subsystems, entry point, offline tools."""

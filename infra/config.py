@@ -1,0 +1,292 @@
+"""The stack's configuration: one pydantic model for the whole platform.
+
+Every field's default is written here and nowhere else; its description says what the default is. Keys in the
+stack files are camelCase (the Pulumi convention); Python attributes are snake_case. Unknown keys are errors.
+Maps, not lists, hold subsystems, services, queues and operators: the key becomes part of resource names, so
+reordering a file never renames or replaces anything.
+
+Structural rules (types, ranges, min <= max) live on the models; rules that relate one part of the config to
+another (a call to an unknown service, a queue nobody declares) live in `infra.topology`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from components.sizing import parse_quantity
+
+# RFC 1123 label, short enough that "<subsystem>-<service>-<suffix>" names stay under 63 characters.
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z]([-a-z0-9]{0,28}[a-z0-9])?$")]
+CpuQuantity = Annotated[str, StringConstraints(pattern=r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")]
+MemoryQuantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$")]
+Port = Annotated[int, Field(ge=1024, le=65535)]
+# A reference to a service or a queue: "name" in the same subsystem, or "subsystem/name".
+Reference = Annotated[str, StringConstraints(pattern=r"^([a-z][-a-z0-9]*/)?[a-z][-a-z0-9]*$")]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, validate_default=True
+    )
+
+
+class ComputeResources(Model):
+    cpu: CpuQuantity = Field(description="CPU, Kubernetes quantity (e.g. `250m`).")
+    memory: MemoryQuantity = Field(description="Memory, Kubernetes quantity (e.g. `256Mi`).")
+
+
+class Resources(Model):
+    requests: ComputeResources = Field(
+        default=ComputeResources(cpu="100m", memory="128Mi"),
+        description="What the scheduler reserves per pod. Default: cpu 100m, memory 128Mi.",
+    )
+    limits: ComputeResources = Field(
+        default=ComputeResources(cpu="500m", memory="256Mi"),
+        description="The most a pod may use. Default: cpu 500m, memory 256Mi.",
+    )
+
+    @model_validator(mode="after")
+    def _limits_cover_requests(self) -> Resources:
+        for dim in ("cpu", "memory"):
+            req, lim = getattr(self.requests, dim), getattr(self.limits, dim)
+            if parse_quantity(lim) < parse_quantity(req):
+                raise ValueError(f"limits.{dim} ({lim}) must be >= requests.{dim} ({req})")
+        return self
+
+
+class Replicas(Model):
+    min: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fewest pods. Default: defaults.workload.minReplicas, or criticalMinReplicas for a "
+        "critical service.",
+    )
+    max: int | None = Field(default=None, ge=1, description="Most pods. Default: defaults.workload.maxReplicas.")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Replicas:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+class ImageBuild(Model):
+    context: str = Field(description="Build context, relative to the project root. Required.")
+    dockerfile: str = Field(default="Dockerfile", description="Dockerfile inside the context. Default: Dockerfile.")
+    repository: str = Field(description="Repository the built image is pushed to (no tag). Required.")
+    target: str | None = Field(default=None, description="Multi-stage build target. Default: the last stage.")
+
+
+class Service(Model):
+    image: str | None = Field(
+        default=None,
+        description="Image reference. Exactly one of image or build. With guardrails.requireImageDigest it "
+        "must be pinned by `@sha256:` digest.",
+    )
+    build: ImageBuild | None = Field(
+        default=None, description="Build the image from source with pulumi-docker and deploy its digest."
+    )
+    port: Port = Field(default=8080, description="Port the service listens on for traffic. Default: 8080.")
+    metrics_port: Port = Field(default=9090, description="Port serving Prometheus metrics. Default: 9090.")
+    replicas: Replicas = Field(default_factory=Replicas, description="Replica bounds. Default: from defaults.")
+    resources: Resources | None = Field(
+        default=None, description="Requests and limits per pod. Default: defaults.workload.resources."
+    )
+    critical: bool = Field(
+        default=False,
+        description="On the payment path: higher priority class and criticalMinReplicas. Default: false.",
+    )
+    database: bool = Field(default=False, description="Uses its subsystem's PostgreSQL cluster. Default: false.")
+    calls: list[Reference] = Field(
+        default_factory=list,
+        description="Services this one calls (`name` or `subsystem/name`). Default: none.",
+    )
+    publishes: list[Reference] = Field(
+        default_factory=list, description="Queues this service publishes to (`name` or `subsystem/name`)."
+    )
+    consumes: list[Reference] = Field(
+        default_factory=list, description="Queues this service consumes (`name` or `subsystem/name`)."
+    )
+
+    @model_validator(mode="after")
+    def _one_image_source(self) -> Service:
+        if (self.image is None) == (self.build is None):
+            given = "both" if self.image is not None else "neither"
+            raise ValueError(f"needs exactly one of `image` or `build` (got {given})")
+        for field in ("calls", "publishes", "consumes"):
+            refs = getattr(self, field)
+            dupes = sorted({r for r in refs if refs.count(r) > 1})
+            if dupes:
+                raise ValueError(f"{field} lists {', '.join(dupes)} more than once")
+        return self
+
+
+def odd_quorum(replicas: int | None) -> int | None:
+    # Quorum queues need a majority: an even node count adds cost without adding fault tolerance.
+    if replicas is not None and replicas > 1 and replicas % 2 == 0:
+        raise ValueError(f"must be 1 or odd, got {replicas} (quorum queues need a majority)")
+    return replicas
+
+
+class Storage(Model):
+    size: MemoryQuantity | None = Field(default=None, description="Volume size. Default: from defaults.")
+    storage_class: str | None = Field(
+        default=None,
+        description="StorageClass. Default: defaults.*.storageClass (the cluster's default class).",
+    )
+
+
+class Postgres(Model):
+    instances: int | None = Field(
+        default=None,
+        ge=1,
+        le=9,
+        description="PostgreSQL instances (1 primary + replicas). Default: defaults.postgres.instances.",
+    )
+    storage: Storage = Field(default_factory=Storage, description="Data volume. Default: from defaults.")
+    database: Name | None = Field(default=None, description="Application database name. Default: `app`.")
+
+
+class Queue(Model):
+    delivery_limit: int = Field(
+        default=5, ge=1, le=100, description="Deliveries before a message is dead-lettered. Default: 5."
+    )
+
+
+class QueueCluster(Model):
+    replicas: int | None = Field(
+        default=None, ge=1, le=9, description="RabbitMQ nodes. Default: defaults.queue.replicas."
+    )
+    storage: Storage = Field(default_factory=Storage, description="Per-node volume. Default: from defaults.")
+    queues: dict[Name, Queue] = Field(
+        default_factory=dict, description="Queues in this cluster, keyed by name. Default: none."
+    )
+
+    _odd_quorum = field_validator("replicas")(lambda v: odd_quorum(v))
+
+
+class Subsystem(Model):
+    services: dict[Name, Service] = Field(default_factory=dict, description="Services, keyed by name.")
+    postgres: Postgres | None = Field(default=None, description="This subsystem's PostgreSQL cluster. Default: none.")
+    queue: QueueCluster | None = Field(default=None, description="This subsystem's RabbitMQ cluster. Default: none.")
+
+
+class WorkloadDefaults(Model):
+    min_replicas: int = Field(default=2, ge=1, description="Default fewest pods per service. Default: 2.")
+    critical_min_replicas: int = Field(
+        default=3, ge=1, description="Fewest pods for a critical (payment-path) service. Default: 3."
+    )
+    max_replicas: int = Field(default=6, ge=1, description="Default most pods per service. Default: 6.")
+    resources: Resources = Field(default_factory=Resources, description="Default requests and limits.")
+    quota_headroom_percent: int = Field(
+        default=25,
+        ge=0,
+        le=200,
+        description="Namespace quota above what the workloads need at max scale, for rollouts. Default: 25.",
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> WorkloadDefaults:
+        for field in ("min_replicas", "critical_min_replicas"):
+            if getattr(self, field) > self.max_replicas:
+                raise ValueError(
+                    f"{to_camel(field)} ({getattr(self, field)}) must be <= maxReplicas ({self.max_replicas})"
+                )
+        return self
+
+
+class PostgresDefaults(Model):
+    instances: int = Field(default=3, ge=1, le=9, description="Instances per cluster. Default: 3.")
+    storage_size: MemoryQuantity = Field(default="20Gi", description="Data volume size. Default: 20Gi.")
+    storage_class: str | None = Field(default=None, description="StorageClass. Default: the cluster default.")
+    image: str = Field(
+        default="ghcr.io/cloudnative-pg/postgresql:17.6-standard-bookworm",
+        description="PostgreSQL operand image. Default: ghcr.io/cloudnative-pg/postgresql:17.6-standard-bookworm.",
+    )
+    resources: Resources = Field(
+        default=Resources(
+            requests=ComputeResources(cpu="500m", memory="1Gi"),
+            limits=ComputeResources(cpu="2", memory="1Gi"),
+        ),
+        description="Per instance. Default: requests 500m/1Gi, limits 2/1Gi.",
+    )
+
+
+class QueueDefaults(Model):
+    replicas: int = Field(default=3, ge=1, le=9, description="Nodes per cluster (1 or odd). Default: 3.")
+    _odd_quorum = field_validator("replicas")(lambda v: odd_quorum(v))
+    storage_size: MemoryQuantity = Field(default="10Gi", description="Per-node volume size. Default: 10Gi.")
+    storage_class: str | None = Field(default=None, description="StorageClass. Default: the cluster default.")
+    image: str = Field(default="rabbitmq:4.1.4-management", description="Default: rabbitmq:4.1.4-management.")
+    resources: Resources = Field(
+        default=Resources(
+            requests=ComputeResources(cpu="500m", memory="2Gi"),
+            limits=ComputeResources(cpu="2", memory="2Gi"),
+        ),
+        description="Per node. Default: requests 500m/2Gi, limits 2/2Gi.",
+    )
+
+
+class Defaults(Model):
+    workload: WorkloadDefaults = Field(default_factory=WorkloadDefaults, description="Service defaults.")
+    postgres: PostgresDefaults = Field(default_factory=PostgresDefaults, description="Database defaults.")
+    queue: QueueDefaults = Field(default_factory=QueueDefaults, description="Queue cluster defaults.")
+
+
+class Guardrails(Model):
+    require_image_digest: bool = Field(
+        default=True, description="Refuse service images not pinned by `@sha256:` digest. Default: true."
+    )
+    protect_stateful_resources: bool = Field(
+        default=True,
+        description="Protect database and queue clusters from deletion and replacement. Default: true.",
+    )
+
+
+class HelmChart(Model):
+    repository: str = Field(description="Helm repository URL.")
+    chart: str = Field(description="Chart name.")
+    version: Annotated[str, StringConstraints(pattern=r"^v?[0-9]+\.[0-9]+\.[0-9]+$")] = Field(
+        description="Exact chart version (no ranges: what is tested is what deploys)."
+    )
+    namespace: Name = Field(description="Namespace the operator runs in.")
+
+
+def _chart(repository: str, chart: str, version: str, namespace: str) -> HelmChart:
+    return HelmChart(repository=repository, chart=chart, version=version, namespace=namespace)
+
+
+class Operators(Model):
+    cloudnative_pg: HelmChart = Field(
+        default=_chart("https://cloudnative-pg.github.io/charts", "cloudnative-pg", "0.29.0", "cnpg-system"),
+        description="CloudNativePG operator. Default: chart cloudnative-pg 0.29.0 (operator 1.30).",
+    )
+    rabbitmq_cluster_operator: HelmChart = Field(
+        default=_chart(
+            "oci://registry-1.docker.io/bitnamicharts",
+            "rabbitmq-cluster-operator",
+            "4.4.34",
+            "rabbitmq-system",
+        ),
+        description="RabbitMQ cluster and messaging-topology operators. Default: chart 4.4.34.",
+    )
+
+
+class Infrastructure(Model):
+    operators: Operators = Field(default_factory=Operators, description="Operators, at pinned chart versions.")
+
+
+class PlatformConfig(Model):
+    kubernetes_version: Annotated[str, StringConstraints(pattern=r"^1\.(2[5-9]|3[0-7])$")] = Field(
+        default="1.33",
+        description="Target Kubernetes minor version (manifests are validated for it). Default: 1.33.",
+    )
+    subsystems: dict[Name, Subsystem] = Field(description="Application subsystems, keyed by name. Required.")
+    infrastructure: Infrastructure = Field(
+        default_factory=Infrastructure, description="The shared infrastructure subsystem."
+    )
+    defaults: Defaults = Field(default_factory=Defaults, description="Defaults for services and data clusters.")
+    guardrails: Guardrails = Field(default_factory=Guardrails, description="Production guard rails.")

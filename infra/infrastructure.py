@@ -1,0 +1,66 @@
+"""The infrastructure subsystem: what the application subsystems share (operators first)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from components.helm_operator import HelmOperator, HelmOperatorArgs
+from infra.config import HelmChart, Infrastructure
+
+PART_OF = "settlement-platform"
+
+
+@dataclass(frozen=True)
+class InfrastructureArgs:
+    config: Infrastructure
+    pod_security_version: str
+
+
+def operator_args(chart: HelmChart, pod_security_version: str, values: dict) -> HelmOperatorArgs:
+    return HelmOperatorArgs(
+        namespace=chart.namespace,
+        repository=chart.repository,
+        chart=chart.chart,
+        version=chart.version,
+        values=values,
+        pod_security_version=pod_security_version,
+        extra_labels={
+            "app.kubernetes.io/part-of": PART_OF,
+            "platform.settlement.io/subsystem": "infrastructure",
+        },
+    )
+
+
+class SharedInfrastructure(pulumi.ComponentResource):
+    """Operators (and, as the platform grows, gateway, certificates and monitoring) for every subsystem."""
+
+    postgres_operator: HelmOperator
+    queue_operator: HelmOperator
+
+    def __init__(self, name: str, args: InfrastructureArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("settlement:platform:Infrastructure", name, None, opts)
+        operators = args.config.operators
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.postgres_operator = HelmOperator(
+            f"{name}-cnpg",
+            operator_args(operators.cloudnative_pg, args.pod_security_version, {"crds": {"create": True}}),
+            opts=child,
+        )
+        self.queue_operator = HelmOperator(
+            f"{name}-rabbitmq",
+            operator_args(
+                operators.rabbitmq_cluster_operator,
+                args.pod_security_version,
+                # One chart, two operators: the cluster operator and the messaging-topology operator.
+                {"clusterOperator": {"enabled": True}, "msgTopologyOperator": {"enabled": True}},
+            ),
+            opts=child,
+        )
+        self.register_outputs(
+            {
+                "operator_namespaces": [self.postgres_operator.namespace, self.queue_operator.namespace],
+            }
+        )

@@ -1,0 +1,190 @@
+"""Run the real Pulumi program under the SDK's mock mode and record everything it registers.
+
+One harness serves the offline render, the diff and every test. The recording monitor keeps what the engine
+would receive for each resource: type, logical name, parent, inputs and the options that matter for data
+safety (protect, retainOnDelete, dependencies, ignoreChanges, aliases).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as sdk_mocks
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from infra.stack_config import StackConfig
+
+SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"
+SECRET_MARKER = "[secret]"
+
+
+def fake_digest(*parts: str) -> str:
+    return "sha256:" + hashlib.sha256("/".join(parts).encode()).hexdigest()
+
+
+@dataclass
+class Registration:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    inputs: dict
+    protect: bool = False
+    retain_on_delete: bool = False
+    dependencies: list[str] = field(default_factory=list)
+    ignore_changes: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def is_kubernetes_object(self) -> bool:
+        return self.type.startswith("kubernetes:") and "kind" in self.inputs and "apiVersion" in self.inputs
+
+    def to_json(self) -> dict:
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "custom": self.custom,
+            "protect": self.protect,
+            "retainOnDelete": self.retain_on_delete,
+            "dependencies": sorted(self.dependencies),
+            "ignoreChanges": sorted(self.ignore_changes),
+            "aliases": self.aliases,
+            "inputs": self.inputs,
+        }
+
+
+def clean(value: Any) -> Any:
+    """SDK wire values to plain data: secrets masked, integral floats back to ints."""
+    if isinstance(value, dict):
+        if SECRET_SIGNATURE in value:
+            return SECRET_MARKER
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class PlatformMocks(pulumi.runtime.Mocks):
+    """Outputs the engine would fill in, fabricated deterministically so renders are reproducible."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        outputs = dict(args.inputs)
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = hashlib.sha256(args.name.encode()).hexdigest()[: int(args.inputs.get("length", 32))]
+        elif args.typ == "docker:index/image:Image":
+            repository = str(args.inputs.get("imageName", args.name)).rsplit(":", 1)[0]
+            digest = fake_digest(args.name, str(args.inputs.get("build", {})))
+            outputs["repoDigest"] = f"{repository}@{digest}"
+        elif args.typ == "kubernetes:helm.sh/v3:Release":
+            outputs["status"] = {"status": "deployed", "version": args.inputs.get("version", "")}
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
+        return {}
+
+
+def _alias_text(alias) -> str:
+    """An alias as a URN, or as "name=<old name>" / "parent=<old parent>" for the spec form."""
+    if alias.urn:
+        return alias.urn
+    spec = alias.spec
+    parts = [f"name={spec.name}"] if spec.name else []
+    if spec.parentUrn:
+        parts.append(f"parent={spec.parentUrn}")
+    if spec.noParent:
+        parts.append("noParent")
+    return ",".join(parts)
+
+
+class RecordingMonitor(sdk_mocks.MockMonitor):
+    def __init__(self, mocks: pulumi.runtime.Mocks):
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = clean(pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True))
+            self.registrations.append(
+                Registration(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    parent=request.parent,
+                    custom=request.custom,
+                    inputs=inputs,
+                    protect=bool(request.protect),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    dependencies=list(request.dependencies),
+                    ignore_changes=list(request.ignoreChanges),
+                    aliases=[t for t in map(_alias_text, request.aliases) if t] + list(request.aliasURNs),
+                )
+            )
+        return response
+
+
+@dataclass
+class ProgramRun:
+    stack: str
+    registrations: list[Registration]
+
+    def of_type(self, type_token: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == type_token]
+
+    def kubernetes_objects(self) -> list[dict]:
+        return [r.inputs for r in self.registrations if r.is_kubernetes_object]
+
+    def objects(self, kind: str) -> list[dict]:
+        return [o for o in self.kubernetes_objects() if o["kind"] == kind]
+
+    def object(self, kind: str, name: str, namespace: str | None = None) -> dict:
+        found = [
+            o
+            for o in self.objects(kind)
+            if o["metadata"]["name"] == name and (namespace is None or o["metadata"].get("namespace") == namespace)
+        ]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} {kind} objects named {name!r} in {namespace!r}")
+        return found[0]
+
+
+class ProgramFailed(Exception):
+    """The program raised; `registrations` is what it had registered by then (for a refused config: none)."""
+
+    def __init__(self, cause: BaseException, registrations: list[Registration]):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.registrations = registrations
+
+
+def run_program(stack_config: StackConfig, program: Callable[[], None]) -> ProgramRun:
+    """Run `program` for one stack under mocks, in a fresh context so runs never share SDK state."""
+
+    def _run() -> ProgramRun:
+        monitor = RecordingMonitor(PlatformMocks())
+        pulumi.runtime.set_all_config(stack_config.runtime_config(), sorted(stack_config.secret_keys))
+        pulumi.runtime.set_mocks(
+            monitor.mocks,
+            project=stack_config.project,
+            stack=stack_config.stack,
+            preview=False,
+            monitor=monitor,
+        )
+        try:
+            _sync_await(run_pulumi_func(program))
+        except Exception as error:
+            raise ProgramFailed(error, monitor.registrations) from error
+        return ProgramRun(stack=stack_config.stack, registrations=monitor.registrations)
+
+    return contextvars.Context().run(_run)

@@ -1,0 +1,30 @@
+"""The configuration reference, generated from the model so the README can never drift from the code."""
+
+from __future__ import annotations
+
+import typing
+
+from pydantic import BaseModel
+
+from infra.config import PlatformConfig
+from infra.errors import _unwrap
+
+
+def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str]]:
+    rows = []
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        path = f"{prefix}{key}"
+        rows.append((path, (field.description or "").replace("|", "\\|")))
+        inner = _unwrap(field.annotation)
+        if typing.get_origin(inner) is dict:
+            inner, path = _unwrap(typing.get_args(inner)[1]), f"{path}.<name>"
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            rows.extend(_rows(inner, f"{path}."))
+    return rows
+
+
+def markdown() -> str:
+    lines = ["| key | meaning and default |", "|---|---|"]
+    lines += [f"| `{path}` | {text} |" for path, text in _rows(PlatformConfig, "")]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,69 @@
+"""Offline render: the real program for one stack under mocks, written out as manifests and a resource list."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from infra.mocks import ProgramRun, run_program
+from infra.stack_config import PROJECT_ROOT, read_stack_files
+
+CLUSTER_SCOPED = "_cluster"
+
+
+def render_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> ProgramRun:
+    """Run the program for `stack` from its real stack files. Raises ConfigError or pulumi.RunError."""
+    from infra.program import run
+
+    return run_program(read_stack_files(stack, project_dir), run)
+
+
+_FIRST = ("apiVersion", "kind", "metadata", "spec")
+
+
+def canonical(obj: dict) -> dict:
+    """Keys in a stable order (apiVersion, kind, metadata, spec first; the rest sorted) for reviewable diffs."""
+
+    def deep_sort(value):
+        if isinstance(value, dict):
+            return {k: deep_sort(value[k]) for k in sorted(value)}
+        if isinstance(value, list):
+            return [deep_sort(v) for v in value]
+        return value
+
+    ordered = {k: deep_sort(obj[k]) for k in _FIRST if k in obj}
+    ordered.update({k: deep_sort(obj[k]) for k in sorted(obj) if k not in ordered})
+    return ordered
+
+
+def manifest_path(obj: dict) -> str:
+    namespace = obj["metadata"].get("namespace") or CLUSTER_SCOPED
+    return f"{namespace}/{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+
+
+def manifests(result: ProgramRun) -> dict[str, dict]:
+    """Every Kubernetes object keyed by its path under manifests/; two objects on one path is an error."""
+    out: dict[str, dict] = {}
+    for reg in result.registrations:
+        if not reg.is_kubernetes_object:
+            continue
+        path = manifest_path(reg.inputs)
+        if path in out:
+            raise ValueError(f"two objects render to manifests/{path} (second: {reg.urn})")
+        out[path] = reg.inputs
+    return out
+
+
+def write(result: ProgramRun, out_dir: Path) -> None:
+    manifest_dir = out_dir / "manifests"
+    if manifest_dir.exists():
+        shutil.rmtree(manifest_dir)
+    for path, obj in sorted(manifests(result).items()):
+        target = manifest_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(canonical(obj), sort_keys=False))
+    resources = sorted((r.to_json() for r in result.registrations), key=lambda r: r["urn"])
+    (out_dir / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,288 @@
+"""From validated config to a resolved plan of the platform: every default applied, every reference resolved.
+
+Pure functions, no Pulumi: the rules that relate one part of the config to another (calls, queues, databases,
+image pinning) are checked here, all at once, so one run reports every problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from infra.config import ImageBuild, PlatformConfig, Resources
+from infra.errors import ConfigError, ConfigProblem
+
+DIGEST_SUFFIX = "@sha256:"
+
+# Namespaces the shared infrastructure owns; a subsystem of the same name would share them.
+RESERVED_NAMESPACES = frozenset(
+    {"default", "kube-system", "kube-public", "kube-node-lease", "infrastructure", "monitoring"}
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A service another one may call: where it lives and on which port."""
+
+    subsystem: str
+    service: str
+    port: int
+
+
+@dataclass(frozen=True)
+class QueueRef:
+    subsystem: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    subsystem: str
+    name: str
+    image: str | None
+    build: ImageBuild | None
+    port: int
+    metrics_port: int
+    min_replicas: int
+    max_replicas: int
+    resources: Resources
+    critical: bool
+    database: bool
+    calls: tuple[Endpoint, ...]
+    publishes: tuple[QueueRef, ...]
+    consumes: tuple[QueueRef, ...]
+
+    @property
+    def queue_subsystems(self) -> frozenset[str]:
+        """Subsystems whose queue cluster this service connects to."""
+        return frozenset(q.subsystem for q in self.publishes + self.consumes)
+
+
+@dataclass(frozen=True)
+class PostgresPlan:
+    instances: int
+    storage_size: str
+    storage_class: str | None
+    image: str
+    resources: Resources
+    database: str
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    delivery_limit: int
+
+
+@dataclass(frozen=True)
+class QueueClusterPlan:
+    replicas: int
+    storage_size: str
+    storage_class: str | None
+    image: str
+    resources: Resources
+    queues: dict[str, QueueSpec]
+
+
+@dataclass(frozen=True)
+class SubsystemPlan:
+    name: str
+    services: dict[str, ServicePlan]
+    postgres: PostgresPlan | None
+    queue: QueueClusterPlan | None
+
+    @property
+    def namespace(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class PlatformPlan:
+    config: PlatformConfig
+    subsystems: dict[str, SubsystemPlan] = field(default_factory=dict)
+    order: tuple[str, ...] = ()
+    """Subsystems in creation order: one whose services use another's queue cluster comes after it."""
+
+    def service(self, subsystem: str, name: str) -> ServicePlan:
+        return self.subsystems[subsystem].services[name]
+
+    def services(self) -> list[ServicePlan]:
+        return [s for sub in self.subsystems.values() for s in sub.services.values()]
+
+
+def _split(ref: str, home: str) -> tuple[str, str]:
+    subsystem, _, name = ref.rpartition("/")
+    return (subsystem or home, name)
+
+
+def resolve(config: PlatformConfig) -> PlatformPlan:
+    """Apply defaults and resolve references; raise ConfigError listing every problem found."""
+    problems: list[ConfigProblem] = []
+    defaults = config.defaults
+
+    for name in config.subsystems:
+        if name in RESERVED_NAMESPACES:
+            problems.append(ConfigProblem(f"subsystems.{name}", f"{name!r} is reserved for shared infrastructure"))
+
+    consumers: dict[QueueRef, str] = {}
+    subsystems: dict[str, SubsystemPlan] = {}
+    for sub_name, sub in config.subsystems.items():
+        services: dict[str, ServicePlan] = {}
+        for svc_name, svc in sub.services.items():
+            path = f"subsystems.{sub_name}.services.{svc_name}"
+            calls: list[Endpoint] = []
+            for i, ref in enumerate(svc.calls):
+                target_sub, target = _split(ref, sub_name)
+                target_cfg = config.subsystems.get(target_sub)
+                if target_cfg is None or target not in target_cfg.services:
+                    known = sorted(f"{s}/{n}" for s, c in config.subsystems.items() for n in c.services)
+                    problems.append(
+                        ConfigProblem(
+                            f"{path}.calls[{i}]",
+                            f"{ref!r} is not a declared service (declared: {', '.join(known)})",
+                        )
+                    )
+                elif (target_sub, target) == (sub_name, svc_name):
+                    problems.append(ConfigProblem(f"{path}.calls[{i}]", f"{ref!r} is the service itself"))
+                else:
+                    calls.append(Endpoint(target_sub, target, target_cfg.services[target].port))
+
+            queue_refs: dict[str, list[QueueRef]] = {"publishes": [], "consumes": []}
+            for direction, refs in queue_refs.items():
+                for i, ref in enumerate(getattr(svc, direction)):
+                    q_sub, q_name = _split(ref, sub_name)
+                    owner = config.subsystems.get(q_sub)
+                    if owner is None or owner.queue is None or q_name not in owner.queue.queues:
+                        declared = sorted(
+                            f"{s}/{q}" for s, c in config.subsystems.items() if c.queue for q in c.queue.queues
+                        )
+                        problems.append(
+                            ConfigProblem(
+                                f"{path}.{direction}[{i}]",
+                                f"{ref!r} is not a queue declared under subsystems.<name>.queue.queues "
+                                f"(declared: {', '.join(declared) or 'none'})",
+                            )
+                        )
+                        continue
+                    qref = QueueRef(q_sub, q_name)
+                    refs.append(qref)
+                    if direction == "consumes":
+                        if qref in consumers:
+                            problems.append(
+                                ConfigProblem(
+                                    f"{path}.consumes[{i}]",
+                                    f"{ref!r} is already consumed by {consumers[qref]}; competing services on one "
+                                    "queue split its messages, give each consumer its own queue",
+                                )
+                            )
+                        consumers[qref] = f"{sub_name}/{svc_name}"
+
+            if svc.database and sub.postgres is None:
+                problems.append(
+                    ConfigProblem(f"{path}.database", f"is true but subsystems.{sub_name}.postgres is not declared")
+                )
+            if svc.port == svc.metrics_port:
+                problems.append(
+                    ConfigProblem(f"{path}.metricsPort", f"({svc.metrics_port}) must differ from port ({svc.port})")
+                )
+            if svc.image is not None and config.guardrails.require_image_digest and DIGEST_SUFFIX not in svc.image:
+                problems.append(
+                    ConfigProblem(
+                        f"{path}.image",
+                        f"{svc.image!r} is not pinned by digest; guardrails.requireImageDigest requires "
+                        "'<repository>@sha256:<digest>'",
+                    )
+                )
+
+            wl = defaults.workload
+            floor = wl.critical_min_replicas if svc.critical else wl.min_replicas
+            min_replicas = svc.replicas.min if svc.replicas.min is not None else floor
+            max_replicas = svc.replicas.max if svc.replicas.max is not None else max(wl.max_replicas, min_replicas)
+            if min_replicas > max_replicas:
+                problems.append(
+                    ConfigProblem(f"{path}.replicas", f"min ({min_replicas}) must be <= max ({max_replicas})")
+                )
+
+            services[svc_name] = ServicePlan(
+                subsystem=sub_name,
+                name=svc_name,
+                image=svc.image,
+                build=svc.build,
+                port=svc.port,
+                metrics_port=svc.metrics_port,
+                min_replicas=min_replicas,
+                max_replicas=max_replicas,
+                resources=svc.resources if svc.resources is not None else wl.resources,
+                critical=svc.critical,
+                database=svc.database,
+                calls=tuple(calls),
+                publishes=tuple(queue_refs["publishes"]),
+                consumes=tuple(queue_refs["consumes"]),
+            )
+
+        postgres = None
+        if sub.postgres is not None:
+            pg, pgd = sub.postgres, defaults.postgres
+            postgres = PostgresPlan(
+                instances=pg.instances if pg.instances is not None else pgd.instances,
+                storage_size=pg.storage.size if pg.storage.size is not None else pgd.storage_size,
+                storage_class=pg.storage.storage_class if pg.storage.storage_class is not None else pgd.storage_class,
+                image=pgd.image,
+                resources=pgd.resources,
+                database=pg.database if pg.database is not None else "app",
+            )
+        queue = None
+        if sub.queue is not None:
+            qc, qd = sub.queue, defaults.queue
+            replicas = qc.replicas if qc.replicas is not None else qd.replicas
+            queue = QueueClusterPlan(
+                replicas=replicas,
+                storage_size=qc.storage.size if qc.storage.size is not None else qd.storage_size,
+                storage_class=qc.storage.storage_class if qc.storage.storage_class is not None else qd.storage_class,
+                image=qd.image,
+                resources=qd.resources,
+                queues={n: QueueSpec(n, q.delivery_limit) for n, q in qc.queues.items()},
+            )
+        subsystems[sub_name] = SubsystemPlan(sub_name, services, postgres, queue)
+
+    order, cycle = creation_order(subsystems)
+    if cycle:
+        problems.append(
+            ConfigProblem(
+                "subsystems",
+                f"queue dependencies form a cycle ({' -> '.join(cycle)}); a subsystem's data must exist before the "
+                "services of another subsystem that use it",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    return PlatformPlan(config=config, subsystems=subsystems, order=order)
+
+
+def creation_order(subsystems: dict[str, SubsystemPlan]) -> tuple[tuple[str, ...], list[str]]:
+    """Depth-first topological order over "uses the queue cluster of"; returns (order, cycle or [])."""
+    needs = {
+        name: sorted({q for s in sub.services.values() for q in s.queue_subsystems} - {name})
+        for name, sub in subsystems.items()
+    }
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> list[str]:
+        if state.get(name) == "done":
+            return []
+        if state.get(name) == "visiting":
+            return [*path[path.index(name) :], name]
+        state[name] = "visiting"
+        for dep in needs[name]:
+            cycle = visit(dep, [*path, name])
+            if cycle:
+                return cycle
+        state[name] = "done"
+        order.append(name)
+        return []
+
+    for name in subsystems:
+        cycle = visit(name, [])
+        if cycle:
+            return tuple(order), cycle
+    return tuple(order), []

@@ -1,0 +1,73 @@
+"""The one mocks harness every test uses: real stack files in, recorded registrations out."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.mocks import ProgramRun
+from infra.render import render_stack
+from infra.stack_config import PROJECT_ROOT
+
+STACKS = ("dev", "prod")
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, ProgramRun]:
+    """Each real stack rendered once per session (the program is deterministic)."""
+    return {stack: render_stack(stack) for stack in STACKS}
+
+
+@pytest.fixture(params=STACKS)
+def stack_run(request, rendered) -> ProgramRun:
+    return rendered[request.param]
+
+
+@pytest.fixture(scope="session")
+def dev(rendered) -> ProgramRun:
+    return rendered["dev"]
+
+
+@pytest.fixture(scope="session")
+def prod(rendered) -> ProgramRun:
+    return rendered["prod"]
+
+
+class ProjectCopy:
+    """A throwaway copy of the project's Pulumi files, to render a mutated config."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        for name in ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
+            shutil.copy(PROJECT_ROOT / name, root / name)
+
+    def load(self, name: str) -> dict:
+        return yaml.safe_load((self.root / name).read_text())
+
+    def save(self, name: str, data: dict) -> None:
+        (self.root / name).write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def topology(self) -> dict:
+        return copy.deepcopy(self.load("Pulumi.yaml")["config"]["subsystems"]["value"])
+
+    def set_topology(self, subsystems: dict) -> None:
+        data = self.load("Pulumi.yaml")
+        data["config"]["subsystems"]["value"] = subsystems
+        self.save("Pulumi.yaml", data)
+
+    def set_stack_key(self, stack: str, key: str, value) -> None:
+        data = self.load(f"Pulumi.{stack}.yaml")
+        data.setdefault("config", {})[f"settlement-platform:{key}"] = value
+        self.save(f"Pulumi.{stack}.yaml", data)
+
+    def render(self, stack: str) -> ProgramRun:
+        return render_stack(stack, self.root)
+
+
+@pytest.fixture
+def project(tmp_path) -> ProjectCopy:
+    return ProjectCopy(tmp_path)

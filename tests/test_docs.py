@@ -1,0 +1,16 @@
+from infra.reference import markdown
+from infra.stack_config import PROJECT_ROOT
+
+
+def test_readme_configuration_reference_matches_the_model():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert markdown() in readme, (
+        "README's configuration table is stale; regenerate it with:\n"
+        "  .venv/bin/python -c 'from infra.reference import markdown; print(markdown())'"
+    )
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    ci = (PROJECT_ROOT / ".ci/run").read_text()
+    assert "make test " in readme and ci.strip().endswith("make test")

@@ -1,0 +1,105 @@
+"""The offline render: `python -m infra render <stack> --out DIR`, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from infra import render
+from infra.mocks import SECRET_MARKER, run_program
+from infra.stack_config import PROJECT_ROOT, SECRET_PLACEHOLDER, StackConfig, read_stack_files
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "infra", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_render_writes_every_object_and_every_resource(tmp_path):
+    result = run_cli("render", "prod", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    files = sorted(p.relative_to(tmp_path / "manifests").as_posix() for p in (tmp_path / "manifests").rglob("*.yaml"))
+    assert "payment/deployment-payment-api.yaml" in files
+    assert "_cluster/namespace-payment.yaml" in files
+    assert "business/cluster-business-db.yaml" in files
+    deployment = yaml.safe_load((tmp_path / "manifests/payment/deployment-payment-api.yaml").read_text())
+    assert list(deployment)[:4] == ["apiVersion", "kind", "metadata", "spec"]
+    assert type(deployment["spec"]["replicas"]) is int
+    assert type(deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]) is int
+
+    resources = json.loads((tmp_path / "resources.json").read_text())
+    types = {r["type"] for r in resources}
+    assert {
+        "kubernetes:helm.sh/v3:Release",
+        "settlement:platform:Platform",
+        "kubernetes:apps/v1:Deployment",
+    } <= types
+    assert len(files) == sum(1 for r in resources if "kind" in r["inputs"] and "apiVersion" in r["inputs"])
+    for r in resources:
+        assert {"type", "name", "parent", "inputs"} <= set(r)
+
+
+def test_render_is_deterministic(tmp_path):
+    first, second = render.render_stack("dev"), render.render_stack("dev")
+    render.write(first, tmp_path / "a")
+    render.write(second, tmp_path / "b")
+    assert (tmp_path / "a/resources.json").read_text() == (tmp_path / "b/resources.json").read_text()
+
+
+def test_bad_config_exits_non_zero_with_the_field_named_and_no_traceback(tmp_path):
+    (tmp_path / "Pulumi.yaml").write_text((PROJECT_ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "Pulumi.dev.yaml").write_text(
+        "config:\n  settlement-platform:defaults:\n    queue:\n      replicas: 4\n"
+    )
+    out = tmp_path / "out"
+    result = run_cli("render", "dev", "--out", str(out), "--project-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "defaults.queue.replicas: must be 1 or odd, got 4" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists(), "nothing is written for a refused config"
+
+
+def test_unknown_stack_is_named(tmp_path):
+    result = run_cli("render", "staging", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "'staging' has no Pulumi.staging.yaml (stacks: dev, prod)" in result.stderr
+
+
+def test_secure_values_become_placeholders_and_secret_keys(tmp_path):
+    (tmp_path / "Pulumi.yaml").write_text(
+        "name: demo\nruntime: python\nconfig:\n  greeting:\n    value: hello\n  plain: 1\n"
+    )
+    (tmp_path / "Pulumi.s.yaml").write_text(
+        "config:\n  demo:token:\n    secure: v1:AAAA\n  demo:nested:\n    a: {secure: v1:BBBB}\n    b: 2\n"
+        "  demo:greeting: hi\n"
+    )
+    config = read_stack_files("s", tmp_path)
+    assert config.values == {
+        "demo:greeting": "hi",  # the stack file overrides the project value, key by key
+        "demo:plain": 1,
+        "demo:token": SECRET_PLACEHOLDER,
+        "demo:nested": {"a": SECRET_PLACEHOLDER, "b": 2},
+    }
+    assert config.secret_keys == {"demo:token", "demo:nested"}
+    assert config.runtime_config()["demo:nested"] == json.dumps({"a": SECRET_PLACEHOLDER, "b": 2}, sort_keys=True)
+
+
+def test_secret_inputs_never_reach_the_output(tmp_path):
+    def program():
+        k8s.core.v1.Secret(
+            "s",
+            metadata={"name": "s", "namespace": "n"},
+            string_data={"password": pulumi.Output.secret("hunter2")},
+        )
+
+    run = run_program(StackConfig("unit", "test", {}, frozenset()), program)
+    render.write(run, tmp_path)
+    written = (tmp_path / "resources.json").read_text() + (tmp_path / "manifests/n/secret-s.yaml").read_text()
+    assert "hunter2" not in written
+    assert SECRET_MARKER in written

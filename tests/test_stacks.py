@@ -1,0 +1,139 @@
+"""Whole-stack tests: the real program on the real Pulumi.<stack>.yaml files."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra import schemas
+from infra.render import manifests
+
+APP_SUBSYSTEMS = {"payment", "business", "risk"}
+DATA_OWNERS = {"payment", "business"}
+
+
+def test_every_subsystem_is_built(stack_run):
+    components = {r.name for r in stack_run.of_type("settlement:platform:Subsystem")}
+    assert components == {f"platform-{s}" for s in APP_SUBSYSTEMS}
+    assert len(stack_run.of_type("settlement:platform:Infrastructure")) == 1
+    namespaces = {o["metadata"]["name"] for o in stack_run.objects("Namespace")}
+    assert namespaces >= APP_SUBSYSTEMS
+
+
+def test_payment_and_business_each_own_a_database_and_a_queue_cluster(stack_run):
+    assert {c["metadata"]["namespace"] for c in stack_run.objects("Cluster")} == DATA_OWNERS
+    assert {c["metadata"]["namespace"] for c in stack_run.objects("RabbitmqCluster")} == DATA_OWNERS
+
+
+def test_seed_topology_is_wired(stack_run):
+    """payment <-> business call each other; risk reads payment events and warns payment back."""
+
+    def env(name):
+        container = stack_run.object("Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e["value"] for e in container["env"]}
+
+    assert env("payment-api")["UPSTREAM_BUSINESS_SETTLEMENT_API_URL"] == (
+        "http://settlement-api.business.svc.cluster.local:8080"
+    )
+    assert env("settlement-api")["UPSTREAM_PAYMENT_PAYMENT_API_URL"] == (
+        "http://payment-api.payment.svc.cluster.local:8080"
+    )
+
+
+def test_prod_and_dev_differ_only_where_the_stack_files_say(dev, prod):
+    assert prod.object("Cluster", "payment-db")["spec"]["instances"] == 3
+    assert dev.object("Cluster", "payment-db")["spec"]["instances"] == 1
+    assert prod.object("RabbitmqCluster", "business-mq")["spec"]["replicas"] == 3
+    assert dev.object("RabbitmqCluster", "business-mq")["spec"]["replicas"] == 1
+    assert prod.object("Deployment", "payment-api")["spec"]["replicas"] == 3
+    assert prod.object("Deployment", "reporting")["spec"]["replicas"] == 2
+    assert dev.object("Deployment", "payment-api")["spec"]["replicas"] == 1
+    assert sorted(manifests(dev)) == sorted(manifests(prod)), "the same objects exist in both stacks"
+
+
+def test_stateful_resources_are_protected_in_prod_only(dev, prod):
+    def protected(run):
+        return {
+            r.name: (r.protect, r.retain_on_delete)
+            for r in run.registrations
+            if r.type.endswith("CustomResource") or r.inputs.get("kind") in ("Cluster", "RabbitmqCluster")
+        }
+
+    assert protected(prod) and all(p == (True, True) for p in protected(prod).values())
+    assert all(p == (False, False) for p in protected(dev).values())
+
+
+def test_data_clusters_depend_on_their_operator(stack_run):
+    releases = {r.inputs["chart"].rsplit("/", 1)[-1]: r.urn for r in stack_run.of_type("kubernetes:helm.sh/v3:Release")}
+    for reg in stack_run.registrations:
+        kind = reg.inputs.get("kind")
+        if kind == "Cluster":
+            assert releases["cloudnative-pg"] in reg.dependencies, reg.name
+        elif kind == "RabbitmqCluster":
+            assert releases["rabbitmq-cluster-operator"] in reg.dependencies, reg.name
+
+
+def test_operators_are_pinned_helm_releases(stack_run):
+    releases = stack_run.of_type("kubernetes:helm.sh/v3:Release")
+    assert {r.inputs["chart"].rsplit("/", 1)[-1] for r in releases} >= {
+        "cloudnative-pg",
+        "rabbitmq-cluster-operator",
+    }
+    for release in releases:
+        assert release.inputs["version"][0].isdigit(), release.inputs
+
+
+def test_workloads_wait_for_the_data_they_use(stack_run):
+    by_urn = {r.urn: r for r in stack_run.registrations}
+    deployment = next(
+        r
+        for r in stack_run.registrations
+        if r.inputs.get("kind") == "Deployment" and r.inputs["metadata"]["name"] == "risk-engine"
+    )
+    # risk-engine consumes a queue of the payment subsystem: it must wait for payment's queue cluster.
+    dep_names = {by_urn[u].name for u in deployment.dependencies if u in by_urn}
+    assert "platform-payment-mq-cluster" in dep_names
+
+
+def test_every_child_is_named_after_its_parent_component(stack_run):
+    by_urn = {r.urn: r for r in stack_run.registrations}
+    for reg in stack_run.registrations:
+        parent = by_urn.get(reg.parent)
+        if parent is not None:
+            assert reg.name.startswith(f"{parent.name}-"), (reg.name, parent.name)
+
+
+def test_every_builtin_object_passes_strict_kubernetes_schema(stack_run):
+    version = "1.33"
+    failures = {
+        f"{o['kind']}/{o['metadata']['name']}": errors
+        for o in stack_run.kubernetes_objects()
+        if schemas.is_builtin(o) and (errors := schemas.validate_builtin(o, version))
+    }
+    assert not failures
+
+
+def test_every_custom_resource_passes_its_crd_schema(stack_run):
+    crds = schemas.load_crd_schemas()
+    custom = [o for o in stack_run.kubernetes_objects() if not schemas.is_builtin(o)]
+    assert custom, "expected custom resources"
+    failures = {f"{o['kind']}/{o['metadata']['name']}": errs for o in custom if (errs := crds.validate(o))}
+    assert not failures
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "bad"),
+    [
+        ("Deployment", ("spec", "template", "spec", "containers", 0), {"imagePullPolice": "Always"}),
+        ("Cluster", ("spec", "storage"), {"sizee": "1Gi"}),
+        ("RabbitmqCluster", ("spec",), {"replicas": "three"}),
+    ],
+)
+def test_schema_checks_catch_what_they_should(prod, kind, path, bad):
+    import copy
+
+    obj = copy.deepcopy(prod.objects(kind)[0])
+    target = obj
+    for step in path:
+        target = target[step]
+    target.update(bad)
+    assert schemas.validate(obj, "1.33"), f"{kind} with {bad} should be refused"
