@@ -40,3 +40,82 @@ def container_security_context() -> dict:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+# Volume types the "restricted" profile admits.
+_RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+_SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+
+
+def restricted_violations(pod_spec: dict, min_uid: int = 10000) -> list[str]:
+    """Every way `pod_spec` breaks Pod Security "restricted" (baseline included) or the platform's additions
+    (read-only root filesystem, UID >= `min_uid`). Empty when the pod is admissible."""
+    problems = []
+    pod_ctx = pod_spec.get("securityContext") or {}
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(field):
+            problems.append(f"{field} must not be true")
+    for volume in pod_spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= _RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume.get('name')!r} uses {sorted(kinds - _RESTRICTED_VOLUMES)}")
+    for sysctl in pod_ctx.get("sysctls") or []:
+        if sysctl.get("name") not in _SAFE_SYSCTLS:
+            problems.append(f"sysctl {sysctl.get('name')!r} is not in the safe set")
+
+    def seccomp_ok(ctx: dict) -> bool | None:
+        profile = (ctx.get("seccompProfile") or {}).get("type")
+        return None if profile is None else profile in ("RuntimeDefault", "Localhost")
+
+    containers = [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]
+    for c in containers:
+        name = c.get("name", "?")
+        ctx = c.get("securityContext") or {}
+        if ctx.get("privileged"):
+            problems.append(f"container {name}: privileged must not be true")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"container {name}: allowPrivilegeEscalation must be false")
+        caps = ctx.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"container {name}: capabilities must drop ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"container {name}: may add only NET_BIND_SERVICE")
+        run_as_non_root = ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot"))
+        if run_as_non_root is not True:
+            problems.append(f"container {name}: runAsNonRoot must be true")
+        uid = ctx.get("runAsUser", pod_ctx.get("runAsUser"))
+        if uid is None or uid < min_uid:
+            problems.append(f"container {name}: runAsUser must be set and >= {min_uid} (got {uid})")
+        seccomp = seccomp_ok(ctx)
+        if seccomp is None:
+            seccomp = seccomp_ok(pod_ctx)
+        if not seccomp:
+            problems.append(f"container {name}: seccompProfile must be RuntimeDefault or Localhost")
+        if ctx.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"container {name}: readOnlyRootFilesystem must be true")
+        if ctx.get("procMount", "Default") != "Default":
+            problems.append(f"container {name}: procMount must be Default")
+        for port in c.get("ports") or []:
+            if port.get("hostPort"):
+                problems.append(f"container {name}: hostPort {port['hostPort']} is not allowed")
+    return problems

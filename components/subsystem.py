@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
+from components.credentials import GeneratedCredentials, GeneratedCredentialsArgs
 from components.namespace import Namespace, NamespaceArgs
 from components.postgres_cluster import PostgresCluster, PostgresClusterArgs
 from components.queue_cluster import QueueCluster, QueueClusterArgs
@@ -19,6 +20,8 @@ class SubsystemWorkload:
     uses_postgres: bool = False
     uses_queue: bool = False
     """Uses this subsystem's own queue cluster (foreign clusters go in `args.depends_on`)."""
+    credentials: list[GeneratedCredentialsArgs] = field(default_factory=list)
+    """Generated credentials the workload needs; their Secrets exist before its pods."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,14 @@ class Subsystem(pulumi.ComponentResource):
         self.workloads = {}
         for key, workload in args.workloads.items():
             depends_on = [*workload.args.depends_on]
+            for creds in workload.credentials:
+                depends_on.append(
+                    GeneratedCredentials(
+                        f"{name}-{key}-{creds.secret_name}",
+                        creds,
+                        opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+                    )
+                )
             if workload.uses_postgres:
                 depends_on.append(self.postgres)
             if workload.uses_queue:

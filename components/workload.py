@@ -1,4 +1,4 @@
-"""A stateless HTTP workload: ServiceAccount, Deployment and ClusterIP Service."""
+"""A stateless HTTP workload: ServiceAccount, Deployment, Service, autoscaler and disruption budget."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import autoscaling, pod_security
 from components import labels as labels_lib
-from components import pod_security
 
 DIGEST_MARKER = "@sha256:"
 
@@ -21,6 +21,18 @@ class Probes:
 
 
 @dataclass(frozen=True)
+class Shutdown:
+    pre_stop_sleep_seconds: int = 5
+    """Time for endpoints and load balancers to stop sending traffic before the process is told to stop."""
+    drain_seconds: int = 25
+    """Time the process gets after SIGTERM to finish in-flight requests."""
+
+    @property
+    def termination_grace_period_seconds(self) -> int:
+        return self.pre_stop_sleep_seconds + self.drain_seconds
+
+
+@dataclass(frozen=True)
 class WorkloadArgs:
     name: str
     """Kubernetes name of the ServiceAccount, Deployment and Service (what callers address)."""
@@ -28,17 +40,26 @@ class WorkloadArgs:
     image: pulumi.Input[str]
     port: int
     metrics_port: int
-    replicas: int
+    min_replicas: int
+    max_replicas: int
     resources: dict
     """Container `resources`: {"requests": {...}, "limits": {...}}."""
     part_of: str
     component: str
+    scaling: autoscaling.ResourceScaling | autoscaling.QueueScaling | None = None
+    """None: a fixed `min_replicas`. Otherwise the autoscaler owns `replicas` and the Deployment leaves it out."""
+    priority_class: str | None = None
     extra_labels: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Env var -> (Secret name, key): values come from Secrets, never literals."""
     probes: Probes = field(default_factory=Probes)
+    shutdown: Shutdown = field(default_factory=Shutdown)
     mount_service_account_token: bool = False
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """Resources that must exist before the pods start (the databases and queues it uses)."""
+    autoscaler_operator: pulumi.Resource | None = None
+    """The KEDA install, which a ScaledObject must wait for."""
 
 
 def image_pull_policy(image: str) -> str:
@@ -46,10 +67,13 @@ def image_pull_policy(image: str) -> str:
     return "IfNotPresent" if DIGEST_MARKER in image else "Always"
 
 
-def deployment_spec(args: WorkloadArgs, image: str, labels: dict[str, str]) -> dict:
-    """The Deployment spec, as a plain dict (pure: tested without Pulumi)."""
-    name = args.name
-    container = {
+def container_spec(args: WorkloadArgs, image: str) -> dict:
+    env = [{"name": k, "value": v} for k, v in sorted(args.env.items())]
+    env += [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for k, (secret, key) in sorted(args.secret_env.items())
+    ]
+    return {
         "name": "app",
         "image": image,
         "imagePullPolicy": image_pull_policy(image),
@@ -57,63 +81,84 @@ def deployment_spec(args: WorkloadArgs, image: str, labels: dict[str, str]) -> d
             {"name": "http", "containerPort": args.port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": args.metrics_port, "protocol": "TCP"},
         ],
-        "env": [{"name": k, "value": v} for k, v in sorted(args.env.items())],
+        "env": env,
         "resources": args.resources,
         "securityContext": pod_security.container_security_context(),
+        # Startup gives a slow boot up to 150 s before liveness may kill it.
         "startupProbe": {
             "httpGet": {"path": args.probes.startup_path, "port": "http"},
             "periodSeconds": 5,
             "failureThreshold": 30,
         },
+        # Liveness restarts a stuck process; lenient so a slow dependency does not cause a restart storm.
         "livenessProbe": {
             "httpGet": {"path": args.probes.liveness_path, "port": "http"},
             "periodSeconds": 10,
+            "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
+        # Readiness takes a pod out of rotation quickly and brings it back when its dependencies are back.
         "readinessProbe": {
             "httpGet": {"path": args.probes.readiness_path, "port": "http"},
             "periodSeconds": 5,
+            "timeoutSeconds": 2,
             "failureThreshold": 2,
+            "successThreshold": 1,
         },
+        "lifecycle": {"preStop": {"sleep": {"seconds": args.shutdown.pre_stop_sleep_seconds}}},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    return {
-        "replicas": args.replicas,
-        "revisionHistoryLimit": 5,
-        "selector": {"matchLabels": labels_lib.selector_labels(name)},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-        "template": {
-            "metadata": {"labels": labels},
-            "spec": {
-                "serviceAccountName": name,
-                "automountServiceAccountToken": args.mount_service_account_token,
-                "enableServiceLinks": False,
-                "securityContext": pod_security.pod_security_context(),
-                "containers": [container],
-                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
-            },
-        },
+
+
+def deployment_spec(args: WorkloadArgs, image: str, labels: dict[str, str]) -> dict:
+    """The Deployment spec, as a plain dict (pure: tested without Pulumi)."""
+    selector = labels_lib.selector_labels(args.name)
+    pod = {
+        "serviceAccountName": args.name,
+        "automountServiceAccountToken": args.mount_service_account_token,
+        "enableServiceLinks": False,
+        "securityContext": pod_security.pod_security_context(),
+        "terminationGracePeriodSeconds": args.shutdown.termination_grace_period_seconds,
+        "topologySpreadConstraints": autoscaling.topology_spread(selector),
+        "containers": [container_spec(args, image)],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
+    if args.priority_class is not None:
+        pod["priorityClassName"] = args.priority_class
+    spec = {
+        "revisionHistoryLimit": 5,
+        "selector": {"matchLabels": selector},
+        # Surge first, never drop below the desired count during a rollout.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {"metadata": {"labels": labels}, "spec": pod},
+    }
+    if args.scaling is None:
+        spec["replicas"] = args.min_replicas
+    return spec
 
 
 class Workload(pulumi.ComponentResource):
-    """One service: its identity (ServiceAccount), its pods (Deployment) and its address (Service)."""
+    """One service: identity, pods, address, autoscaler (HPA or KEDA) and disruption budget."""
 
     service_name: pulumi.Output[str]
     port: int
 
     def __init__(self, name: str, args: WorkloadArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:apps:Workload", name, None, opts)
+        if args.min_replicas > args.max_replicas:
+            raise ValueError(f"{name}: min_replicas ({args.min_replicas}) > max_replicas ({args.max_replicas})")
         labels = labels_lib.standard_labels(args.name, args.part_of, args.component, args.extra_labels)
+        selector = labels_lib.selector_labels(args.name)
         metadata = {"name": args.name, "namespace": args.namespace, "labels": labels}
+        child = pulumi.ResourceOptions(parent=self)
 
         account = k8s.core.v1.ServiceAccount(
             f"{name}-account",
             metadata=metadata,
             automount_service_account_token=args.mount_service_account_token,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child,
         )
-        k8s.apps.v1.Deployment(
+        deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=metadata,
             spec=pulumi.Output.from_input(args.image).apply(lambda image: deployment_spec(args, image, labels)),
@@ -124,19 +169,53 @@ class Workload(pulumi.ComponentResource):
             metadata=metadata,
             spec={
                 "type": "ClusterIP",
-                "selector": labels_lib.selector_labels(args.name),
+                "selector": selector,
                 "ports": [
                     {"name": "http", "port": args.port, "targetPort": "http", "protocol": "TCP"},
-                    {
-                        "name": "metrics",
-                        "port": args.metrics_port,
-                        "targetPort": "metrics",
-                        "protocol": "TCP",
-                    },
+                    {"name": "metrics", "port": args.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
                 ],
             },
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child,
         )
+
+        if isinstance(args.scaling, autoscaling.ResourceScaling):
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-hpa",
+                metadata=metadata,
+                spec=autoscaling.hpa_spec(args.name, args.min_replicas, args.max_replicas, args.scaling),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
+            )
+        elif isinstance(args.scaling, autoscaling.QueueScaling):
+            after_keda = [args.autoscaler_operator] if args.autoscaler_operator is not None else []
+            auth = k8s.apiextensions.CustomResource(
+                f"{name}-trigger-auth",
+                api_version="keda.sh/v1alpha1",
+                kind="TriggerAuthentication",
+                metadata=metadata,
+                spec={
+                    "secretTargetRef": [{"parameter": "host", "name": args.scaling.credentials_secret, "key": "uri"}]
+                },
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after_keda),
+            )
+            k8s.apiextensions.CustomResource(
+                f"{name}-scaler",
+                api_version="keda.sh/v1alpha1",
+                kind="ScaledObject",
+                metadata=metadata,
+                spec=autoscaling.scaled_object_spec(
+                    args.name, args.min_replicas, args.max_replicas, args.scaling, args.name
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment, auth, *after_keda]),
+            )
+
+        min_available = autoscaling.pdb_min_available(args.min_replicas)
+        if min_available is not None:
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-pdb",
+                metadata=metadata,
+                spec={"minAvailable": min_available, "selector": {"matchLabels": selector}},
+                opts=child,
+            )
 
         self.service_name = service.metadata.name
         self.port = args.port

@@ -80,6 +80,24 @@ class ImageBuild(Model):
     target: str | None = Field(default=None, description="Multi-stage build target. Default: the last stage.")
 
 
+class ProbePaths(Model):
+    startup_path: str = Field(default="/livez", description="HTTP path of the startup probe. Default: /livez.")
+    liveness_path: str = Field(default="/livez", description="HTTP path of the liveness probe. Default: /livez.")
+    readiness_path: str = Field(default="/readyz", description="HTTP path of the readiness probe. Default: /readyz.")
+
+
+class Autoscaling(Model):
+    cpu_utilization: int | None = Field(
+        default=None, ge=10, le=100, description="HPA CPU target, % of requests. Default: defaults.workload."
+    )
+    memory_utilization: int | None = Field(
+        default=None, ge=10, le=100, description="HPA memory target, % of requests. Default: defaults.workload."
+    )
+    messages_per_replica: int | None = Field(
+        default=None, ge=1, description="Queue consumers: ready messages per replica. Default: defaults.workload."
+    )
+
+
 class Service(Model):
     image: str | None = Field(
         default=None,
@@ -100,6 +118,13 @@ class Service(Model):
         description="On the payment path: higher priority class and criticalMinReplicas. Default: false.",
     )
     database: bool = Field(default=False, description="Uses its subsystem's PostgreSQL cluster. Default: false.")
+    probes: ProbePaths = Field(default_factory=ProbePaths, description="Health-check paths on `port`.")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Autoscaler targets.")
+    mount_service_account_token: bool = Field(
+        default=False,
+        description="Mount a Kubernetes API token in the pods (only for services that call the Kubernetes API). "
+        "Default: false.",
+    )
     calls: list[Reference] = Field(
         default_factory=list,
         description="Services this one calls (`name` or `subsystem/name`). Default: none.",
@@ -181,6 +206,17 @@ class WorkloadDefaults(Model):
     )
     max_replicas: int = Field(default=6, ge=1, description="Default most pods per service. Default: 6.")
     resources: Resources = Field(default_factory=Resources, description="Default requests and limits.")
+    cpu_utilization: int = Field(default=70, ge=10, le=100, description="HPA CPU target (%). Default: 70.")
+    memory_utilization: int = Field(default=80, ge=10, le=100, description="HPA memory target (%). Default: 80.")
+    messages_per_replica: int = Field(
+        default=20, ge=1, description="KEDA target of ready messages per consumer replica. Default: 20."
+    )
+    pre_stop_sleep_seconds: int = Field(
+        default=5, ge=0, le=60, description="Pause before SIGTERM so load balancers stop routing. Default: 5."
+    )
+    drain_seconds: int = Field(
+        default=25, ge=1, le=600, description="Time after SIGTERM to finish in-flight work. Default: 25."
+    )
     quota_headroom_percent: int = Field(
         default=25,
         ge=0,
@@ -273,10 +309,28 @@ class Operators(Model):
         ),
         description="RabbitMQ cluster and messaging-topology operators. Default: chart 4.4.34.",
     )
+    keda: HelmChart = Field(
+        default=_chart("https://kedacore.github.io/charts", "keda", "2.20.2", "keda"),
+        description="KEDA, event-driven autoscaling for queue consumers. Default: chart keda 2.20.2.",
+    )
+
+
+class PriorityClasses(Model):
+    critical: int = Field(
+        default=100000, ge=1, le=1000000000, description="Priority of critical (payment-path) pods. Default: 100000."
+    )
+    standard: int = Field(default=10000, ge=1, le=1000000000, description="Priority of other pods. Default: 10000.")
+
+    @model_validator(mode="after")
+    def _critical_above_standard(self) -> PriorityClasses:
+        if self.critical <= self.standard:
+            raise ValueError(f"critical ({self.critical}) must be > standard ({self.standard})")
+        return self
 
 
 class Infrastructure(Model):
     operators: Operators = Field(default_factory=Operators, description="Operators, at pinned chart versions.")
+    priority_classes: PriorityClasses = Field(default_factory=PriorityClasses, description="Pod priorities.")
 
 
 class PlatformConfig(Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from components.helm_operator import HelmOperator, HelmOperatorArgs
 from infra.config import HelmChart, Infrastructure
@@ -33,11 +34,17 @@ def operator_args(chart: HelmChart, pod_security_version: str, values: dict) -> 
     )
 
 
+def priority_class_name(tier: str) -> str:
+    return f"settlement-{tier}"
+
+
 class SharedInfrastructure(pulumi.ComponentResource):
     """Operators (and, as the platform grows, gateway, certificates and monitoring) for every subsystem."""
 
     postgres_operator: HelmOperator
     queue_operator: HelmOperator
+    autoscaler: HelmOperator
+    priority_classes: dict[str, str]
 
     def __init__(self, name: str, args: InfrastructureArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:platform:Infrastructure", name, None, opts)
@@ -59,8 +66,33 @@ class SharedInfrastructure(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self.autoscaler = HelmOperator(
+            f"{name}-keda",
+            operator_args(operators.keda, args.pod_security_version, {}),
+            opts=child,
+        )
+
+        self.priority_classes = {}
+        for tier, value in args.config.priority_classes.model_dump().items():
+            pc_name = priority_class_name(tier)
+            k8s.scheduling.v1.PriorityClass(
+                f"{name}-priority-{tier}",
+                metadata={"name": pc_name, "labels": {"app.kubernetes.io/part-of": PART_OF}},
+                value=value,
+                global_default=False,
+                preemption_policy="PreemptLowerPriority",
+                description=f"settlement-platform {tier} workloads",
+                opts=child,
+            )
+            self.priority_classes[tier] = pc_name
+
         self.register_outputs(
             {
-                "operator_namespaces": [self.postgres_operator.namespace, self.queue_operator.namespace],
+                "operator_namespaces": [
+                    self.postgres_operator.namespace,
+                    self.queue_operator.namespace,
+                    self.autoscaler.namespace,
+                ],
+                "priority_classes": self.priority_classes,
             }
         )

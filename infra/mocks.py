@@ -62,11 +62,20 @@ class Registration:
         }
 
 
+def _mask(value: Any) -> Any:
+    """Every scalar of a secret replaced by the marker; the shape (keys, lists) stays so schemas still apply."""
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items() if k != SECRET_SIGNATURE}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return SECRET_MARKER
+
+
 def clean(value: Any) -> Any:
     """SDK wire values to plain data: secrets masked, integral floats back to ints."""
     if isinstance(value, dict):
         if SECRET_SIGNATURE in value:
-            return SECRET_MARKER
+            return _mask(value.get("value"))
         return {k: clean(v) for k, v in value.items()}
     if isinstance(value, list):
         return [clean(v) for v in value]

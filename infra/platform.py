@@ -11,14 +11,16 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from components.autoscaling import QueueScaling, ResourceScaling
+from components.credentials import GeneratedCredentialsArgs
 from components.namespace import NamespaceArgs
 from components.postgres_cluster import PostgresClusterArgs
 from components.queue_cluster import QueueClusterArgs
 from components.sizing import PodSize, namespace_quota
 from components.subsystem import Subsystem, SubsystemArgs, SubsystemWorkload
-from components.workload import WorkloadArgs
+from components.workload import Probes, Shutdown, WorkloadArgs
 from infra.config import Resources
-from infra.infrastructure import PART_OF, InfrastructureArgs, SharedInfrastructure
+from infra.infrastructure import PART_OF, InfrastructureArgs, SharedInfrastructure, priority_class_name
 from infra.topology import PlatformPlan, ServicePlan, SubsystemPlan
 
 SUBSYSTEM_LABEL = "platform.settlement.io/subsystem"
@@ -30,6 +32,46 @@ def env_name(*parts: str) -> str:
 
 def service_host(subsystem: str, service: str) -> str:
     return f"{service}.{subsystem}.svc.cluster.local"
+
+
+AMQP_PORT = 5672
+
+
+def queue_cluster_name(subsystem: str) -> str:
+    return f"{subsystem}-mq"
+
+
+def amqp_secret_name(svc: ServicePlan, queue_subsystem: str) -> str:
+    return f"{svc.name}-amqp-{queue_subsystem}"
+
+
+def amqp_credentials(svc: ServicePlan) -> list[GeneratedCredentialsArgs]:
+    """One generated RabbitMQ identity per service and queue cluster it uses; the vhost is the owner's name."""
+    return [
+        GeneratedCredentialsArgs(
+            username=f"{svc.subsystem}.{svc.name}",
+            secret_name=amqp_secret_name(svc, q_sub),
+            namespaces=[svc.subsystem],
+            uri_template=(
+                f"amqp://{{username}}:{{password}}@{service_host(q_sub, queue_cluster_name(q_sub))}:{AMQP_PORT}/{q_sub}"
+            ),
+            labels={"app.kubernetes.io/part-of": PART_OF, SUBSYSTEM_LABEL: svc.subsystem},
+        )
+        for q_sub in sorted(svc.queue_subsystems)
+    ]
+
+
+def scaling(svc: ServicePlan) -> ResourceScaling | QueueScaling:
+    """Consumers scale on the depth of what they consume; everything else on CPU and memory."""
+    if svc.consumes:
+        q_sub = svc.consumes[0].subsystem  # config allows one consumed cluster per service
+        return QueueScaling(
+            queues=tuple(q.queue for q in svc.consumes),
+            vhost=q_sub,
+            messages_per_replica=svc.messages_per_replica,
+            credentials_secret=amqp_secret_name(svc, q_sub),
+        )
+    return ResourceScaling(cpu_utilization=svc.cpu_utilization, memory_utilization=svc.memory_utilization)
 
 
 def service_env(svc: ServicePlan) -> dict[str, str]:
@@ -70,20 +112,42 @@ def namespace_args(plan: PlatformPlan, sub: SubsystemPlan) -> NamespaceArgs:
     )
 
 
-def workload_args(svc: ServicePlan, image: pulumi.Input[str], depends_on: list[pulumi.Resource]) -> WorkloadArgs:
+def workload_args(
+    plan: PlatformPlan,
+    svc: ServicePlan,
+    image: pulumi.Input[str],
+    depends_on: list[pulumi.Resource],
+    keda: pulumi.Resource | None,
+) -> WorkloadArgs:
+    defaults = plan.config.defaults.workload
     return WorkloadArgs(
         name=svc.name,
         namespace=svc.subsystem,
         image=image,
         port=svc.port,
         metrics_port=svc.metrics_port,
-        replicas=svc.min_replicas,
+        min_replicas=svc.min_replicas,
+        max_replicas=svc.max_replicas,
         resources=svc.resources.model_dump(),
         part_of=PART_OF,
         component="worker" if svc.consumes else "api",
+        scaling=scaling(svc),
+        priority_class=priority_class_name("critical" if svc.critical else "standard"),
         extra_labels={SUBSYSTEM_LABEL: svc.subsystem},
         env=service_env(svc),
+        secret_env={
+            env_name("amqp", q_sub, "uri"): (amqp_secret_name(svc, q_sub), "uri")
+            for q_sub in sorted(svc.queue_subsystems)
+        },
+        probes=Probes(
+            startup_path=svc.probes.startup_path,
+            liveness_path=svc.probes.liveness_path,
+            readiness_path=svc.probes.readiness_path,
+        ),
+        shutdown=Shutdown(pre_stop_sleep_seconds=defaults.pre_stop_sleep_seconds, drain_seconds=defaults.drain_seconds),
+        mount_service_account_token=svc.mount_service_account_token,
         depends_on=depends_on,
+        autoscaler_operator=keda,
     )
 
 
@@ -108,7 +172,7 @@ def postgres_args(plan: PlatformPlan, sub: SubsystemPlan, operator: pulumi.Resou
 def queue_args(plan: PlatformPlan, sub: SubsystemPlan, operator: pulumi.Resource) -> QueueClusterArgs:
     q = sub.queue
     return QueueClusterArgs(
-        name=f"{sub.name}-mq",
+        name=queue_cluster_name(sub.name),
         namespace=sub.namespace,
         replicas=q.replicas,
         storage_size=q.storage_size,
@@ -151,9 +215,12 @@ class Platform(pulumi.ComponentResource):
             for svc in sub.services.values():
                 foreign_queues = [subsystems[s].queue for s in sorted(svc.queue_subsystems - {sub_name})]
                 workloads[svc.name] = SubsystemWorkload(
-                    args=workload_args(svc, self._image(name, svc), foreign_queues),
+                    args=workload_args(
+                        plan, svc, self._image(name, svc), foreign_queues, infrastructure.autoscaler.release
+                    ),
                     uses_postgres=svc.database,
                     uses_queue=sub_name in svc.queue_subsystems,
+                    credentials=amqp_credentials(svc),
                 )
             subsystems[sub_name] = Subsystem(
                 f"{name}-{sub_name}",

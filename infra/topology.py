@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from infra.config import ImageBuild, PlatformConfig, Resources
+from infra.config import ImageBuild, PlatformConfig, ProbePaths, Resources
 from infra.errors import ConfigError, ConfigProblem
 
 DIGEST_SUFFIX = "@sha256:"
@@ -50,6 +50,11 @@ class ServicePlan:
     calls: tuple[Endpoint, ...]
     publishes: tuple[QueueRef, ...]
     consumes: tuple[QueueRef, ...]
+    probes: ProbePaths
+    mount_service_account_token: bool
+    cpu_utilization: int
+    memory_utilization: int
+    messages_per_replica: int
 
     @property
     def queue_subsystems(self) -> frozenset[str]:
@@ -202,6 +207,17 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                     ConfigProblem(f"{path}.replicas", f"min ({min_replicas}) must be <= max ({max_replicas})")
                 )
 
+            consumed_from = sorted({q.subsystem for q in queue_refs["consumes"]})
+            if len(consumed_from) > 1:
+                problems.append(
+                    ConfigProblem(
+                        f"{path}.consumes",
+                        f"queues of {len(consumed_from)} subsystems ({', '.join(consumed_from)}); a consumer scales on "
+                        "one queue cluster, split it into one service per cluster",
+                    )
+                )
+
+            scaling = svc.autoscaling
             services[svc_name] = ServicePlan(
                 subsystem=sub_name,
                 name=svc_name,
@@ -217,6 +233,15 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 calls=tuple(calls),
                 publishes=tuple(queue_refs["publishes"]),
                 consumes=tuple(queue_refs["consumes"]),
+                probes=svc.probes,
+                mount_service_account_token=svc.mount_service_account_token,
+                cpu_utilization=scaling.cpu_utilization if scaling.cpu_utilization is not None else wl.cpu_utilization,
+                memory_utilization=scaling.memory_utilization
+                if scaling.memory_utilization is not None
+                else wl.memory_utilization,
+                messages_per_replica=scaling.messages_per_replica
+                if scaling.messages_per_replica is not None
+                else wl.messages_per_replica,
             )
 
         postgres = None

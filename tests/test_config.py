@@ -50,7 +50,7 @@ TOPOLOGY_CASES = [
     (
         "unknown-key-in-service",
         lambda t: _set(t, "payment", "payment-api", replics=3),
-        "subsystems.payment.services.payment-api.replics: unknown key (allowed: build, calls,",
+        "subsystems.payment.services.payment-api.replics: unknown key (allowed: autoscaling, build, calls,",
     ),
     (
         "port-out-of-range",

@@ -30,7 +30,7 @@ def test_render_writes_every_object_and_every_resource(tmp_path):
     assert "business/cluster-business-db.yaml" in files
     deployment = yaml.safe_load((tmp_path / "manifests/payment/deployment-payment-api.yaml").read_text())
     assert list(deployment)[:4] == ["apiVersion", "kind", "metadata", "spec"]
-    assert type(deployment["spec"]["replicas"]) is int
+    assert type(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]) is int
     assert type(deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]) is int
 
     resources = json.loads((tmp_path / "resources.json").read_text())

@@ -29,7 +29,7 @@ def test_seed_topology_is_wired(stack_run):
 
     def env(name):
         container = stack_run.object("Deployment", name)["spec"]["template"]["spec"]["containers"][0]
-        return {e["name"]: e["value"] for e in container["env"]}
+        return {e["name"]: e.get("value") for e in container["env"]}
 
     assert env("payment-api")["UPSTREAM_BUSINESS_SETTLEMENT_API_URL"] == (
         "http://settlement-api.business.svc.cluster.local:8080"
@@ -44,10 +44,12 @@ def test_prod_and_dev_differ_only_where_the_stack_files_say(dev, prod):
     assert dev.object("Cluster", "payment-db")["spec"]["instances"] == 1
     assert prod.object("RabbitmqCluster", "business-mq")["spec"]["replicas"] == 3
     assert dev.object("RabbitmqCluster", "business-mq")["spec"]["replicas"] == 1
-    assert prod.object("Deployment", "payment-api")["spec"]["replicas"] == 3
-    assert prod.object("Deployment", "reporting")["spec"]["replicas"] == 2
-    assert dev.object("Deployment", "payment-api")["spec"]["replicas"] == 1
-    assert sorted(manifests(dev)) == sorted(manifests(prod)), "the same objects exist in both stacks"
+    assert prod.object("HorizontalPodAutoscaler", "payment-api")["spec"]["minReplicas"] == 3
+    assert prod.object("ScaledObject", "reporting")["spec"]["minReplicaCount"] == 2
+    assert dev.object("HorizontalPodAutoscaler", "payment-api")["spec"]["minReplicas"] == 1
+    # The same objects in both stacks, except disruption budgets: dev runs single replicas, which a PDB would pin.
+    assert not dev.objects("PodDisruptionBudget")
+    assert sorted(p for p in manifests(prod) if "/poddisruptionbudget-" not in p) == sorted(manifests(dev))
 
 
 def test_stateful_resources_are_protected_in_prod_only(dev, prod):
