@@ -23,6 +23,10 @@ class PostgresClusterArgs:
     database: str
     part_of: str
     extra_labels: dict[str, str] = field(default_factory=dict)
+    synchronous: bool = True
+    """Zero data loss: a commit waits for one standby (quorum), and writes stop rather than run unreplicated.
+    Applies only with more than one instance."""
+    priority_class: str | None = None
     protect: bool = True
     """Refuse deletion and replacement (the engine fails the update instead of dropping data)."""
     operator: pulumi.Resource | None = None
@@ -34,22 +38,43 @@ def cluster_spec(args: PostgresClusterArgs) -> dict:
     storage = {"size": args.storage_size}
     if args.storage_class is not None:
         storage["storageClass"] = args.storage_class
-    return {
+    postgresql: dict = {
+        "parameters": {"ssl_min_protocol_version": "TLSv1.3", "password_encryption": "scram-sha-256"},
+        # Refuse every connection that is not TLS (PCI DSS 4.2); CloudNativePG appends its own rules after these.
+        "pg_hba": ["hostnossl all all all reject"],
+    }
+    if args.synchronous and args.instances > 1:
+        postgresql["synchronous"] = {"method": "any", "number": 1, "dataDurability": "required"}
+    spec = {
         "instances": args.instances,
         "imageName": args.image,
         "primaryUpdateStrategy": "unsupervised",
+        "enablePDB": True,
         "storage": storage,
         "resources": args.resources,
+        "postgresql": postgresql,
         "bootstrap": {"initdb": {"database": args.database, "owner": args.database}},
+        # One instance per host, required; spread over zones where the cluster has them.
         "affinity": {
             "enablePodAntiAffinity": True,
             "podAntiAffinityType": "required",
             "topologyKey": "kubernetes.io/hostname",
         },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"cnpg.io/cluster": args.name}},
+            }
+        ],
         "inheritedMetadata": {
             "labels": labels_lib.standard_labels(args.name, args.part_of, "database", args.extra_labels)
         },
     }
+    if args.priority_class is not None:
+        spec["priorityClassName"] = args.priority_class
+    return spec
 
 
 class PostgresCluster(pulumi.ComponentResource):
@@ -58,6 +83,7 @@ class PostgresCluster(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     rw_service: pulumi.Output[str]
     app_secret: pulumi.Output[str]
+    ca_secret: pulumi.Output[str]
 
     def __init__(self, name: str, args: PostgresClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:data:PostgresCluster", name, None, opts)
@@ -79,6 +105,12 @@ class PostgresCluster(pulumi.ComponentResource):
         # CloudNativePG's naming contract: "<cluster>-rw" Service, "<cluster>-app" credentials Secret.
         self.rw_service = self.cluster_name.apply(lambda n: f"{n}-rw")
         self.app_secret = self.cluster_name.apply(lambda n: f"{n}-app")
+        self.ca_secret = self.cluster_name.apply(lambda n: f"{n}-ca")
         self.register_outputs(
-            {"cluster_name": self.cluster_name, "rw_service": self.rw_service, "app_secret": self.app_secret}
+            {
+                "cluster_name": self.cluster_name,
+                "rw_service": self.rw_service,
+                "app_secret": self.app_secret,
+                "ca_secret": self.ca_secret,
+            }
         )

@@ -53,6 +53,8 @@ class WorkloadArgs:
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Env var -> (Secret name, key): values come from Secrets, never literals."""
+    secret_files: dict[str, str] = field(default_factory=dict)
+    """Secret name -> directory it is mounted at, read-only (credentials as files, not env values)."""
     probes: Probes = field(default_factory=Probes)
     shutdown: Shutdown = field(default_factory=Shutdown)
     mount_service_account_token: bool = False
@@ -106,7 +108,11 @@ def container_spec(args: WorkloadArgs, image: str) -> dict:
             "successThreshold": 1,
         },
         "lifecycle": {"preStop": {"sleep": {"seconds": args.shutdown.pre_stop_sleep_seconds}}},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]
+        + [
+            {"name": f"secret-{secret}", "mountPath": path, "readOnly": True}
+            for secret, path in sorted(args.secret_files.items())
+        ],
     }
 
 
@@ -121,7 +127,11 @@ def deployment_spec(args: WorkloadArgs, image: str, labels: dict[str, str]) -> d
         "terminationGracePeriodSeconds": args.shutdown.termination_grace_period_seconds,
         "topologySpreadConstraints": autoscaling.topology_spread(selector),
         "containers": [container_spec(args, image)],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+        + [
+            {"name": f"secret-{secret}", "secret": {"secretName": secret, "defaultMode": 0o440}}
+            for secret in sorted(args.secret_files)
+        ],
     }
     if args.priority_class is not None:
         pod["priorityClassName"] = args.priority_class

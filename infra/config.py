@@ -238,6 +238,11 @@ class PostgresDefaults(Model):
     instances: int = Field(default=3, ge=1, le=9, description="Instances per cluster. Default: 3.")
     storage_size: MemoryQuantity = Field(default="20Gi", description="Data volume size. Default: 20Gi.")
     storage_class: str | None = Field(default=None, description="StorageClass. Default: the cluster default.")
+    synchronous: bool = Field(
+        default=True,
+        description="Synchronous replication with zero data loss on failover (one standby must confirm each "
+        "commit; dataDurability required) whenever a cluster has more than one instance. Default: true.",
+    )
     image: str = Field(
         default="ghcr.io/cloudnative-pg/postgresql:17.6-standard-bookworm",
         description="PostgreSQL operand image. Default: ghcr.io/cloudnative-pg/postgresql:17.6-standard-bookworm.",

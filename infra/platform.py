@@ -74,9 +74,35 @@ def scaling(svc: ServicePlan) -> ResourceScaling | QueueScaling:
     return ResourceScaling(cpu_utilization=svc.cpu_utilization, memory_utilization=svc.memory_utilization)
 
 
+POSTGRES_CREDENTIALS_DIR = "/etc/settlement/postgres"
+POSTGRES_CA_DIR = "/etc/settlement/postgres-ca"
+
+
+def postgres_cluster_name(subsystem: str) -> str:
+    return f"{subsystem}-db"
+
+
+def postgres_files(svc: ServicePlan) -> dict[str, str]:
+    """CloudNativePG's generated app credentials and CA, mounted as files for services that use the database."""
+    if not svc.database:
+        return {}
+    cluster = postgres_cluster_name(svc.subsystem)
+    return {f"{cluster}-app": POSTGRES_CREDENTIALS_DIR, f"{cluster}-ca": POSTGRES_CA_DIR}
+
+
 def service_env(svc: ServicePlan) -> dict[str, str]:
     """What a service is told about its surroundings: its identity and the addresses of what it calls."""
     env = {"SERVICE_NAME": svc.name, "SUBSYSTEM": svc.subsystem}
+    if svc.database:
+        env.update(
+            {
+                # libpq reads these: TLS with the server's certificate verified against the cluster's CA.
+                "PGHOST": service_host(svc.subsystem, f"{postgres_cluster_name(svc.subsystem)}-rw"),
+                "PGSSLMODE": "verify-full",
+                "PGSSLROOTCERT": f"{POSTGRES_CA_DIR}/ca.crt",
+                "POSTGRES_CREDENTIALS_DIR": POSTGRES_CREDENTIALS_DIR,
+            }
+        )
     for call in svc.calls:
         env[env_name("upstream", call.subsystem, call.service, "url")] = (
             f"http://{service_host(call.subsystem, call.service)}:{call.port}"
@@ -139,6 +165,7 @@ def workload_args(
             env_name("amqp", q_sub, "uri"): (amqp_secret_name(svc, q_sub), "uri")
             for q_sub in sorted(svc.queue_subsystems)
         },
+        secret_files=postgres_files(svc),
         probes=Probes(
             startup_path=svc.probes.startup_path,
             liveness_path=svc.probes.liveness_path,
@@ -154,7 +181,7 @@ def workload_args(
 def postgres_args(plan: PlatformPlan, sub: SubsystemPlan, operator: pulumi.Resource) -> PostgresClusterArgs:
     pg = sub.postgres
     return PostgresClusterArgs(
-        name=f"{sub.name}-db",
+        name=postgres_cluster_name(sub.name),
         namespace=sub.namespace,
         instances=pg.instances,
         storage_size=pg.storage_size,
@@ -162,6 +189,8 @@ def postgres_args(plan: PlatformPlan, sub: SubsystemPlan, operator: pulumi.Resou
         image=pg.image,
         resources=pg.resources.model_dump(),
         database=pg.database,
+        synchronous=pg.synchronous,
+        priority_class=priority_class_name("critical" if sub.critical else "standard"),
         part_of=PART_OF,
         extra_labels={SUBSYSTEM_LABEL: sub.name},
         protect=plan.config.guardrails.protect_stateful_resources,

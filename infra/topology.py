@@ -70,6 +70,7 @@ class PostgresPlan:
     image: str
     resources: Resources
     database: str
+    synchronous: bool
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class SubsystemPlan:
     services: dict[str, ServicePlan]
     postgres: PostgresPlan | None
     queue: QueueClusterPlan | None
+
+    @property
+    def critical(self) -> bool:
+        """On the payment path: one of its services is."""
+        return any(s.critical for s in self.services.values())
 
     @property
     def namespace(self) -> str:
@@ -254,6 +260,7 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 image=pgd.image,
                 resources=pgd.resources,
                 database=pg.database if pg.database is not None else "app",
+                synchronous=pgd.synchronous,
             )
         queue = None
         if sub.queue is not None:
