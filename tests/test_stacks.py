@@ -6,6 +6,7 @@ import pytest
 
 from infra import schemas
 from infra.render import manifests
+from infra.stack_config import parse_platform_config, read_stack_files
 
 APP_SUBSYSTEMS = {"payment", "business", "risk"}
 DATA_OWNERS = {"payment", "business"}
@@ -104,8 +105,16 @@ def test_every_child_is_named_after_its_parent_component(stack_run):
             assert reg.name.startswith(f"{parent.name}-"), (reg.name, parent.name)
 
 
+def kubernetes_version(stack: str) -> str:
+    """The stack's target version, read the way the program reads it."""
+    config = read_stack_files(stack)
+    prefix = f"{config.project}:"
+    values = {k.removeprefix(prefix): v for k, v in config.values.items() if k.startswith(prefix)}
+    return parse_platform_config(values).config.kubernetes_version
+
+
 def test_every_builtin_object_passes_strict_kubernetes_schema(stack_run):
-    version = "1.33"
+    version = kubernetes_version(stack_run.stack)
     failures = {
         f"{o['kind']}/{o['metadata']['name']}": errors
         for o in stack_run.kubernetes_objects()
