@@ -39,6 +39,17 @@ def cluster_spec(args: QueueClusterArgs) -> dict:
         "persistence": persistence,
         "resources": args.resources,
         "service": {"type": "ClusterIP"},
+        # One node per host: losing a host costs a quorum queue one replica, never its majority.
+        "affinity": {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": args.name}},
+                    }
+                ]
+            }
+        },
         "rabbitmq": {
             # Quorum queues are the only replicated queue type in RabbitMQ 4; make them the default.
             "additionalConfig": "default_queue_type = quorum\n",
@@ -67,5 +78,13 @@ class QueueCluster(pulumi.ComponentResource):
                 depends_on=[args.operator] if args.operator is not None else [],
             ),
         )
+        if args.replicas > 1:
+            # The cluster operator labels its pods app.kubernetes.io/name=<cluster>; allow one node down at a time.
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-pdb",
+                metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
+                spec={"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": args.name}}},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster]),
+            )
         self.cluster_name = cluster.metadata["name"]
         self.register_outputs({"cluster_name": self.cluster_name})

@@ -64,3 +64,15 @@ def test_database_credentials_are_mounted_files_and_the_server_certificate_is_ve
 def test_services_without_a_database_get_no_database_credentials(stack_run):
     spec = stack_run.object("Deployment", "risk-engine", "risk")["spec"]["template"]["spec"]
     assert not [v for v in spec["volumes"] if "secret" in v]
+
+
+def test_queue_clusters_keep_one_node_per_host_and_a_disruption_budget(prod, dev):
+    for sub in DB_USERS:
+        spec = prod.object("RabbitmqCluster", f"{sub}-mq", sub)["spec"]
+        term = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": f"{sub}-mq"}
+        pdb = prod.object("PodDisruptionBudget", f"{sub}-mq", sub)["spec"]
+        assert pdb["maxUnavailable"] == 1 and pdb["selector"] == term["labelSelector"]
+        # A single-node dev queue gets no PDB: it would block every node drain.
+        assert not [p for p in dev.objects("PodDisruptionBudget") if p["metadata"]["name"] == f"{sub}-mq"]
