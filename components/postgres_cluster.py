@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import labels as labels_lib
+from components.stateful import stateful_options
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,7 @@ class PostgresCluster(pulumi.ComponentResource):
             kind="Cluster",
             metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
             spec=cluster_spec(args),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                protect=args.protect,
-                retain_on_delete=args.protect,
-                depends_on=[args.operator] if args.operator is not None else [],
-            ),
+            opts=stateful_options(self, args.protect, args.operator),
         )
         self.cluster_name = cluster.metadata["name"]
         # CloudNativePG's naming contract: "<cluster>-rw" Service, "<cluster>-app" credentials Secret.

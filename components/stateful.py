@@ -1,0 +1,18 @@
+"""Resource options for objects that hold data (database and queue clusters)."""
+
+from __future__ import annotations
+
+import pulumi
+
+
+def stateful_options(
+    parent: pulumi.Resource, protect: bool, operator: pulumi.Resource | None
+) -> pulumi.ResourceOptions:
+    """Protected resources make the engine fail an update that would delete or replace them, and a destroy
+    leaves them in the cluster (retainOnDelete); the operator install comes first so its CRD exists."""
+    return pulumi.ResourceOptions(
+        parent=parent,
+        protect=protect,
+        retain_on_delete=protect,
+        depends_on=[operator] if operator is not None else [],
+    )
