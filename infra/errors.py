@@ -42,7 +42,7 @@ def format_path(loc: tuple[str | int, ...]) -> str:
     return out
 
 
-def _unwrap(annotation: object) -> object:
+def unwrap(annotation: object) -> object:
     """The model, dict or list type behind Optional/Annotated wrappers."""
     while True:
         origin = typing.get_origin(annotation)
@@ -60,7 +60,7 @@ def _unwrap(annotation: object) -> object:
 def _model_at(root: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     current: object = root
     for part in loc:
-        current = _unwrap(current)
+        current = unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             fields = {f.alias or n: f for n, f in current.model_fields.items()}
             if part not in fields:
@@ -70,7 +70,7 @@ def _model_at(root: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseMod
             current = typing.get_args(current)[-1]
         else:
             return None
-    current = _unwrap(current)
+    current = unwrap(current)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 

@@ -7,7 +7,7 @@ import typing
 from pydantic import BaseModel
 
 from infra.config import PlatformConfig
-from infra.errors import _unwrap
+from infra.errors import unwrap
 
 
 def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str]]:
@@ -16,9 +16,9 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str]]:
         key = field.alias or name
         path = f"{prefix}{key}"
         rows.append((path, (field.description or "").replace("|", "\\|")))
-        inner = _unwrap(field.annotation)
+        inner = unwrap(field.annotation)
         if typing.get_origin(inner) is dict:
-            inner, path = _unwrap(typing.get_args(inner)[1]), f"{path}.<name>"
+            inner, path = unwrap(typing.get_args(inner)[1]), f"{path}.<name>"
         if isinstance(inner, type) and issubclass(inner, BaseModel):
             rows.extend(_rows(inner, f"{path}."))
     return rows
