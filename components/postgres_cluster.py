@@ -30,8 +30,8 @@ class PostgresClusterArgs:
     priority_class: str | None = None
     protect: bool = True
     """Refuse deletion and replacement (the engine fails the update instead of dropping data)."""
-    operator: pulumi.Resource | None = None
-    """The operator install; the cluster is created after it, so its CRD exists."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """Created first: the operator install (so its CRD exists) and what the pods reference (priority class)."""
 
 
 def cluster_spec(args: PostgresClusterArgs) -> dict:
@@ -95,7 +95,7 @@ class PostgresCluster(pulumi.ComponentResource):
             kind="Cluster",
             metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
             spec=cluster_spec(args),
-            opts=stateful_options(self, args.protect, args.operator),
+            opts=stateful_options(self, args.protect, args.depends_on),
         )
         self.cluster_name = cluster.metadata["name"]
         # CloudNativePG's naming contract: "<cluster>-rw" Service, "<cluster>-app" credentials Secret.

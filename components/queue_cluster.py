@@ -25,8 +25,8 @@ class QueueClusterArgs:
     extra_labels: dict[str, str] = field(default_factory=dict)
     protect: bool = True
     """Refuse deletion and replacement (the engine fails the update instead of dropping messages)."""
-    operator: pulumi.Resource | None = None
-    """The operator install; the cluster is created after it, so its CRD exists."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """Created first: the operator install (so its CRD exists) and what the pods reference (priority class)."""
 
 
 def cluster_spec(args: QueueClusterArgs) -> dict:
@@ -72,7 +72,7 @@ class QueueCluster(pulumi.ComponentResource):
             kind="RabbitmqCluster",
             metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
             spec=cluster_spec(args),
-            opts=stateful_options(self, args.protect, args.operator),
+            opts=stateful_options(self, args.protect, args.depends_on),
         )
         if args.replicas > 1:
             # The cluster operator labels its pods app.kubernetes.io/name=<cluster>; allow one node down at a time.

@@ -6,13 +6,13 @@ import pulumi
 
 
 def stateful_options(
-    parent: pulumi.Resource, protect: bool, operator: pulumi.Resource | None
+    parent: pulumi.Resource, protect: bool, depends_on: list[pulumi.Resource]
 ) -> pulumi.ResourceOptions:
     """Protected resources make the engine fail an update that would delete or replace them, and a destroy
-    leaves them in the cluster (retainOnDelete); the operator install comes first so its CRD exists."""
+    leaves them in the cluster (retainOnDelete); `depends_on` (the operator install first of all) comes first."""
     return pulumi.ResourceOptions(
         parent=parent,
         protect=protect,
         retain_on_delete=protect,
-        depends_on=[operator] if operator is not None else [],
+        depends_on=depends_on,
     )

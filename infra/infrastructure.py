@@ -45,6 +45,8 @@ class SharedInfrastructure(pulumi.ComponentResource):
     queue_operator: HelmOperator
     autoscaler: HelmOperator
     priority_classes: dict[str, str]
+    priority_class_resources: list[pulumi.Resource]
+    """Pods may only name a PriorityClass that exists: whatever uses one depends on these."""
 
     def __init__(self, name: str, args: InfrastructureArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:platform:Infrastructure", name, None, opts)
@@ -73,9 +75,10 @@ class SharedInfrastructure(pulumi.ComponentResource):
         )
 
         self.priority_classes = {}
+        self.priority_class_resources = []
         for tier, value in args.config.priority_classes.model_dump().items():
             pc_name = priority_class_name(tier)
-            k8s.scheduling.v1.PriorityClass(
+            priority_class = k8s.scheduling.v1.PriorityClass(
                 f"{name}-priority-{tier}",
                 metadata={"name": pc_name, "labels": {"app.kubernetes.io/part-of": PART_OF}},
                 value=value,
@@ -85,6 +88,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
                 opts=child,
             )
             self.priority_classes[tier] = pc_name
+            self.priority_class_resources.append(priority_class)
 
         self.register_outputs(
             {

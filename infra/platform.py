@@ -178,7 +178,7 @@ def workload_args(
     )
 
 
-def postgres_args(plan: PlatformPlan, sub: SubsystemPlan, operator: pulumi.Resource) -> PostgresClusterArgs:
+def postgres_args(plan: PlatformPlan, sub: SubsystemPlan, depends_on: list[pulumi.Resource]) -> PostgresClusterArgs:
     pg = sub.postgres
     return PostgresClusterArgs(
         name=postgres_cluster_name(sub.name),
@@ -194,11 +194,11 @@ def postgres_args(plan: PlatformPlan, sub: SubsystemPlan, operator: pulumi.Resou
         part_of=PART_OF,
         extra_labels={SUBSYSTEM_LABEL: sub.name},
         protect=plan.config.guardrails.protect_stateful_resources,
-        operator=operator,
+        depends_on=depends_on,
     )
 
 
-def queue_args(plan: PlatformPlan, sub: SubsystemPlan, operator: pulumi.Resource) -> QueueClusterArgs:
+def queue_args(plan: PlatformPlan, sub: SubsystemPlan, depends_on: list[pulumi.Resource]) -> QueueClusterArgs:
     q = sub.queue
     return QueueClusterArgs(
         name=queue_cluster_name(sub.name),
@@ -211,7 +211,7 @@ def queue_args(plan: PlatformPlan, sub: SubsystemPlan, operator: pulumi.Resource
         part_of=PART_OF,
         extra_labels={SUBSYSTEM_LABEL: sub.name},
         protect=plan.config.guardrails.protect_stateful_resources,
-        operator=operator,
+        depends_on=depends_on,
     )
 
 
@@ -243,10 +243,9 @@ class Platform(pulumi.ComponentResource):
             workloads = {}
             for svc in sub.services.values():
                 foreign_queues = [subsystems[s].queue for s in sorted(svc.queue_subsystems - {sub_name})]
+                after = [*foreign_queues, *infrastructure.priority_class_resources]
                 workloads[svc.name] = SubsystemWorkload(
-                    args=workload_args(
-                        plan, svc, self._image(name, svc), foreign_queues, infrastructure.autoscaler.release
-                    ),
+                    args=workload_args(plan, svc, self._image(name, svc), after, infrastructure.autoscaler.release),
                     uses_postgres=svc.database,
                     uses_queue=sub_name in svc.queue_subsystems,
                     credentials=amqp_credentials(svc),
@@ -256,10 +255,12 @@ class Platform(pulumi.ComponentResource):
                 SubsystemArgs(
                     namespace=namespace_args(plan, sub),
                     workloads=workloads,
-                    postgres=postgres_args(plan, sub, infrastructure.postgres_operator.release)
+                    postgres=postgres_args(
+                        plan, sub, [infrastructure.postgres_operator.release, *infrastructure.priority_class_resources]
+                    )
                     if sub.postgres
                     else None,
-                    queue=queue_args(plan, sub, infrastructure.queue_operator.release) if sub.queue else None,
+                    queue=queue_args(plan, sub, [infrastructure.queue_operator.release]) if sub.queue else None,
                 ),
                 opts=child,
             )

@@ -148,3 +148,17 @@ def test_schema_checks_catch_what_they_should(prod, kind, path, bad):
         target = target[step]
     target.update(bad)
     assert schemas.validate(obj, "1.33"), f"{kind} with {bad} should be refused"
+
+
+def test_whatever_names_a_priority_class_is_created_after_it(stack_run):
+    classes = {
+        r.inputs["metadata"]["name"]: r.urn for r in stack_run.registrations if r.inputs.get("kind") == "PriorityClass"
+    }
+    for reg in stack_run.registrations:
+        if reg.inputs.get("kind") == "Deployment":
+            name = reg.inputs["spec"]["template"]["spec"]["priorityClassName"]
+        elif reg.inputs.get("kind") == "Cluster":
+            name = reg.inputs["spec"]["priorityClassName"]
+        else:
+            continue
+        assert classes[name] in reg.dependencies, reg.name
