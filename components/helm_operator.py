@@ -20,6 +20,9 @@ class HelmOperatorArgs:
     pod_security_level: str = "restricted"
     pod_security_version: str = pod_security.PSS_VERSION
     extra_labels: dict[str, str] = field(default_factory=dict)
+    create_namespace: bool = True
+    """False: install into a namespace another release owns (a plugin that must sit beside its operator)."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
 def chart_reference(repository: str, chart: str) -> tuple[str, str | None]:
@@ -37,24 +40,27 @@ class HelmOperator(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: HelmOperatorArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:core:HelmOperator", name, None, opts)
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata={
-                "name": args.namespace,
-                "labels": {
-                    **args.extra_labels,
-                    **pod_security.namespace_labels(args.pod_security_level, args.pod_security_version),
-                    "kubernetes.io/metadata.name": args.namespace,
+        if args.create_namespace:
+            namespace_name = k8s.core.v1.Namespace(
+                f"{name}-namespace",
+                metadata={
+                    "name": args.namespace,
+                    "labels": {
+                        **args.extra_labels,
+                        **pod_security.namespace_labels(args.pod_security_level, args.pod_security_version),
+                        "kubernetes.io/metadata.name": args.namespace,
+                    },
                 },
-            },
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+                opts=pulumi.ResourceOptions(parent=self),
+            ).metadata.name
+        else:
+            namespace_name = pulumi.Output.from_input(args.namespace)
         chart, repo = chart_reference(args.repository, args.chart)
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
             # The chart name is the release name: stable, and what `helm list` shows on-call engineers.
             name=args.chart,
-            namespace=namespace.metadata.name,
+            namespace=namespace_name,
             chart=chart,
             version=args.version,
             repository_opts={"repo": repo} if repo is not None else None,
@@ -63,7 +69,7 @@ class HelmOperator(pulumi.ComponentResource):
             atomic=True,
             cleanup_on_fail=True,
             max_history=5,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
-        self.namespace = namespace.metadata.name
+        self.namespace = namespace_name
         self.register_outputs({"namespace": self.namespace, "release": self.release.status})

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import pod_security
+from components import internal_ca, pod_security
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,10 @@ class NamespaceArgs:
     pod_security_level: str = "restricted"
     pod_security_version: str = pod_security.PSS_VERSION
     annotations: dict[str, str] = field(default_factory=dict)
+    trust_issuer: str | None = None
+    """A cert-manager ClusterIssuer whose root CA the namespace's pods trust (Secret `internal-ca`, `ca.crt`)."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """What the namespace's own objects need first (the trust issuer)."""
 
 
 class Namespace(pulumi.ComponentResource):
@@ -66,6 +70,16 @@ class Namespace(pulumi.ComponentResource):
             },
             opts=in_namespace,
         )
+
+        if args.trust_issuer is not None:
+            k8s.apiextensions.CustomResource(
+                f"{name}-trust",
+                api_version=internal_ca.CERT_MANAGER_API,
+                kind="Certificate",
+                metadata={"name": "internal-ca-trust", "namespace": args.name, "labels": args.labels},
+                spec=internal_ca.trust_bundle_spec(args.trust_issuer, args.name),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, *args.depends_on]),
+            )
 
         self.name = namespace.metadata.name
         self.register_outputs({"name": self.name})

@@ -10,6 +10,32 @@ import pulumi_kubernetes as k8s
 from components import labels as labels_lib
 from components.stateful import stateful_options
 
+BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
+
+
+@dataclass(frozen=True)
+class BackupArgs:
+    """Continuous WAL archiving plus scheduled base backups to an S3 object store (Barman Cloud plugin)."""
+
+    destination_path: str
+    server_name: str
+    """Folder name of this cluster's history inside the store."""
+    retention: str
+    schedule: str
+    endpoint_url: str | None = None
+    credentials: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
+    """(access key id, secret access key) as Pulumi secrets; None: the pods' cloud identity (IAM role)."""
+    service_account_annotations: dict[str, str] = field(default_factory=dict)
+    """For the IAM-role case, e.g. `eks.amazonaws.com/role-arn`."""
+
+
+@dataclass(frozen=True)
+class RecoveryArgs:
+    """Bootstrap from the object store: the base backup and WAL of `from_server_name`, up to `target_time`."""
+
+    from_server_name: str
+    target_time: str | None = None
+
 
 @dataclass(frozen=True)
 class PostgresClusterArgs:
@@ -28,14 +54,56 @@ class PostgresClusterArgs:
     """Zero data loss: a commit waits for one standby (quorum), and writes stop rather than run unreplicated.
     Applies only with more than one instance."""
     priority_class: str | None = None
+    backup: BackupArgs | None = None
+    recovery: RecoveryArgs | None = None
+    """Requires `backup` (the same store); read by the operator only when the cluster is first created."""
     protect: bool = True
     """Refuse deletion and replacement (the engine fails the update instead of dropping data)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """Created first: the operator install (so its CRD exists) and what the pods reference (priority class)."""
 
 
+def object_store_name(args: PostgresClusterArgs) -> str:
+    return f"{args.name}-backup"
+
+
+def object_store_spec(args: PostgresClusterArgs, credentials_secret: str | None) -> dict:
+    backup = args.backup
+    s3: dict = (
+        {
+            "accessKeyId": {"name": credentials_secret, "key": "ACCESS_KEY_ID"},
+            "secretAccessKey": {"name": credentials_secret, "key": "ACCESS_SECRET_KEY"},
+        }
+        if credentials_secret is not None
+        else {"inheritFromIAMRole": True}
+    )
+    configuration: dict = {
+        "destinationPath": backup.destination_path,
+        "s3Credentials": s3,
+        "wal": {"compression": "gzip", "maxParallel": 4},
+        "data": {"compression": "gzip"},
+    }
+    if backup.endpoint_url is not None:
+        configuration["endpointURL"] = backup.endpoint_url
+    return {"configuration": configuration, "retentionPolicy": backup.retention}
+
+
+def scheduled_backup_spec(args: PostgresClusterArgs) -> dict:
+    return {
+        "cluster": {"name": args.name},
+        "schedule": args.backup.schedule,
+        "method": "plugin",
+        "pluginConfiguration": {"name": BARMAN_PLUGIN},
+        # A first base backup right away: point-in-time recovery is impossible until one exists.
+        "immediate": True,
+        "backupOwnerReference": "self",
+    }
+
+
 def cluster_spec(args: PostgresClusterArgs) -> dict:
     """The CloudNativePG Cluster spec (pure)."""
+    if args.recovery is not None and args.backup is None:
+        raise ValueError(f"{args.name}: recovery needs backup (the object store to recover from)")
     storage = {"size": args.storage_size}
     if args.storage_class is not None:
         storage["storageClass"] = args.storage_class
@@ -75,6 +143,33 @@ def cluster_spec(args: PostgresClusterArgs) -> dict:
     }
     if args.priority_class is not None:
         spec["priorityClassName"] = args.priority_class
+    if args.backup is not None:
+        spec["plugins"] = [
+            {
+                "name": BARMAN_PLUGIN,
+                "isWALArchiver": True,
+                "parameters": {"barmanObjectName": object_store_name(args), "serverName": args.backup.server_name},
+            }
+        ]
+        if args.backup.service_account_annotations:
+            spec["serviceAccountTemplate"] = {"metadata": {"annotations": args.backup.service_account_annotations}}
+    if args.recovery is not None:
+        recovery: dict = {"source": "origin", "database": args.database, "owner": args.database}
+        if args.recovery.target_time is not None:
+            recovery["recoveryTarget"] = {"targetTime": args.recovery.target_time}
+        spec["bootstrap"] = {"recovery": recovery}
+        spec["externalClusters"] = [
+            {
+                "name": "origin",
+                "plugin": {
+                    "name": BARMAN_PLUGIN,
+                    "parameters": {
+                        "barmanObjectName": object_store_name(args),
+                        "serverName": args.recovery.from_server_name,
+                    },
+                },
+            }
+        ]
     return spec
 
 
@@ -89,14 +184,52 @@ class PostgresCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: PostgresClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:data:PostgresCluster", name, None, opts)
         labels = labels_lib.standard_labels(args.name, args.part_of, "database", args.extra_labels)
+        metadata = {"namespace": args.namespace, "labels": labels}
+        before_cluster: list[pulumi.Resource] = []
+        if args.backup is not None:
+            credentials_secret = None
+            if args.backup.credentials is not None:
+                credentials_secret = f"{args.name}-backup-credentials"
+                access_key, secret_key = args.backup.credentials
+                before_cluster.append(
+                    k8s.core.v1.Secret(
+                        f"{name}-backup-credentials",
+                        metadata={**metadata, "name": credentials_secret},
+                        type="Opaque",
+                        string_data={
+                            "ACCESS_KEY_ID": pulumi.Output.secret(access_key),
+                            "ACCESS_SECRET_KEY": pulumi.Output.secret(secret_key),
+                        },
+                        opts=pulumi.ResourceOptions(parent=self),
+                    )
+                )
+            before_cluster.append(
+                k8s.apiextensions.CustomResource(
+                    f"{name}-object-store",
+                    api_version="barmancloud.cnpg.io/v1",
+                    kind="ObjectStore",
+                    metadata={**metadata, "name": object_store_name(args)},
+                    spec=object_store_spec(args, credentials_secret),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *before_cluster]),
+                )
+            )
         cluster = k8s.apiextensions.CustomResource(
             f"{name}-cluster",
             api_version="postgresql.cnpg.io/v1",
             kind="Cluster",
             metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
             spec=cluster_spec(args),
-            opts=stateful_options(self, args.protect, args.depends_on),
+            opts=stateful_options(self, args.protect, [*args.depends_on, *before_cluster]),
         )
+        if args.backup is not None:
+            k8s.apiextensions.CustomResource(
+                f"{name}-scheduled-backup",
+                api_version="postgresql.cnpg.io/v1",
+                kind="ScheduledBackup",
+                metadata={**metadata, "name": f"{args.name}-scheduled"},
+                spec=scheduled_backup_spec(args),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster]),
+            )
         self.cluster_name = cluster.metadata["name"]
         # CloudNativePG's naming contract: "<cluster>-rw" Service, "<cluster>-app" credentials Secret.
         self.rw_service = self.cluster_name.apply(lambda n: f"{n}-rw")

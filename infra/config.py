@@ -11,7 +11,7 @@ another (a call to an unknown service, a queue nobody declares) live in `infra.t
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -25,6 +25,15 @@ MemoryQuantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)
 Port = Annotated[int, Field(ge=1024, le=65535)]
 # A reference to a service or a queue: "name" in the same subsystem, or "subsystem/name".
 Reference = Annotated[str, StringConstraints(pattern=r"^([a-z][-a-z0-9]*/)?[a-z][-a-z0-9]*$")]
+
+
+# Config keys whose values are secrets. They never enter the model: the program reads them as Pulumi secret
+# Outputs, so they stay encrypted in state and masked in previews. Set with `pulumi config set --secret`.
+BACKUP_SECRET_KEYS = ("backupAccessKeyId", "backupSecretAccessKey")
+SECRET_CONFIG_KEYS = {
+    "backupAccessKeyId": "S3 access key id for backups, when backup.objectStore.credentials is `secret`.",
+    "backupSecretAccessKey": "S3 secret access key for backups, when backup.objectStore.credentials is `secret`.",
+}
 
 
 class Model(BaseModel):
@@ -164,6 +173,17 @@ class Storage(Model):
     )
 
 
+class Recovery(Model):
+    from_server_name: Name = Field(
+        description="Server name (in the object store) whose base backup and WAL the new cluster restores. Required."
+    )
+    target_time: str | None = Field(
+        default=None,
+        pattern=r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:?\d{2}|Z)$",
+        description="Point in time to recover to (RFC 3339 with offset). Default: the end of the archived WAL.",
+    )
+
+
 class Postgres(Model):
     instances: int | None = Field(
         default=None,
@@ -173,6 +193,16 @@ class Postgres(Model):
     )
     storage: Storage = Field(default_factory=Storage, description="Data volume. Default: from defaults.")
     database: Name | None = Field(default=None, description="Application database name. Default: `app`.")
+    server_name: Name | None = Field(
+        default=None,
+        description="Name this cluster archives under in the object store. Default: the cluster name "
+        "(`<subsystem>-db`). Give a recovered cluster a new one so it never writes over the history it came from.",
+    )
+    recovery: Recovery | None = Field(
+        default=None,
+        description="Bootstrap by point-in-time recovery from the object store instead of an empty database. "
+        "Read only when the cluster is first created. Default: none.",
+    )
 
 
 class Queue(Model):
@@ -277,6 +307,35 @@ class Defaults(Model):
     queue: QueueDefaults = Field(default_factory=QueueDefaults, description="Queue cluster defaults.")
 
 
+class ObjectStore(Model):
+    destination_path: Annotated[str, StringConstraints(pattern=r"^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/.*)?$")] = (
+        Field(description="S3 URL backups and WAL are written to (`s3://bucket/prefix`). Required.")
+    )
+    endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, Ceph). Default: AWS S3.")
+    service_account_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations for the database pods' ServiceAccount, e.g. `eks.amazonaws.com/role-arn` for "
+        "credentials `iamRole`. Default: none.",
+    )
+    credentials: Literal["iamRole", "secret"] = Field(
+        default="iamRole",
+        description="`iamRole`: the pods' cloud identity (no static keys). `secret`: the Pulumi secrets "
+        "`backupAccessKeyId` and `backupSecretAccessKey` (`pulumi config set --secret`). Default: iamRole.",
+    )
+
+
+class Backup(Model):
+    object_store: ObjectStore = Field(description="Where base backups and WAL go. Required.")
+    retention: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[dwm]$")] = Field(
+        default="30d", description="How long recovery points are kept (CloudNativePG retention). Default: 30d."
+    )
+    schedule: str = Field(
+        default="0 0 2 * * *",
+        pattern=r"^(\S+ ){5}\S+$",
+        description="Base backup schedule, cron with seconds. Default: `0 0 2 * * *` (daily 02:00).",
+    )
+
+
 class Guardrails(Model):
     require_image_digest: bool = Field(
         default=True, description="Refuse service images not pinned by `@sha256:` digest. Default: true."
@@ -284,6 +343,10 @@ class Guardrails(Model):
     protect_stateful_resources: bool = Field(
         default=True,
         description="Protect database and queue clusters from deletion and replacement. Default: true.",
+    )
+    require_backups: bool = Field(
+        default=True,
+        description="Refuse a stack with PostgreSQL clusters but no `backup` configured. Default: true.",
     )
 
 
@@ -313,6 +376,15 @@ class Operators(Model):
             "rabbitmq-system",
         ),
         description="RabbitMQ cluster and messaging-topology operators. Default: chart 4.4.34.",
+    )
+    cert_manager: HelmChart = Field(
+        default=_chart("https://charts.jetstack.io", "cert-manager", "v1.21.1", "cert-manager"),
+        description="cert-manager, issuer of internal TLS certificates. Default: chart cert-manager v1.21.1.",
+    )
+    barman_cloud: HelmChart = Field(
+        default=_chart("https://cloudnative-pg.github.io/charts", "plugin-barman-cloud", "0.6.0", "cnpg-system"),
+        description="Barman Cloud plugin for CloudNativePG backups; must share the CloudNativePG operator's "
+        "namespace. Default: chart plugin-barman-cloud 0.6.0 (plugin 0.14).",
     )
     keda: HelmChart = Field(
         default=_chart("https://kedacore.github.io/charts", "keda", "2.20.2", "keda"),
@@ -349,3 +421,8 @@ class PlatformConfig(Model):
     )
     defaults: Defaults = Field(default_factory=Defaults, description="Defaults for services and data clusters.")
     guardrails: Guardrails = Field(default_factory=Guardrails, description="Production guard rails.")
+    backup: Backup | None = Field(
+        default=None,
+        description="Continuous WAL archiving and scheduled base backups for every PostgreSQL "
+        "cluster (Barman Cloud plugin). Default: none (refused while guardrails.requireBackups is true).",
+    )

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.helm_operator import HelmOperator, HelmOperatorArgs
+from components.internal_ca import InternalCA, InternalCAArgs
 from infra.config import HelmChart, Infrastructure
 
 PART_OF = "settlement-platform"
+INTERNAL_ISSUER = "settlement-internal-ca"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class SharedInfrastructure(pulumi.ComponentResource):
     postgres_operator: HelmOperator
     queue_operator: HelmOperator
     autoscaler: HelmOperator
+    cert_manager: HelmOperator
+    backup_plugin: HelmOperator
+    internal_ca: InternalCA
     priority_classes: dict[str, str]
     priority_class_resources: list[pulumi.Resource]
     """Pods may only name a PriorityClass that exists: whatever uses one depends on these."""
@@ -65,6 +71,30 @@ class SharedInfrastructure(pulumi.ComponentResource):
                 args.pod_security_version,
                 # One chart, two operators: the cluster operator and the messaging-topology operator.
                 {"clusterOperator": {"enabled": True}, "msgTopologyOperator": {"enabled": True}},
+            ),
+            opts=child,
+        )
+        self.cert_manager = HelmOperator(
+            f"{name}-cert-manager",
+            operator_args(operators.cert_manager, args.pod_security_version, {"crds": {"enabled": True}}),
+            opts=child,
+        )
+        self.backup_plugin = HelmOperator(
+            f"{name}-barman-cloud",
+            dataclasses.replace(
+                operator_args(operators.barman_cloud, args.pod_security_version, {}),
+                create_namespace=False,
+                # The plugin serves CloudNativePG over mTLS with certificates from cert-manager.
+                depends_on=[self.postgres_operator.release, self.cert_manager.release],
+            ),
+            opts=child,
+        )
+        self.internal_ca = InternalCA(
+            f"{name}-ca",
+            InternalCAArgs(
+                issuer_name=INTERNAL_ISSUER,
+                cert_manager_namespace=operators.cert_manager.namespace,
+                depends_on=[self.cert_manager.release],
             ),
             opts=child,
         )
@@ -96,7 +126,9 @@ class SharedInfrastructure(pulumi.ComponentResource):
                     self.postgres_operator.namespace,
                     self.queue_operator.namespace,
                     self.autoscaler.namespace,
+                    self.cert_manager.namespace,
                 ],
+                "internal_issuer": self.internal_ca.issuer_name,
                 "priority_classes": self.priority_classes,
             }
         )

@@ -6,7 +6,7 @@ The functions here translate the resolved plan (`infra.topology`) into the gener
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker as docker
@@ -14,12 +14,12 @@ import pulumi_docker as docker
 from components.autoscaling import QueueScaling, ResourceScaling
 from components.credentials import GeneratedCredentialsArgs
 from components.namespace import NamespaceArgs
-from components.postgres_cluster import PostgresClusterArgs
+from components.postgres_cluster import BackupArgs, PostgresClusterArgs, RecoveryArgs
 from components.queue_cluster import QueueClusterArgs
 from components.sizing import PodSize, namespace_quota
 from components.subsystem import Subsystem, SubsystemArgs, SubsystemWorkload
 from components.workload import Probes, Shutdown, WorkloadArgs
-from infra.config import Resources
+from infra.config import BACKUP_SECRET_KEYS, Resources
 from infra.infrastructure import PART_OF, InfrastructureArgs, SharedInfrastructure, priority_class_name
 from infra.topology import PlatformPlan, ServicePlan, SubsystemPlan
 
@@ -178,8 +178,30 @@ def workload_args(
     )
 
 
-def postgres_args(plan: PlatformPlan, sub: SubsystemPlan, depends_on: list[pulumi.Resource]) -> PostgresClusterArgs:
+def backup_args(plan: PlatformPlan, sub: SubsystemPlan, secrets: dict[str, pulumi.Output[str]]) -> BackupArgs | None:
+    backup = plan.config.backup
+    if backup is None:
+        return None
+    store = backup.object_store
+    return BackupArgs(
+        destination_path=store.destination_path,
+        server_name=sub.postgres.server_name,
+        retention=backup.retention,
+        schedule=backup.schedule,
+        endpoint_url=store.endpoint_url,
+        credentials=tuple(secrets[k] for k in BACKUP_SECRET_KEYS) if store.credentials == "secret" else None,
+        service_account_annotations=store.service_account_annotations,
+    )
+
+
+def postgres_args(
+    plan: PlatformPlan,
+    sub: SubsystemPlan,
+    depends_on: list[pulumi.Resource],
+    secrets: dict[str, pulumi.Output[str]],
+) -> PostgresClusterArgs:
     pg = sub.postgres
+    recovery = pg.recovery
     return PostgresClusterArgs(
         name=postgres_cluster_name(sub.name),
         namespace=sub.namespace,
@@ -190,6 +212,8 @@ def postgres_args(plan: PlatformPlan, sub: SubsystemPlan, depends_on: list[pulum
         resources=pg.resources.model_dump(),
         database=pg.database,
         synchronous=pg.synchronous,
+        backup=backup_args(plan, sub, secrets),
+        recovery=RecoveryArgs(recovery.from_server_name, recovery.target_time) if recovery is not None else None,
         priority_class=priority_class_name("critical" if sub.critical else "standard"),
         part_of=PART_OF,
         extra_labels={SUBSYSTEM_LABEL: sub.name},
@@ -218,6 +242,8 @@ def queue_args(plan: PlatformPlan, sub: SubsystemPlan, depends_on: list[pulumi.R
 @dataclass(frozen=True)
 class PlatformArgs:
     plan: PlatformPlan
+    secrets: dict[str, pulumi.Output[str]] = field(default_factory=dict)
+    """Secret config values the plan needs (see `infra.stack_config.read_secrets`)."""
 
 
 class Platform(pulumi.ComponentResource):
@@ -256,7 +282,14 @@ class Platform(pulumi.ComponentResource):
                     namespace=namespace_args(plan, sub),
                     workloads=workloads,
                     postgres=postgres_args(
-                        plan, sub, [infrastructure.postgres_operator.release, *infrastructure.priority_class_resources]
+                        plan,
+                        sub,
+                        [
+                            infrastructure.postgres_operator.release,
+                            infrastructure.backup_plugin.release,
+                            *infrastructure.priority_class_resources,
+                        ],
+                        args.secrets,
                     )
                     if sub.postgres
                     else None,

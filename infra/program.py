@@ -6,7 +6,7 @@ import pulumi
 
 from infra.errors import ConfigError
 from infra.platform import Platform, PlatformArgs
-from infra.stack_config import load_platform_config
+from infra.stack_config import load_platform_config, read_secrets
 
 
 def run() -> None:
@@ -16,6 +16,6 @@ def run() -> None:
         # RunError makes the engine print the message alone, without a Python traceback.
         raise pulumi.RunError(error.report(pulumi.get_stack())) from None
 
-    platform = Platform("platform", PlatformArgs(plan=plan))
+    platform = Platform("platform", PlatformArgs(plan=plan, secrets=read_secrets(plan)))
     pulumi.export("namespaces", platform.namespaces)
     pulumi.export("services", platform.service_addresses)

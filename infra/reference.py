@@ -6,7 +6,7 @@ import typing
 
 from pydantic import BaseModel
 
-from infra.config import PlatformConfig
+from infra.config import SECRET_CONFIG_KEYS, PlatformConfig
 from infra.errors import unwrap
 
 
@@ -27,4 +27,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str]]:
 def markdown() -> str:
     lines = ["| key | meaning and default |", "|---|---|"]
     lines += [f"| `{path}` | {text} |" for path, text in _rows(PlatformConfig, "")]
+    lines += ["", "Secret keys (`pulumi config set --secret <key> <value>`; never part of the model above):", ""]
+    lines += ["| secret key | meaning |", "|---|---|"]
+    lines += [f"| `{key}` | {text} |" for key, text in sorted(SECRET_CONFIG_KEYS.items())]
     return "\n".join(lines) + "\n"

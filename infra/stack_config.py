@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from infra.config import PlatformConfig
+from infra.config import BACKUP_SECRET_KEYS, SECRET_CONFIG_KEYS, PlatformConfig
 from infra.errors import ConfigError, ConfigProblem, problems_from_validation_error
 from infra.topology import PlatformPlan, resolve
 
@@ -110,34 +110,75 @@ def read_stack_files(stack: str, project_dir: Path = PROJECT_ROOT) -> StackConfi
     return StackConfig(project=project, stack=stack, values=values, secret_keys=frozenset(secret_keys))
 
 
-def _runtime_values(project: str) -> dict[str, Any]:
-    """Every config value of `project`'s namespace, as the SDK holds it for this run."""
+def _runtime_values(project: str) -> tuple[dict[str, Any], frozenset[str]]:
+    """Every config value of `project`'s namespace as the SDK holds it for this run, and which keys are secret."""
     from pulumi.runtime import config as runtime_config
 
     raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     values = {}
+    secret = set()
     for full_key, text in raw.items():
         namespace, _, key = full_key.partition(":")
         if namespace != project:
             continue
+        if runtime_config.is_config_secret(full_key):
+            secret.add(key)
         try:
             values[key] = json.loads(text) if text[:1] in "{[" else text
         except json.JSONDecodeError:
             values[key] = text
-    return values
+    return values, frozenset(secret)
 
 
-def parse_platform_config(values: dict[str, Any]) -> PlatformPlan:
-    """Validate raw config values (keyed by config key) and resolve them into a plan, or raise ConfigError."""
+def parse_platform_config(values: dict[str, Any], secret_keys: frozenset[str] = frozenset()) -> PlatformPlan:
+    """Validate raw config values (keyed by config key) and resolve them into a plan, or raise ConfigError.
+
+    Secret keys never enter the model (their values stay Pulumi secrets, read by `read_secrets`); only their
+    presence is checked here.
+    """
+    problems = []
+    values = dict(values)
+    for key in sorted(set(values) & set(SECRET_CONFIG_KEYS)):
+        values.pop(key)
+        if key not in secret_keys:
+            problems.append(ConfigProblem(key, f"is a secret: set it with `pulumi config set --secret {key} ...`"))
+    for key in sorted(secret_keys - set(SECRET_CONFIG_KEYS)):
+        values.pop(key, None)
+        problems.append(ConfigProblem(key, f"unknown secret key (allowed: {', '.join(sorted(SECRET_CONFIG_KEYS))})"))
     try:
         config = PlatformConfig.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(problems_from_validation_error(exc, PlatformConfig)) from None
-    return resolve(config)
+        raise ConfigError(problems + problems_from_validation_error(exc, PlatformConfig)) from None
+    if config.backup is not None and config.backup.object_store.credentials == "secret":
+        for key in BACKUP_SECRET_KEYS:
+            if key not in secret_keys:
+                problems.append(
+                    ConfigProblem(
+                        key, "is required by backup.objectStore.credentials: secret (`pulumi config set --secret`)"
+                    )
+                )
+    try:
+        plan = resolve(config)
+    except ConfigError as error:
+        problems += error.problems
+    if problems:
+        raise ConfigError(problems)
+    return plan
 
 
 def load_platform_config() -> PlatformPlan:
     """The plan for the running stack, from the SDK's runtime config (engine or mocks alike)."""
     import pulumi
 
-    return parse_platform_config(_runtime_values(pulumi.get_project()))
+    return parse_platform_config(*_runtime_values(pulumi.get_project()))
+
+
+def read_secrets(plan: PlatformPlan) -> dict[str, Any]:
+    """The secret config values the plan needs, as Pulumi secret Outputs (never plain strings)."""
+    import pulumi
+
+    config = pulumi.Config()
+    needed = []
+    if plan.config.backup is not None and plan.config.backup.object_store.credentials == "secret":
+        needed += BACKUP_SECRET_KEYS
+    return {key: config.require_secret(key) for key in needed}

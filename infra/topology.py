@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from infra.config import ImageBuild, PlatformConfig, ProbePaths, Resources
+from infra.config import ImageBuild, PlatformConfig, ProbePaths, Recovery, Resources
 from infra.errors import ConfigError, ConfigProblem
 
 DIGEST_SUFFIX = "@sha256:"
@@ -71,6 +71,9 @@ class PostgresPlan:
     resources: Resources
     database: str
     synchronous: bool
+    server_name: str
+    """Folder of this cluster's history in the backup object store."""
+    recovery: Recovery | None
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,8 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 resources=pgd.resources,
                 database=pg.database if pg.database is not None else "app",
                 synchronous=pgd.synchronous,
+                server_name=pg.server_name if pg.server_name is not None else f"{sub_name}-db",
+                recovery=pg.recovery,
             )
         queue = None
         if sub.queue is not None:
@@ -276,6 +281,7 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
             )
         subsystems[sub_name] = SubsystemPlan(sub_name, services, postgres, queue)
 
+    problems += data_safety_problems(config, subsystems)
     order, cycle = creation_order(subsystems)
     if cycle:
         problems.append(
@@ -288,6 +294,45 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
     if problems:
         raise ConfigError(problems)
     return PlatformPlan(config=config, subsystems=subsystems, order=order)
+
+
+def data_safety_problems(config: PlatformConfig, subsystems: dict[str, SubsystemPlan]) -> list[ConfigProblem]:
+    """Backups required where databases exist, and recoveries that cannot overwrite their own source."""
+    problems = []
+    databases = sorted(name for name, sub in subsystems.items() if sub.postgres is not None)
+    if databases and config.backup is None and config.guardrails.require_backups:
+        problems.append(
+            ConfigProblem(
+                "backup",
+                f"is not configured but subsystems {', '.join(databases)} have PostgreSQL clusters; "
+                "guardrails.requireBackups requires an object store for WAL archiving and base backups",
+            )
+        )
+    for name in databases:
+        pg = subsystems[name].postgres
+        if pg.recovery is None:
+            continue
+        path = f"subsystems.{name}.postgres"
+        if config.backup is None:
+            problems.append(ConfigProblem(f"{path}.recovery", "needs `backup` (the object store to recover from)"))
+        if pg.recovery.from_server_name == pg.server_name:
+            problems.append(
+                ConfigProblem(
+                    f"{path}.recovery.fromServerName",
+                    f"({pg.recovery.from_server_name!r}) must differ from serverName ({pg.server_name!r}): "
+                    "the recovered cluster would archive over the history it recovers from",
+                )
+            )
+    operators = config.infrastructure.operators
+    if operators.barman_cloud.namespace != operators.cloudnative_pg.namespace:
+        problems.append(
+            ConfigProblem(
+                "infrastructure.operators.barmanCloud.namespace",
+                f"({operators.barman_cloud.namespace!r}) must equal cloudnativePg.namespace "
+                f"({operators.cloudnative_pg.namespace!r}): the plugin runs beside the operator",
+            )
+        )
+    return problems
 
 
 def creation_order(subsystems: dict[str, SubsystemPlan]) -> tuple[tuple[str, ...], list[str]]:

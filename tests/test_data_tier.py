@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from components.pod_security import restricted_violations
+from infra import render
+from infra.mocks import ProgramFailed
+from infra.stack_config import SECRET_PLACEHOLDER
 
 DB_USERS = {
     "payment": {"payment-api", "risk-warning-handler"},
@@ -76,3 +81,154 @@ def test_queue_clusters_keep_one_node_per_host_and_a_disruption_budget(prod, dev
         assert pdb["maxUnavailable"] == 1 and pdb["selector"] == term["labelSelector"]
         # A single-node dev queue gets no PDB: it would block every node drain.
         assert not [p for p in dev.objects("PodDisruptionBudget") if p["metadata"]["name"] == f"{sub}-mq"]
+
+
+# --- Backups and point-in-time recovery -----------------------------------------------------------------------
+
+
+def _dependency_names(run, kind, name):
+    by_urn = {r.urn: r for r in run.registrations}
+    reg = next(r for r in run.registrations if r.inputs.get("kind") == kind and r.inputs["metadata"]["name"] == name)
+    return {
+        (
+            by_urn[u].inputs.get("kind") or by_urn[u].type,
+            by_urn[u].inputs.get("metadata", {}).get("name") or by_urn[u].inputs.get("chart"),
+        )
+        for u in reg.dependencies
+        if u in by_urn
+    }
+
+
+def test_prod_archives_wal_and_takes_scheduled_base_backups_through_the_barman_cloud_plugin(prod):
+    for sub in DB_USERS:
+        cluster = prod.object("Cluster", f"{sub}-db", sub)["spec"]
+        assert "backup" not in cluster, "the in-tree barmanObjectStore is deprecated"
+        (plugin,) = cluster["plugins"]
+        assert plugin["name"] == "barman-cloud.cloudnative-pg.io" and plugin["isWALArchiver"] is True
+        assert plugin["parameters"] == {"barmanObjectName": f"{sub}-db-backup", "serverName": f"{sub}-db"}
+        store = prod.object("ObjectStore", f"{sub}-db-backup", sub)["spec"]
+        assert store["configuration"]["destinationPath"] == "s3://settlement-prod-pg-backups/wal"
+        assert store["configuration"]["s3Credentials"] == {"inheritFromIAMRole": True}
+        assert store["retentionPolicy"] == "30d"
+        assert cluster["serviceAccountTemplate"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        scheduled = prod.object("ScheduledBackup", f"{sub}-db-scheduled", sub)["spec"]
+        assert scheduled["cluster"] == {"name": f"{sub}-db"}
+        assert scheduled["method"] == "plugin" and scheduled["pluginConfiguration"]["name"] == plugin["name"]
+        assert scheduled["immediate"] is True
+        deps = _dependency_names(prod, "Cluster", f"{sub}-db")
+        assert ("ObjectStore", f"{sub}-db-backup") in deps
+        assert ("kubernetes:helm.sh/v3:Release", "plugin-barman-cloud") in deps
+
+
+def test_backup_plugin_is_installed_beside_the_operator_after_cert_manager(stack_run):
+    releases = {r.inputs["chart"]: r for r in stack_run.of_type("kubernetes:helm.sh/v3:Release")}
+    plugin = releases["plugin-barman-cloud"]
+    assert plugin.inputs["namespace"] == releases["cloudnative-pg"].inputs["namespace"]
+    assert {releases["cloudnative-pg"].urn, releases["cert-manager"].urn} <= set(plugin.dependencies)
+
+
+def test_a_stack_with_databases_but_no_backup_is_refused(project):
+    data = project.load("Pulumi.prod.yaml")
+    del data["config"]["settlement-platform:backup"]
+    project.save("Pulumi.prod.yaml", data)
+    with pytest.raises(ProgramFailed, match="backup: is not configured but subsystems business, payment have"):
+        project.render("prod")
+
+
+def test_point_in_time_recovery_bootstraps_from_the_store(project):
+    topology = project.topology()
+    topology["payment"]["postgres"] = {
+        "serverName": "payment-db-2",
+        "recovery": {"fromServerName": "payment-db", "targetTime": "2026-11-25T23:59:00+00:00"},
+    }
+    project.set_topology(topology)
+    spec = project.render("prod").object("Cluster", "payment-db", "payment")["spec"]
+    assert spec["bootstrap"] == {
+        "recovery": {
+            "source": "origin",
+            "database": "app",
+            "owner": "app",
+            "recoveryTarget": {"targetTime": "2026-11-25T23:59:00+00:00"},
+        }
+    }
+    (origin,) = spec["externalClusters"]
+    assert origin["plugin"]["parameters"] == {"barmanObjectName": "payment-db-backup", "serverName": "payment-db"}
+    assert spec["plugins"][0]["parameters"]["serverName"] == "payment-db-2"
+
+
+@pytest.mark.parametrize(
+    ("stack", "postgres", "expected"),
+    [
+        (
+            "prod",
+            {"recovery": {"fromServerName": "payment-db"}},
+            "subsystems.payment.postgres.recovery.fromServerName: ('payment-db') must differ from serverName",
+        ),
+        (
+            "dev",
+            {"serverName": "new", "recovery": {"fromServerName": "payment-db"}},
+            "subsystems.payment.postgres.recovery: needs `backup`",
+        ),
+        (
+            "prod",
+            {"recovery": {"fromServerName": "old", "targetTime": "yesterday"}},
+            "subsystems.payment.postgres.recovery.targetTime: 'yesterday' does not match the pattern",
+        ),
+    ],
+)
+def test_unsafe_recoveries_are_refused(project, stack, postgres, expected):
+    topology = project.topology()
+    topology["payment"]["postgres"] = postgres
+    project.set_topology(topology)
+    with pytest.raises(ProgramFailed) as failure:
+        project.render(stack)
+    assert expected in str(failure.value.cause)
+    assert failure.value.registrations == []
+
+
+def _use_static_keys(project, secrets: dict):
+    data = project.load("Pulumi.prod.yaml")
+    data["config"]["settlement-platform:backup"]["objectStore"]["credentials"] = "secret"
+    data["config"].update({f"settlement-platform:{k}": v for k, v in secrets.items()})
+    project.save("Pulumi.prod.yaml", data)
+
+
+def test_static_backup_keys_come_only_from_pulumi_secrets(project, tmp_path):
+    _use_static_keys(project, {"backupAccessKeyId": {"secure": "v1:AAA"}, "backupSecretAccessKey": {"secure": "v1:B"}})
+    run = project.render("prod")
+    secret = run.object("Secret", "payment-db-backup-credentials", "payment")
+    assert secret["stringData"] == {"ACCESS_KEY_ID": "[secret]", "ACCESS_SECRET_KEY": "[secret]"}
+    creds = run.object("ObjectStore", "payment-db-backup", "payment")["spec"]["configuration"]["s3Credentials"]
+    assert creds["accessKeyId"] == {"name": "payment-db-backup-credentials", "key": "ACCESS_KEY_ID"}
+    render.write(run, tmp_path)
+    assert SECRET_PLACEHOLDER not in (tmp_path / "resources.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("secrets", "expected"),
+    [
+        ({}, "backupAccessKeyId: is required by backup.objectStore.credentials: secret"),
+        (
+            {"backupAccessKeyId": "AKIAPLAINTEXT", "backupSecretAccessKey": {"secure": "v1:B"}},
+            "backupAccessKeyId: is a secret: set it with `pulumi config set --secret backupAccessKeyId ...`",
+        ),
+        (
+            {
+                "backupAccessKeyId": {"secure": "v1:A"},
+                "backupSecretAccessKey": {"secure": "v1:B"},
+                "dbPassword": {"secure": "v1:C"},
+            },
+            "dbPassword: unknown secret key (allowed: backupAccessKeyId,",
+        ),
+    ],
+)
+def test_backup_secret_mistakes_are_refused(project, secrets, expected):
+    _use_static_keys(project, secrets)
+    with pytest.raises(ProgramFailed) as failure:
+        project.render("prod")
+    assert expected in str(failure.value.cause)
+    assert "AKIAPLAINTEXT" not in str(failure.value.cause)
+
+
+def test_real_prod_uses_no_static_backup_keys(prod):
+    assert not [s for s in prod.objects("Secret") if s["metadata"]["name"].endswith("-backup-credentials")]

@@ -48,9 +48,11 @@ def test_prod_and_dev_differ_only_where_the_stack_files_say(dev, prod):
     assert prod.object("HorizontalPodAutoscaler", "payment-api")["spec"]["minReplicas"] == 3
     assert prod.object("ScaledObject", "reporting")["spec"]["minReplicaCount"] == 2
     assert dev.object("HorizontalPodAutoscaler", "payment-api")["spec"]["minReplicas"] == 1
-    # The same objects in both stacks, except disruption budgets: dev runs single replicas, which a PDB would pin.
-    assert not dev.objects("PodDisruptionBudget")
-    assert sorted(p for p in manifests(prod) if "/poddisruptionbudget-" not in p) == sorted(manifests(dev))
+    # The same objects in both stacks, except disruption budgets (dev runs single replicas, which a PDB would pin)
+    # and backups (dev opts out with guardrails.requireBackups: false).
+    only_prod = ("/poddisruptionbudget-", "/objectstore-", "/scheduledbackup-")
+    assert not dev.objects("PodDisruptionBudget") and not dev.objects("ObjectStore")
+    assert sorted(p for p in manifests(prod) if not any(k in p for k in only_prod)) == sorted(manifests(dev))
 
 
 def test_stateful_resources_are_protected_in_prod_only(dev, prod):
@@ -82,7 +84,7 @@ def test_operators_are_pinned_helm_releases(stack_run):
         "rabbitmq-cluster-operator",
     }
     for release in releases:
-        assert release.inputs["version"][0].isdigit(), release.inputs
+        assert release.inputs["version"].lstrip("v")[0].isdigit(), release.inputs
 
 
 def test_workloads_wait_for_the_data_they_use(stack_run):

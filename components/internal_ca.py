@@ -1,0 +1,88 @@
+"""A private certificate authority run by cert-manager: a self-signed root and a ClusterIssuer that signs with it.
+
+Internal endpoints (queue brokers) get certificates from it; clients trust its root through a bundle
+distributed into their namespace (`trust_bundle_spec`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+CERT_MANAGER_API = "cert-manager.io/v1"
+TRUST_SECRET = "internal-ca"
+"""Secret name, in every namespace that trusts the CA, whose `ca.crt` is the root certificate."""
+
+
+@dataclass(frozen=True)
+class InternalCAArgs:
+    issuer_name: str
+    cert_manager_namespace: str
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """The cert-manager install."""
+
+
+def issuer_ref(issuer: str) -> dict:
+    return {"name": issuer, "kind": "ClusterIssuer", "group": "cert-manager.io"}
+
+
+def trust_bundle_spec(issuer: str, namespace: str) -> dict:
+    """A short-lived leaf whose Secret carries the issuer's `ca.crt`: how a namespace receives the root.
+
+    The private key it also holds signs nothing of value; the point is the CA certificate next to it.
+    """
+    return {
+        "secretName": TRUST_SECRET,
+        "commonName": f"{namespace} trust bundle",
+        "issuerRef": issuer_ref(issuer),
+        "duration": "2160h",
+        "renewBefore": "720h",
+        "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+        "usages": ["digital signature"],
+    }
+
+
+class InternalCA(pulumi.ComponentResource):
+    issuer_name: str
+    issuer: pulumi.Resource
+
+    def __init__(self, name: str, args: InternalCAArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("settlement:security:InternalCA", name, None, opts)
+        after_cert_manager = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+        root_secret = f"{args.issuer_name}-root"
+
+        bootstrap = k8s.apiextensions.CustomResource(
+            f"{name}-bootstrap-issuer",
+            api_version=CERT_MANAGER_API,
+            kind="ClusterIssuer",
+            metadata={"name": f"{args.issuer_name}-bootstrap"},
+            spec={"selfSigned": {}},
+            opts=after_cert_manager,
+        )
+        root = k8s.apiextensions.CustomResource(
+            f"{name}-root",
+            api_version=CERT_MANAGER_API,
+            kind="Certificate",
+            metadata={"name": root_secret, "namespace": args.cert_manager_namespace},
+            spec={
+                "isCA": True,
+                "commonName": f"{args.issuer_name} root",
+                "secretName": root_secret,
+                "duration": "87600h",
+                "privateKey": {"algorithm": "ECDSA", "size": 384},
+                "issuerRef": issuer_ref(f"{args.issuer_name}-bootstrap"),
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[bootstrap, *args.depends_on]),
+        )
+        self.issuer = k8s.apiextensions.CustomResource(
+            f"{name}-issuer",
+            api_version=CERT_MANAGER_API,
+            kind="ClusterIssuer",
+            metadata={"name": args.issuer_name},
+            spec={"ca": {"secretName": root_secret}},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[root, *args.depends_on]),
+        )
+        self.issuer_name = args.issuer_name
+        self.register_outputs({"issuer_name": self.issuer_name})
