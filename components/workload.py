@@ -33,6 +33,15 @@ class Shutdown:
 
 
 @dataclass(frozen=True)
+class SecretMount:
+    """A Secret mounted read-only as files. `keys` limits it to those keys: a CA bundle Secret often also holds
+    the CA's private key, which a client must never receive."""
+
+    path: str
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class WorkloadArgs:
     name: str
     """Kubernetes name of the ServiceAccount, Deployment and Service (what callers address)."""
@@ -53,8 +62,8 @@ class WorkloadArgs:
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Env var -> (Secret name, key): values come from Secrets, never literals."""
-    secret_files: dict[str, str] = field(default_factory=dict)
-    """Secret name -> directory it is mounted at, read-only (credentials as files, not env values)."""
+    secret_files: dict[str, SecretMount] = field(default_factory=dict)
+    """Secret name -> where (and which keys) to mount it: credentials as files, not env values."""
     probes: Probes = field(default_factory=Probes)
     shutdown: Shutdown = field(default_factory=Shutdown)
     mount_service_account_token: bool = False
@@ -67,6 +76,13 @@ class WorkloadArgs:
 def image_pull_policy(image: str) -> str:
     """A digest never changes, so the node cache is always right; a tag may move, so pull it every time."""
     return "IfNotPresent" if DIGEST_MARKER in image else "Always"
+
+
+def secret_volume_source(secret: str, mount: SecretMount) -> dict:
+    source: dict = {"secretName": secret, "defaultMode": 0o440}
+    if mount.keys:
+        source["items"] = [{"key": key, "path": key} for key in mount.keys]
+    return source
 
 
 def container_spec(args: WorkloadArgs, image: str) -> dict:
@@ -110,8 +126,8 @@ def container_spec(args: WorkloadArgs, image: str) -> dict:
         "lifecycle": {"preStop": {"sleep": {"seconds": args.shutdown.pre_stop_sleep_seconds}}},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]
         + [
-            {"name": f"secret-{secret}", "mountPath": path, "readOnly": True}
-            for secret, path in sorted(args.secret_files.items())
+            {"name": f"secret-{secret}", "mountPath": mount.path, "readOnly": True}
+            for secret, mount in sorted(args.secret_files.items())
         ],
     }
 
@@ -129,8 +145,8 @@ def deployment_spec(args: WorkloadArgs, image: str, labels: dict[str, str]) -> d
         "containers": [container_spec(args, image)],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
         + [
-            {"name": f"secret-{secret}", "secret": {"secretName": secret, "defaultMode": 0o440}}
-            for secret in sorted(args.secret_files)
+            {"name": f"secret-{secret}", "secret": secret_volume_source(secret, mount)}
+            for secret, mount in sorted(args.secret_files.items())
         ],
     }
     if args.priority_class is not None:

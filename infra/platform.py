@@ -18,7 +18,7 @@ from components.postgres_cluster import BackupArgs, PostgresClusterArgs, Recover
 from components.queue_cluster import QueueClusterArgs
 from components.sizing import PodSize, namespace_quota
 from components.subsystem import Subsystem, SubsystemArgs, SubsystemWorkload
-from components.workload import Probes, Shutdown, WorkloadArgs
+from components.workload import Probes, SecretMount, Shutdown, WorkloadArgs
 from infra.config import BACKUP_SECRET_KEYS, Resources
 from infra.infrastructure import PART_OF, InfrastructureArgs, SharedInfrastructure, priority_class_name
 from infra.topology import PlatformPlan, ServicePlan, SubsystemPlan
@@ -82,12 +82,18 @@ def postgres_cluster_name(subsystem: str) -> str:
     return f"{subsystem}-db"
 
 
-def postgres_files(svc: ServicePlan) -> dict[str, str]:
-    """CloudNativePG's generated app credentials and CA, mounted as files for services that use the database."""
+def postgres_files(svc: ServicePlan) -> dict[str, SecretMount]:
+    """CloudNativePG's generated app credentials and CA certificate, as files for services that use the database.
+
+    `<cluster>-ca` also holds the CA's private key; only `ca.crt` is mounted.
+    """
     if not svc.database:
         return {}
     cluster = postgres_cluster_name(svc.subsystem)
-    return {f"{cluster}-app": POSTGRES_CREDENTIALS_DIR, f"{cluster}-ca": POSTGRES_CA_DIR}
+    return {
+        f"{cluster}-app": SecretMount(POSTGRES_CREDENTIALS_DIR),
+        f"{cluster}-ca": SecretMount(POSTGRES_CA_DIR, keys=("ca.crt",)),
+    }
 
 
 def service_env(svc: ServicePlan) -> dict[str, str]:

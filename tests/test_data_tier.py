@@ -58,6 +58,8 @@ def test_database_credentials_are_mounted_files_and_the_server_certificate_is_ve
                 assert env["PGSSLROOTCERT"] == "/etc/settlement/postgres-ca/ca.crt"
                 assert env["PGHOST"] == f"{sub}-db-rw.{sub}.svc.cluster.local"
                 assert all(m.get("readOnly") for m in container["volumeMounts"] if m["name"].startswith("secret-"))
+                ca_volume = next(v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == f"{sub}-db-ca")
+                assert ca_volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], "never the CA key"
             else:
                 assert not secrets
             # Nothing secret as an env literal: every value-bearing secret arrives by reference or file.
