@@ -21,7 +21,20 @@ class QueueScaling:
     vhost: str
     messages_per_replica: int
     credentials_secret: str
-    """Secret in the workload's namespace whose `uri` key is the AMQP URI KEDA connects with."""
+    """Secret in the workload's namespace whose `uri` key is the AMQP URI KEDA connects with (and whose `tls`
+    key says `enable` when `ca_secret` is set)."""
+    ca_secret: str | None = None
+    """Secret whose `ca.crt` verifies the broker's certificate (AMQPS)."""
+
+
+def trigger_auth_spec(scaling: QueueScaling) -> dict:
+    refs = [{"parameter": "host", "name": scaling.credentials_secret, "key": "uri"}]
+    if scaling.ca_secret is not None:
+        refs += [
+            {"parameter": "tls", "name": scaling.credentials_secret, "key": "tls"},
+            {"parameter": "ca", "name": scaling.ca_secret, "key": "ca.crt"},
+        ]
+    return {"secretTargetRef": refs}
 
 
 def hpa_behavior() -> dict:

@@ -18,6 +18,8 @@ class GeneratedCredentialsArgs:
     uri_template: str | None = None
     """If set, a `uri` key is added: the template with `{username}` and `{password}` filled in."""
     labels: dict[str, str] = field(default_factory=dict)
+    static_data: dict[str, str] = field(default_factory=dict)
+    """Non-secret keys the consumers of the Secret also read (e.g. KEDA's `tls: enable`)."""
 
 
 class GeneratedCredentials(pulumi.ComponentResource):
@@ -32,7 +34,11 @@ class GeneratedCredentials(pulumi.ComponentResource):
         password = random.RandomPassword(
             f"{name}-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
         )
-        data: dict[str, pulumi.Input[str]] = {"username": args.username, "password": password.result}
+        data: dict[str, pulumi.Input[str]] = {
+            **args.static_data,
+            "username": args.username,
+            "password": password.result,
+        }
         if args.uri_template is not None:
             data["uri"] = pulumi.Output.secret(
                 password.result.apply(lambda p: args.uri_template.format(username=args.username, password=p))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import internal_ca
 from components import labels as labels_lib
 from components.stateful import stateful_options
 
@@ -23,14 +24,46 @@ class QueueClusterArgs:
     resources: dict
     part_of: str
     extra_labels: dict[str, str] = field(default_factory=dict)
+    tls_issuer: str | None = None
+    """cert-manager ClusterIssuer of the broker certificate. Set: AMQPS only, the plaintext listener is off."""
     protect: bool = True
     """Refuse deletion and replacement (the engine fails the update instead of dropping messages)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """Created first: the operator install (so its CRD exists) and what the pods reference (priority class)."""
 
 
+def tls_secret_name(args: QueueClusterArgs) -> str:
+    return f"{args.name}-tls"
+
+
+def certificate_spec(args: QueueClusterArgs, namespace: str) -> dict:
+    """Server certificate for the client Service and for every node's stable name."""
+    service = f"{args.name}.{namespace}.svc"
+    return {
+        "secretName": tls_secret_name(args),
+        "commonName": service,
+        "dnsNames": [
+            args.name,
+            service,
+            f"{service}.cluster.local",
+            f"*.{args.name}-nodes.{namespace}.svc",
+            f"*.{args.name}-nodes.{namespace}.svc.cluster.local",
+        ],
+        "issuerRef": internal_ca.issuer_ref(args.tls_issuer),
+        "duration": "2160h",
+        "renewBefore": "720h",
+        "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+        "usages": ["server auth", "digital signature", "key encipherment"],
+    }
+
+
 def cluster_spec(args: QueueClusterArgs) -> dict:
     """The RabbitmqCluster spec (pure)."""
+    additional_config = "default_queue_type = quorum\n"
+    tls = None
+    if args.tls_issuer is not None:
+        tls = {"secretName": tls_secret_name(args), "disableNonTLSListeners": True}
+        additional_config += "ssl_options.versions.1 = tlsv1.3\nssl_options.versions.2 = tlsv1.2\n"
     persistence = {"storage": args.storage_size}
     if args.storage_class is not None:
         persistence["storageClassName"] = args.storage_class
@@ -51,10 +84,9 @@ def cluster_spec(args: QueueClusterArgs) -> dict:
                 ]
             }
         },
-        "rabbitmq": {
-            # Quorum queues are the only replicated queue type in RabbitMQ 4; make them the default.
-            "additionalConfig": "default_queue_type = quorum\n",
-        },
+        # Quorum queues are the only replicated queue type in RabbitMQ 4; make them the default.
+        "rabbitmq": {"additionalConfig": additional_config},
+        **({"tls": tls} if tls is not None else {}),
     }
 
 
@@ -66,13 +98,25 @@ class QueueCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: QueueClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:data:QueueCluster", name, None, opts)
         labels = labels_lib.standard_labels(args.name, args.part_of, "queue", args.extra_labels)
+        before_cluster: list[pulumi.Resource] = []
+        if args.tls_issuer is not None:
+            before_cluster.append(
+                k8s.apiextensions.CustomResource(
+                    f"{name}-certificate",
+                    api_version=internal_ca.CERT_MANAGER_API,
+                    kind="Certificate",
+                    metadata={"name": tls_secret_name(args), "namespace": args.namespace, "labels": labels},
+                    spec=pulumi.Output.from_input(args.namespace).apply(lambda ns: certificate_spec(args, ns)),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+                )
+            )
         cluster = k8s.apiextensions.CustomResource(
             f"{name}-cluster",
             api_version="rabbitmq.com/v1beta1",
             kind="RabbitmqCluster",
             metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
             spec=cluster_spec(args),
-            opts=stateful_options(self, args.protect, args.depends_on),
+            opts=stateful_options(self, args.protect, [*args.depends_on, *before_cluster]),
         )
         if args.replicas > 1:
             # The cluster operator labels its pods app.kubernetes.io/name=<cluster>; allow one node down at a time.

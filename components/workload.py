@@ -218,9 +218,7 @@ class Workload(pulumi.ComponentResource):
                 api_version="keda.sh/v1alpha1",
                 kind="TriggerAuthentication",
                 metadata=metadata,
-                spec={
-                    "secretTargetRef": [{"parameter": "host", "name": args.scaling.credentials_secret, "key": "uri"}]
-                },
+                spec=autoscaling.trigger_auth_spec(args.scaling),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after_keda),
             )
             k8s.apiextensions.CustomResource(

@@ -13,6 +13,7 @@ import pulumi_docker as docker
 
 from components.autoscaling import QueueScaling, ResourceScaling
 from components.credentials import GeneratedCredentialsArgs
+from components.internal_ca import TRUST_SECRET, InternalCA
 from components.namespace import NamespaceArgs
 from components.postgres_cluster import BackupArgs, PostgresClusterArgs, RecoveryArgs
 from components.queue_cluster import QueueClusterArgs
@@ -34,7 +35,8 @@ def service_host(subsystem: str, service: str) -> str:
     return f"{service}.{subsystem}.svc.cluster.local"
 
 
-AMQP_PORT = 5672
+AMQPS_PORT = 5671
+INTERNAL_CA_DIR = "/etc/settlement/internal-ca"
 
 
 def queue_cluster_name(subsystem: str) -> str:
@@ -42,7 +44,8 @@ def queue_cluster_name(subsystem: str) -> str:
 
 
 def amqp_secret_name(svc: ServicePlan, queue_subsystem: str) -> str:
-    return f"{svc.name}-amqp-{queue_subsystem}"
+    # Prefixed with the service's subsystem: a copy also lives in the queue owner's namespace (for its User).
+    return f"{svc.subsystem}-{svc.name}-amqp-{queue_subsystem}"
 
 
 def amqp_credentials(svc: ServicePlan) -> list[GeneratedCredentialsArgs]:
@@ -51,11 +54,12 @@ def amqp_credentials(svc: ServicePlan) -> list[GeneratedCredentialsArgs]:
         GeneratedCredentialsArgs(
             username=f"{svc.subsystem}.{svc.name}",
             secret_name=amqp_secret_name(svc, q_sub),
-            namespaces=[svc.subsystem],
-            uri_template=(
-                f"amqp://{{username}}:{{password}}@{service_host(q_sub, queue_cluster_name(q_sub))}:{AMQP_PORT}/{q_sub}"
-            ),
+            # The client's copy, and the queue owner's copy that the messaging-topology operator imports.
+            namespaces=sorted({svc.subsystem, q_sub}),
+            uri_template="amqps://{username}:{password}@"
+            + f"{service_host(q_sub, queue_cluster_name(q_sub))}:{AMQPS_PORT}/{q_sub}",
             labels={"app.kubernetes.io/part-of": PART_OF, SUBSYSTEM_LABEL: svc.subsystem},
+            static_data={"tls": "enable"},
         )
         for q_sub in sorted(svc.queue_subsystems)
     ]
@@ -70,6 +74,7 @@ def scaling(svc: ServicePlan) -> ResourceScaling | QueueScaling:
             vhost=q_sub,
             messages_per_replica=svc.messages_per_replica,
             credentials_secret=amqp_secret_name(svc, q_sub),
+            ca_secret=TRUST_SECRET,
         )
     return ResourceScaling(cpu_utilization=svc.cpu_utilization, memory_utilization=svc.memory_utilization)
 
@@ -96,9 +101,16 @@ def postgres_files(svc: ServicePlan) -> dict[str, SecretMount]:
     }
 
 
+def trust_files(svc: ServicePlan) -> dict[str, SecretMount]:
+    """The internal CA certificate (not the key beside it) for services that connect to a queue over AMQPS."""
+    return {TRUST_SECRET: SecretMount(INTERNAL_CA_DIR, keys=("ca.crt",))} if svc.queue_subsystems else {}
+
+
 def service_env(svc: ServicePlan) -> dict[str, str]:
     """What a service is told about its surroundings: its identity and the addresses of what it calls."""
     env = {"SERVICE_NAME": svc.name, "SUBSYSTEM": svc.subsystem}
+    if svc.queue_subsystems:
+        env["AMQP_CA_FILE"] = f"{INTERNAL_CA_DIR}/ca.crt"
     if svc.database:
         env.update(
             {
@@ -126,7 +138,7 @@ def pod_size(resources: Resources, max_pods: int) -> PodSize:
     )
 
 
-def namespace_args(plan: PlatformPlan, sub: SubsystemPlan) -> NamespaceArgs:
+def namespace_args(plan: PlatformPlan, sub: SubsystemPlan, trust: InternalCA) -> NamespaceArgs:
     """Namespace with a quota sized for every pod it may hold at once: services at max scale plus data pods."""
     defaults = plan.config.defaults.workload
     pods = [pod_size(s.resources, s.max_replicas) for s in sub.services.values()]
@@ -141,6 +153,8 @@ def namespace_args(plan: PlatformPlan, sub: SubsystemPlan) -> NamespaceArgs:
         default_request=defaults.resources.requests.model_dump(),
         default_limit=defaults.resources.limits.model_dump(),
         pod_security_version=f"v{plan.config.kubernetes_version}",
+        trust_issuer=trust.issuer_name,
+        depends_on=[trust.issuer],
     )
 
 
@@ -171,7 +185,7 @@ def workload_args(
             env_name("amqp", q_sub, "uri"): (amqp_secret_name(svc, q_sub), "uri")
             for q_sub in sorted(svc.queue_subsystems)
         },
-        secret_files=postgres_files(svc),
+        secret_files={**postgres_files(svc), **trust_files(svc)},
         probes=Probes(
             startup_path=svc.probes.startup_path,
             liveness_path=svc.probes.liveness_path,
@@ -228,7 +242,9 @@ def postgres_args(
     )
 
 
-def queue_args(plan: PlatformPlan, sub: SubsystemPlan, depends_on: list[pulumi.Resource]) -> QueueClusterArgs:
+def queue_args(
+    plan: PlatformPlan, sub: SubsystemPlan, depends_on: list[pulumi.Resource], tls_issuer: str
+) -> QueueClusterArgs:
     q = sub.queue
     return QueueClusterArgs(
         name=queue_cluster_name(sub.name),
@@ -238,6 +254,7 @@ def queue_args(plan: PlatformPlan, sub: SubsystemPlan, depends_on: list[pulumi.R
         storage_class=q.storage_class,
         image=q.image,
         resources=q.resources.model_dump(),
+        tls_issuer=tls_issuer,
         part_of=PART_OF,
         extra_labels={SUBSYSTEM_LABEL: sub.name},
         protect=plan.config.guardrails.protect_stateful_resources,
@@ -285,7 +302,7 @@ class Platform(pulumi.ComponentResource):
             subsystems[sub_name] = Subsystem(
                 f"{name}-{sub_name}",
                 SubsystemArgs(
-                    namespace=namespace_args(plan, sub),
+                    namespace=namespace_args(plan, sub, infrastructure.internal_ca),
                     workloads=workloads,
                     postgres=postgres_args(
                         plan,
@@ -299,7 +316,14 @@ class Platform(pulumi.ComponentResource):
                     )
                     if sub.postgres
                     else None,
-                    queue=queue_args(plan, sub, [infrastructure.queue_operator.release]) if sub.queue else None,
+                    queue=queue_args(
+                        plan,
+                        sub,
+                        [infrastructure.queue_operator.release, infrastructure.internal_ca.issuer],
+                        infrastructure.internal_ca.issuer_name,
+                    )
+                    if sub.queue
+                    else None,
                 ),
                 opts=child,
             )

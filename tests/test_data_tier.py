@@ -7,7 +7,8 @@ import pytest
 from components.pod_security import restricted_violations
 from infra import render
 from infra.mocks import ProgramFailed
-from infra.stack_config import SECRET_PLACEHOLDER
+from infra.platform import amqp_credentials
+from infra.stack_config import SECRET_PLACEHOLDER, parse_platform_config, read_stack_files
 
 DB_USERS = {
     "payment": {"payment-api", "risk-warning-handler"},
@@ -51,7 +52,7 @@ def test_database_credentials_are_mounted_files_and_the_server_certificate_is_ve
             spec = d["spec"]["template"]["spec"]
             container = spec["containers"][0]
             env = {e["name"]: e.get("value") for e in container["env"]}
-            secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+            secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v} - {"internal-ca"}
             if d["metadata"]["name"] in users:
                 assert secrets == {f"{sub}-db-app", f"{sub}-db-ca"}
                 assert env["PGSSLMODE"] == "verify-full"
@@ -70,7 +71,7 @@ def test_database_credentials_are_mounted_files_and_the_server_certificate_is_ve
 
 def test_services_without_a_database_get_no_database_credentials(stack_run):
     spec = stack_run.object("Deployment", "risk-engine", "risk")["spec"]["template"]["spec"]
-    assert not [v for v in spec["volumes"] if "secret" in v]
+    assert not [v for v in spec["volumes"] if v.get("secret", {}).get("secretName", "").endswith(("-db-app", "-db-ca"))]
 
 
 def test_queue_clusters_keep_one_node_per_host_and_a_disruption_budget(prod, dev):
@@ -234,3 +235,41 @@ def test_backup_secret_mistakes_are_refused(project, secrets, expected):
 
 def test_real_prod_uses_no_static_backup_keys(prod):
     assert not [s for s in prod.objects("Secret") if s["metadata"]["name"].endswith("-backup-credentials")]
+
+
+# --- Queue clusters: TLS only -----------------------------------------------------------------------------------
+
+
+def test_queue_clusters_accept_tls_only_with_a_certificate_from_the_internal_ca(stack_run):
+    issuers = {o["metadata"]["name"]: o["spec"] for o in stack_run.objects("ClusterIssuer")}
+    for sub in DB_USERS:
+        cluster = stack_run.object("RabbitmqCluster", f"{sub}-mq", sub)["spec"]
+        assert cluster["tls"] == {"secretName": f"{sub}-mq-tls", "disableNonTLSListeners": True}
+        assert "tlsv1.1" not in cluster["rabbitmq"]["additionalConfig"]
+        cert = stack_run.object("Certificate", f"{sub}-mq-tls", sub)["spec"]
+        assert cert["secretName"] == f"{sub}-mq-tls"
+        assert f"{sub}-mq.{sub}.svc.cluster.local" in cert["dnsNames"]
+        assert f"*.{sub}-mq-nodes.{sub}.svc.cluster.local" in cert["dnsNames"]
+        assert "ca" in issuers[cert["issuerRef"]["name"]], "signed by the internal CA, not self-signed"
+        assert ("Certificate", f"{sub}-mq-tls") in _dependency_names(stack_run, "RabbitmqCluster", f"{sub}-mq")
+
+
+def test_queue_clients_connect_over_amqps_and_trust_only_the_ca_certificate(prod):
+    config = read_stack_files("prod")
+    prefix = f"{config.project}:"
+    plan = parse_platform_config({k.removeprefix(prefix): v for k, v in config.values.items()})
+    for svc in plan.services():
+        for creds in amqp_credentials(svc):
+            assert creds.uri_template.startswith("amqps://") and ":5671/" in creds.uri_template
+            assert creds.static_data == {"tls": "enable"}
+    for ns in ("payment", "business", "risk"):
+        trust = prod.object("Certificate", "internal-ca-trust", ns)["spec"]
+        assert trust["secretName"] == "internal-ca"
+    for d in prod.objects("Deployment"):
+        for volume in d["spec"]["template"]["spec"]["volumes"]:
+            if volume.get("secret", {}).get("secretName") == "internal-ca":
+                assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    for auth in prod.objects("TriggerAuthentication"):
+        params = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+        assert params["ca"] == ("internal-ca", "ca.crt")
+        assert params["tls"][1] == "tls"
