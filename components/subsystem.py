@@ -37,6 +37,8 @@ class Subsystem(pulumi.ComponentResource):
     postgres: PostgresCluster | None
     queue: QueueCluster | None
     workloads: dict[str, Workload]
+    credentials: dict[str, GeneratedCredentials]
+    """Generated credentials by Secret name."""
 
     def __init__(self, name: str, args: SubsystemArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:platform:Subsystem", name, None, opts)
@@ -60,16 +62,17 @@ class Subsystem(pulumi.ComponentResource):
             else None
         )
         self.workloads = {}
+        self.credentials = {}
         for key, workload in args.workloads.items():
             depends_on = [*workload.args.depends_on]
             for creds in workload.credentials:
-                depends_on.append(
-                    GeneratedCredentials(
-                        f"{name}-{key}-{creds.secret_name}",
-                        creds,
-                        opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
-                    )
+                # A copy may go to another subsystem's namespace: wait for what the workload waits for too.
+                self.credentials[creds.secret_name] = GeneratedCredentials(
+                    f"{name}-{creds.secret_name}",
+                    creds,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, *workload.args.depends_on]),
                 )
+                depends_on.append(self.credentials[creds.secret_name])
             if workload.uses_postgres:
                 depends_on.append(self.postgres)
             if workload.uses_queue:

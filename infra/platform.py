@@ -17,6 +17,7 @@ from components.internal_ca import TRUST_SECRET, InternalCA
 from components.namespace import NamespaceArgs
 from components.postgres_cluster import BackupArgs, PostgresClusterArgs, RecoveryArgs
 from components.queue_cluster import QueueClusterArgs
+from components.queue_topology import QueueTopology, QueueTopologyArgs, QueueUser
 from components.sizing import PodSize, namespace_quota
 from components.subsystem import Subsystem, SubsystemArgs, SubsystemWorkload
 from components.workload import Probes, SecretMount, Shutdown, WorkloadArgs
@@ -63,6 +64,27 @@ def amqp_credentials(svc: ServicePlan) -> list[GeneratedCredentialsArgs]:
         )
         for q_sub in sorted(svc.queue_subsystems)
     ]
+
+
+def queue_users(plan: PlatformPlan, owner: str) -> dict[str, tuple[tuple[str, str], QueueUser]]:
+    """Users of `owner`'s queue cluster: one per service that uses it, allowed exactly its declared traffic.
+
+    Value: ((service subsystem, credentials Secret name), user).
+    """
+    users = {}
+    for svc in plan.services():
+        if owner not in svc.queue_subsystems:
+            continue
+        secret = amqp_secret_name(svc, owner)
+        users[f"{svc.subsystem}-{svc.name}"] = (
+            (svc.subsystem, secret),
+            QueueUser(
+                credentials_secret=secret,
+                publishes=tuple(q.queue for q in svc.publishes if q.subsystem == owner),
+                consumes=tuple(q.queue for q in svc.consumes if q.subsystem == owner),
+            ),
+        )
+    return users
 
 
 def scaling(svc: ServicePlan) -> ResourceScaling | QueueScaling:
@@ -324,6 +346,30 @@ class Platform(pulumi.ComponentResource):
                     )
                     if sub.queue
                     else None,
+                ),
+                opts=child,
+            )
+
+        # Topology last: its users import credentials that the subsystems of their services generate.
+        for owner in plan.order:
+            sub = plan.subsystems[owner]
+            if sub.queue is None:
+                continue
+            users = queue_users(plan, owner)
+            credentials = [
+                subsystems[s_sub].credentials[secret] for s_sub, secret in sorted(u[0] for u in users.values())
+            ]
+            QueueTopology(
+                f"{name}-{owner}-topology",
+                QueueTopologyArgs(
+                    cluster=queue_cluster_name(owner),
+                    namespace=owner,
+                    vhost=owner,
+                    queues={q.name: q.delivery_limit for q in sub.queue.queues.values()},
+                    users={key: user for key, (_, user) in users.items()},
+                    retain=plan.config.guardrails.protect_stateful_resources,
+                    labels={"app.kubernetes.io/part-of": PART_OF, SUBSYSTEM_LABEL: owner},
+                    depends_on=[subsystems[owner].queue, infrastructure.queue_operator.release, *credentials],
                 ),
                 opts=child,
             )
