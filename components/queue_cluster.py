@@ -84,6 +84,27 @@ def cluster_spec(args: QueueClusterArgs) -> dict:
                 ]
             }
         },
+        # Zones as well as hosts, where the cluster has them (preferred, so single-zone clusters still schedule).
+        "override": {
+            "statefulSet": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            # Required by the schema; empty keeps the operator's containers (strategic merge).
+                            "containers": [],
+                            "topologySpreadConstraints": [
+                                {
+                                    "maxSkew": 1,
+                                    "topologyKey": "topology.kubernetes.io/zone",
+                                    "whenUnsatisfiable": "ScheduleAnyway",
+                                    "labelSelector": {"matchLabels": {"app.kubernetes.io/name": args.name}},
+                                }
+                            ],
+                        }
+                    }
+                }
+            }
+        },
         # Quorum queues are the only replicated queue type in RabbitMQ 4; make them the default.
         "rabbitmq": {"additionalConfig": additional_config},
         **({"tls": tls} if tls is not None else {}),

@@ -80,6 +80,9 @@ def test_queue_clusters_keep_one_node_per_host_and_a_disruption_budget(prod, dev
         term = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
         assert term["topologyKey"] == "kubernetes.io/hostname"
         assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": f"{sub}-mq"}
+        (zone,) = spec["override"]["statefulSet"]["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert zone["topologyKey"] == "topology.kubernetes.io/zone"
+        assert zone["labelSelector"] == term["labelSelector"]
         pdb = prod.object("PodDisruptionBudget", f"{sub}-mq", sub)["spec"]
         assert pdb["maxUnavailable"] == 1 and pdb["selector"] == term["labelSelector"]
         # A single-node dev queue gets no PDB: it would block every node drain.

@@ -164,3 +164,30 @@ def test_whatever_names_a_priority_class_is_created_after_it(stack_run):
         else:
             continue
         assert classes[name] in reg.dependencies, reg.name
+
+
+OPERATOR_OF_GROUP = {
+    "postgresql.cnpg.io": "cloudnative-pg",
+    "barmancloud.cnpg.io": "plugin-barman-cloud",
+    "rabbitmq.com": "rabbitmq-cluster-operator",
+    "cert-manager.io": "cert-manager",
+    "keda.sh": "keda",
+}
+
+
+def test_every_custom_resource_is_created_after_the_operator_that_serves_it(stack_run):
+    by_urn = {r.urn: r for r in stack_run.registrations}
+    releases = {r.inputs["chart"].rsplit("/", 1)[-1]: r.urn for r in stack_run.of_type("kubernetes:helm.sh/v3:Release")}
+
+    def upstream(urn, seen):
+        for dep in by_urn[urn].dependencies:
+            if dep not in seen:
+                seen.add(dep)
+                upstream(dep, seen)
+        return seen
+
+    for reg in stack_run.registrations:
+        if not reg.is_kubernetes_object or schemas.is_builtin(reg.inputs):
+            continue
+        group = reg.inputs["apiVersion"].split("/")[0]
+        assert releases[OPERATOR_OF_GROUP[group]] in upstream(reg.urn, set()), (reg.inputs["kind"], reg.name)
