@@ -37,20 +37,16 @@ class HelmOperator(pulumi.ComponentResource):
 
     release: k8s.helm.v3.Release
     namespace: pulumi.Output[str]
+    namespace_name: str
 
     def __init__(self, name: str, args: HelmOperatorArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:core:HelmOperator", name, None, opts)
         if args.create_namespace:
             namespace_name = k8s.core.v1.Namespace(
                 f"{name}-namespace",
-                metadata={
-                    "name": args.namespace,
-                    "labels": {
-                        **args.extra_labels,
-                        **pod_security.namespace_labels(args.pod_security_level, args.pod_security_version),
-                        "kubernetes.io/metadata.name": args.namespace,
-                    },
-                },
+                metadata=pod_security.namespace_metadata(
+                    args.namespace, args.extra_labels, args.pod_security_level, args.pod_security_version
+                ),
                 opts=pulumi.ResourceOptions(parent=self),
             ).metadata.name
         else:
@@ -72,4 +68,5 @@ class HelmOperator(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
         self.namespace = namespace_name
+        self.namespace_name = args.namespace
         self.register_outputs({"namespace": self.namespace, "release": self.release.status})

@@ -36,17 +36,14 @@ class Namespace(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NamespaceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:core:Namespace", name, None, opts)
-        labels = {
-            **args.labels,
-            **pod_security.namespace_labels(args.pod_security_level, args.pod_security_version),
-            # Lets NetworkPolicies select this namespace by a label the platform controls.
-            "kubernetes.io/metadata.name": args.name,
-        }
+        metadata = pod_security.namespace_metadata(
+            args.name, args.labels, args.pod_security_level, args.pod_security_version
+        )
         child = pulumi.ResourceOptions(parent=self)
 
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata={"name": args.name, "labels": labels, "annotations": args.annotations},
+            metadata={**metadata, "annotations": args.annotations},
             opts=child,
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])

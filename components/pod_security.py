@@ -21,6 +21,15 @@ def namespace_labels(level: str = "restricted", version: str = PSS_VERSION) -> d
     return labels
 
 
+def namespace_metadata(name: str, labels: dict[str, str], level: str, version: str) -> dict:
+    """Metadata of a namespace the platform creates: its labels, the Pod Security level it admits, and the
+    name label NetworkPolicies select it by (set explicitly so it is in the rendered manifests too)."""
+    return {
+        "name": name,
+        "labels": {**labels, **namespace_labels(level, version), "kubernetes.io/metadata.name": name},
+    }
+
+
 def pod_security_context(uid: int = DEFAULT_UID) -> dict:
     return {
         "runAsNonRoot": True,

@@ -31,6 +31,31 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reachability(args: argparse.Namespace) -> int:
+    from infra import render
+    from infra.network import declared_edges, pod_groups
+    from infra.reachability import expand, matrix, platform_edges
+    from infra.stack_config import plan_for_stack
+
+    plan = plan_for_stack(args.stack, Path(args.project_dir))
+    run = render.render_stack(args.stack, Path(args.project_dir))
+    net = plan.config.network
+    declared = expand(declared_edges(plan, pod_groups(plan)))
+    actual = platform_edges(run, net.dns_namespace, net.dns_pod_labels, {e[2] for e in declared})
+    print(f"# Who can reach whom in stack {args.stack!r} (from the rendered NetworkPolicies)\n")
+    print(matrix(actual, args.to))
+    drift = (actual - declared) | (declared - actual)
+    if drift:
+        print(f"\n{len(drift)} edges differ from the declared service graph:", file=sys.stderr)
+        for edge in sorted(drift):
+            print(
+                f"  {'extra' if edge in actual else 'missing'}: {edge[0]} -> {edge[1]} {edge[2]}/{edge[3]}",
+                file=sys.stderr,
+            )
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m infra", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", required=True, help="output folder (manifests/ and resources.json)")
     render.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
     render.set_defaults(func=_render)
+    reach = commands.add_parser(
+        "reachability", help="print which pods can open connections to which (audit matrix); exit 1 on drift"
+    )
+    reach.add_argument("stack")
+    reach.add_argument("--to", help="only this destination, e.g. payment/payment-db")
+    reach.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
+    reach.set_defaults(func=_reachability)
     bench = commands.add_parser("bench", help="time the offline render and measure its memory")
     bench.add_argument("stacks", nargs="*", default=["dev", "prod"])
     bench.add_argument("--repeat", type=int, default=5)

@@ -107,6 +107,34 @@ class Autoscaling(Model):
     )
 
 
+Cidr = Annotated[str, StringConstraints(pattern=r"^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$")]
+AnyPort = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ExternalEgress(Model):
+    cidrs: list[Cidr] = Field(min_length=1, description="Destination networks (IPv4 CIDR). Required.")
+    ports: list[AnyPort] = Field(min_length=1, description="Destination TCP ports. Required.")
+
+
+class Expose(Model):
+    path: Annotated[str, StringConstraints(pattern=r"^/[-a-z0-9/]*$")] = Field(
+        description="Path prefix on the gateway's hostname routed to this service. Required."
+    )
+    requests_per_second: int = Field(
+        default=100, ge=1, description="Rate limit per gateway replica, requests per second. Default: 100."
+    )
+    timeout_seconds: int = Field(default=10, ge=1, le=300, description="Request timeout. Default: 10.")
+    max_connections: int = Field(
+        default=1024, ge=1, description="Circuit breaker: connections to the service. Default: 1024."
+    )
+    max_pending_requests: int = Field(
+        default=256, ge=1, description="Circuit breaker: requests waiting for a connection. Default: 256."
+    )
+    max_parallel_requests: int = Field(
+        default=1024, ge=1, description="Circuit breaker: requests in flight. Default: 1024."
+    )
+
+
 class Service(Model):
     image: str | None = Field(
         default=None,
@@ -127,6 +155,14 @@ class Service(Model):
         description="On the payment path: higher priority class and criticalMinReplicas. Default: false.",
     )
     database: bool = Field(default=False, description="Uses its subsystem's PostgreSQL cluster. Default: false.")
+    expose: Expose | None = Field(
+        default=None, description="Publish through the gateway (HTTPS, rate-limited). Default: not exposed."
+    )
+    egress: dict[Name, ExternalEgress] = Field(
+        default_factory=dict,
+        description="External endpoints (banks, acquirers) this service may open connections to, keyed by "
+        "name. Nothing else outside the cluster is reachable. Default: none.",
+    )
     probes: ProbePaths = Field(default_factory=ProbePaths, description="Health-check paths on `port`.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Autoscaler targets.")
     mount_service_account_token: bool = Field(
@@ -386,6 +422,17 @@ class Operators(Model):
         description="Barman Cloud plugin for CloudNativePG backups; must share the CloudNativePG operator's "
         "namespace. Default: chart plugin-barman-cloud 0.6.0 (plugin 0.14).",
     )
+    envoy_gateway: HelmChart = Field(
+        default=_chart("oci://docker.io/envoyproxy", "gateway-helm", "v1.9.0", "envoy-gateway-system"),
+        description="Envoy Gateway (Gateway API implementation). Default: chart gateway-helm v1.9.0.",
+    )
+    monitoring: HelmChart = Field(
+        default=_chart(
+            "https://prometheus-community.github.io/helm-charts", "kube-prometheus-stack", "79.0.0", "monitoring"
+        ),
+        description="Prometheus, Alertmanager, Grafana (prometheus-operator 0.93). Default: chart "
+        "kube-prometheus-stack 79.0.0.",
+    )
     keda: HelmChart = Field(
         default=_chart("https://kedacore.github.io/charts", "keda", "2.20.2", "keda"),
         description="KEDA, event-driven autoscaling for queue consumers. Default: chart keda 2.20.2.",
@@ -410,6 +457,45 @@ class Infrastructure(Model):
     priority_classes: PriorityClasses = Field(default_factory=PriorityClasses, description="Pod priorities.")
 
 
+class Network(Model):
+    api_server_cidrs: list[Cidr] = Field(
+        min_length=1,
+        description="Where the Kubernetes API server's endpoints are (operators, database and queue pods talk "
+        "to it; webhooks are called from it). Cluster-specific. Required.",
+    )
+    api_server_ports: list[AnyPort] = Field(
+        default_factory=lambda: [443, 6443], description="API server ports. Default: 443, 6443."
+    )
+    node_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="Node addresses, for Prometheus to scrape kubelets and node exporters. Default: none.",
+    )
+    object_store_cidrs: list[Cidr] = Field(
+        default_factory=lambda: ["0.0.0.0/0"],
+        description="Where the backup object store is (HTTPS egress from database pods). Default: anywhere; "
+        "narrow it to the S3 endpoint's ranges or a VPC endpoint.",
+    )
+    dns_namespace: Name = Field(default="kube-system", description="Namespace of cluster DNS. Default: kube-system.")
+    dns_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"k8s-app": "kube-dns"},
+        description="Labels of the cluster DNS pods. Default: k8s-app=kube-dns.",
+    )
+
+
+class Gateway(Model):
+    hostname: str | None = Field(
+        default=None,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$",
+        description="Public hostname of the HTTPS listener. Required when a service is exposed.",
+    )
+    acme_email: str | None = Field(
+        default=None,
+        description="Account e-mail for a publicly trusted certificate from Let's Encrypt (HTTP-01). Default: "
+        "none, the certificate comes from the internal CA.",
+    )
+    namespace: Name = Field(default="edge", description="Namespace of the Gateway. Default: edge.")
+
+
 class PlatformConfig(Model):
     kubernetes_version: Annotated[str, StringConstraints(pattern=r"^1\.(2[5-9]|3[0-7])$")] = Field(
         default="1.33",
@@ -420,6 +506,8 @@ class PlatformConfig(Model):
         default_factory=Infrastructure, description="The shared infrastructure subsystem."
     )
     defaults: Defaults = Field(default_factory=Defaults, description="Defaults for services and data clusters.")
+    network: Network = Field(description="Network facts of the target cluster. Required.")
+    gateway: Gateway = Field(default_factory=Gateway, description="The HTTPS entry point.")
     guardrails: Guardrails = Field(default_factory=Guardrails, description="Production guard rails.")
     backup: Backup | None = Field(
         default=None,

@@ -48,6 +48,8 @@ class SharedInfrastructure(pulumi.ComponentResource):
     queue_operator: HelmOperator
     autoscaler: HelmOperator
     cert_manager: HelmOperator
+    gateway_controller: HelmOperator
+    monitoring: HelmOperator
     backup_plugin: HelmOperator
     internal_ca: InternalCA
     priority_classes: dict[str, str]
@@ -98,6 +100,21 @@ class SharedInfrastructure(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self.gateway_controller = HelmOperator(
+            f"{name}-envoy-gateway",
+            operator_args(operators.envoy_gateway, args.pod_security_version, {}),
+            opts=child,
+        )
+        self.monitoring = HelmOperator(
+            f"{name}-monitoring",
+            dataclasses.replace(
+                operator_args(operators.monitoring, args.pod_security_version, {}),
+                # node-exporter reads the host (hostNetwork, hostPID, hostPath): the one namespace that cannot be
+                # restricted. Nothing else runs there; its pods reach only what its NetworkPolicies allow.
+                pod_security_level="privileged",
+            ),
+            opts=child,
+        )
         self.autoscaler = HelmOperator(
             f"{name}-keda",
             operator_args(operators.keda, args.pod_security_version, {}),
@@ -127,8 +144,21 @@ class SharedInfrastructure(pulumi.ComponentResource):
                     self.queue_operator.namespace,
                     self.autoscaler.namespace,
                     self.cert_manager.namespace,
+                    self.gateway_controller.namespace,
+                    self.monitoring.namespace,
                 ],
                 "internal_issuer": self.internal_ca.issuer_name,
                 "priority_classes": self.priority_classes,
             }
         )
+
+    def operators(self) -> list[HelmOperator]:
+        return [
+            self.postgres_operator,
+            self.queue_operator,
+            self.cert_manager,
+            self.backup_plugin,
+            self.gateway_controller,
+            self.monitoring,
+            self.autoscaler,
+        ]

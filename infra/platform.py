@@ -13,8 +13,10 @@ import pulumi_docker as docker
 
 from components.autoscaling import QueueScaling, ResourceScaling
 from components.credentials import GeneratedCredentialsArgs
+from components.gateway import Gateway, GatewayArgs, Route
 from components.internal_ca import TRUST_SECRET, InternalCA
 from components.namespace import NamespaceArgs
+from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.postgres_cluster import BackupArgs, PostgresClusterArgs, RecoveryArgs
 from components.queue_cluster import QueueClusterArgs
 from components.queue_topology import QueueTopology, QueueTopologyArgs, QueueUser
@@ -23,6 +25,7 @@ from components.subsystem import Subsystem, SubsystemArgs, SubsystemWorkload
 from components.workload import Probes, SecretMount, Shutdown, WorkloadArgs
 from infra.config import BACKUP_SECRET_KEYS, Resources
 from infra.infrastructure import PART_OF, InfrastructureArgs, SharedInfrastructure, priority_class_name
+from infra.network import GATEWAY_NAME, declared_edges, namespace_policies, pod_groups
 from infra.topology import PlatformPlan, ServicePlan, SubsystemPlan
 
 SUBSYSTEM_LABEL = "platform.settlement.io/subsystem"
@@ -370,6 +373,64 @@ class Platform(pulumi.ComponentResource):
                     retain=plan.config.guardrails.protect_stateful_resources,
                     labels={"app.kubernetes.io/part-of": PART_OF, SUBSYSTEM_LABEL: owner},
                     depends_on=[subsystems[owner].queue, infrastructure.queue_operator.release, *credentials],
+                ),
+                opts=child,
+            )
+
+        routes = {
+            f"{svc.subsystem}-{svc.name}": Route(
+                namespace=subsystems[svc.subsystem].namespace,
+                service=svc.name,
+                port=svc.port,
+                path=svc.expose.path,
+                requests_per_second=svc.expose.requests_per_second,
+                timeout_seconds=svc.expose.timeout_seconds,
+                max_connections=svc.expose.max_connections,
+                max_pending_requests=svc.expose.max_pending_requests,
+                max_parallel_requests=svc.expose.max_parallel_requests,
+            )
+            for svc in plan.services()
+            if svc.expose is not None
+        }
+        namespaces: dict[str, pulumi.Input[str]] = {n: s.namespace for n, s in subsystems.items()}
+        for operator in infrastructure.operators():
+            namespaces.setdefault(operator.namespace_name, operator.namespace)
+        if routes:
+            gateway_config = plan.config.gateway
+            gateway = Gateway(
+                f"{name}-gateway",
+                GatewayArgs(
+                    name=GATEWAY_NAME,
+                    namespace=gateway_config.namespace,
+                    hostname=gateway_config.hostname,
+                    route_namespace_labels={"app.kubernetes.io/part-of": PART_OF},
+                    internal_issuer=infrastructure.internal_ca.issuer_name,
+                    acme_email=gateway_config.acme_email,
+                    pod_security_version=f"v{plan.config.kubernetes_version}",
+                    labels={"app.kubernetes.io/part-of": PART_OF},
+                    depends_on=[
+                        infrastructure.gateway_controller.release,
+                        infrastructure.cert_manager.release,
+                        infrastructure.internal_ca.issuer,
+                    ],
+                ),
+                routes,
+                opts=child,
+            )
+            namespaces[gateway_config.namespace] = gateway.namespace
+
+        # Default deny and exact allows, in every namespace this program creates (infra/network.py).
+        groups = pod_groups(plan)
+        by_namespace: dict[str, dict[str, dict]] = {}
+        for policy in namespace_policies(plan, groups, declared_edges(plan, groups)):
+            by_namespace.setdefault(policy.namespace, {})[policy.name] = policy.spec
+        for ns, policies in sorted(by_namespace.items()):
+            NetworkPolicies(
+                f"{name}-{ns}-network",
+                NetworkPoliciesArgs(
+                    namespace=namespaces.get(ns, ns),
+                    policies=policies,
+                    labels={"app.kubernetes.io/part-of": PART_OF},
                 ),
                 opts=child,
             )

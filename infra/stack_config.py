@@ -182,3 +182,11 @@ def read_secrets(plan: PlatformPlan) -> dict[str, Any]:
     if plan.config.backup is not None and plan.config.backup.object_store.credentials == "secret":
         needed += BACKUP_SECRET_KEYS
     return {key: config.require_secret(key) for key in needed}
+
+
+def plan_for_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> PlatformPlan:
+    """The plan a stack's files produce, without running the program (offline tools and tests)."""
+    config = read_stack_files(stack, project_dir)
+    prefix = f"{config.project}:"
+    values = {k.removeprefix(prefix): v for k, v in config.values.items() if k.startswith(prefix)}
+    return parse_platform_config(values, frozenset(k.removeprefix(prefix) for k in config.secret_keys))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from infra.config import ImageBuild, PlatformConfig, ProbePaths, Recovery, Resources
+from infra.config import Expose, ExternalEgress, ImageBuild, PlatformConfig, ProbePaths, Recovery, Resources
 from infra.errors import ConfigError, ConfigProblem
 
 DIGEST_SUFFIX = "@sha256:"
@@ -55,6 +55,8 @@ class ServicePlan:
     cpu_utilization: int
     memory_utilization: int
     messages_per_replica: int
+    expose: Expose | None = None
+    egress: dict[str, ExternalEgress] = field(default_factory=dict)
 
     @property
     def queue_subsystems(self) -> frozenset[str]:
@@ -133,8 +135,9 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
     problems: list[ConfigProblem] = []
     defaults = config.defaults
 
+    reserved = RESERVED_NAMESPACES | infrastructure_namespaces(config)
     for name in config.subsystems:
-        if name in RESERVED_NAMESPACES:
+        if name in reserved:
             problems.append(ConfigProblem(f"subsystems.{name}", f"{name!r} is reserved for shared infrastructure"))
 
     consumers: dict[QueueRef, str] = {}
@@ -243,6 +246,8 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 publishes=tuple(queue_refs["publishes"]),
                 consumes=tuple(queue_refs["consumes"]),
                 probes=svc.probes,
+                expose=svc.expose,
+                egress=dict(svc.egress),
                 mount_service_account_token=svc.mount_service_account_token,
                 cpu_utilization=scaling.cpu_utilization if scaling.cpu_utilization is not None else wl.cpu_utilization,
                 memory_utilization=scaling.memory_utilization
@@ -282,6 +287,7 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
         subsystems[sub_name] = SubsystemPlan(sub_name, services, postgres, queue)
 
     problems += data_safety_problems(config, subsystems)
+    problems += exposure_problems(config, subsystems)
     order, cycle = creation_order(subsystems)
     if cycle:
         problems.append(
@@ -294,6 +300,27 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
     if problems:
         raise ConfigError(problems)
     return PlatformPlan(config=config, subsystems=subsystems, order=order)
+
+
+def infrastructure_namespaces(config: PlatformConfig) -> set[str]:
+    operators = config.infrastructure.operators
+    return {chart.namespace for chart in operators.__dict__.values()} | {config.gateway.namespace}
+
+
+def exposure_problems(config: PlatformConfig, subsystems: dict[str, SubsystemPlan]) -> list[ConfigProblem]:
+    problems = []
+    paths: dict[str, str] = {}
+    for sub in subsystems.values():
+        for svc in sub.services.values():
+            if svc.expose is None:
+                continue
+            where = f"subsystems.{sub.name}.services.{svc.name}.expose"
+            if config.gateway.hostname is None:
+                problems.append(ConfigProblem(where, "needs gateway.hostname (the HTTPS listener's name)"))
+            owner = paths.setdefault(svc.expose.path, f"{sub.name}/{svc.name}")
+            if owner != f"{sub.name}/{svc.name}":
+                problems.append(ConfigProblem(f"{where}.path", f"{svc.expose.path!r} is already routed to {owner}"))
+    return problems
 
 
 def data_safety_problems(config: PlatformConfig, subsystems: dict[str, SubsystemPlan]) -> list[ConfigProblem]:

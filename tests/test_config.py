@@ -131,7 +131,7 @@ def test_tag_only_image_is_refused_in_prod_but_allowed_where_the_stack_opts_out(
 
 def test_unknown_top_level_key_is_refused(project):
     project.set_stack_key("prod", "replicaz", 3)
-    _assert_refused(project, "prod", "replicaz: unknown key (allowed: backup, defaults, guardrails,")
+    _assert_refused(project, "prod", "replicaz: unknown key (allowed: backup, defaults, gateway, guardrails,")
 
 
 def test_bad_stack_level_value_is_refused(project):
@@ -164,14 +164,17 @@ def test_queue_cycle_between_subsystems_is_refused(project):
 def test_config_error_lists_problems_sorted_and_deduplicated():
     with pytest.raises(ConfigError) as error:
         parse_platform_config(
-            {"subsystems": {"a": {"services": {"x": {"image": "i@sha256:" + "0" * 64, "calls": ["y", "y"]}}}}}
+            {
+                "network": {"apiServerCidrs": ["10.0.0.1/32"]},
+                "subsystems": {"a": {"services": {"x": {"image": "i@sha256:" + "0" * 64, "calls": ["y", "y"]}}}},
+            }
         )
     assert str(error.value) == "subsystems.a.services.x: calls lists y more than once"
 
 
 def test_model_defaults_are_production_grade():
     """Secure and available by default: a stack file only ever opts out, visibly."""
-    config = PlatformConfig.model_validate({"subsystems": {}})
+    config = PlatformConfig.model_validate({"subsystems": {}, "network": {"apiServerCidrs": ["10.0.0.1/32"]}})
     assert config.defaults.workload.min_replicas >= 2
     assert config.defaults.workload.critical_min_replicas >= 3
     assert config.defaults.postgres.instances == 3

@@ -49,8 +49,15 @@ def test_prod_and_dev_differ_only_where_the_stack_files_say(dev, prod):
     assert prod.object("ScaledObject", "reporting")["spec"]["minReplicaCount"] == 2
     assert dev.object("HorizontalPodAutoscaler", "payment-api")["spec"]["minReplicas"] == 1
     # The same objects in both stacks, except disruption budgets (dev runs single replicas, which a PDB would pin)
-    # and backups (dev opts out with guardrails.requireBackups: false).
-    only_prod = ("/poddisruptionbudget-", "/objectstore-", "/scheduledbackup-")
+    # backups (dev opts out with guardrails.requireBackups: false) and the public certificate's ACME pieces.
+    only_prod = (
+        "/poddisruptionbudget-",
+        "/objectstore-",
+        "/scheduledbackup-",
+        "-letsencrypt.yaml",
+        "/networkpolicy-allow-cert-manager.yaml",
+        "/networkpolicy-allow-acme-http01-solver.yaml",
+    )
     assert not dev.objects("PodDisruptionBudget") and not dev.objects("ObjectStore")
     assert sorted(p for p in manifests(prod) if not any(k in p for k in only_prod)) == sorted(manifests(dev))
 
@@ -172,6 +179,8 @@ OPERATOR_OF_GROUP = {
     "rabbitmq.com": "rabbitmq-cluster-operator",
     "cert-manager.io": "cert-manager",
     "keda.sh": "keda",
+    "gateway.networking.k8s.io": "gateway-helm",
+    "gateway.envoyproxy.io": "gateway-helm",
 }
 
 

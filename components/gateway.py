@@ -1,0 +1,248 @@
+"""The HTTPS entry point: a Gateway API Gateway served by Envoy Gateway, and per-service routes with flow control.
+
+Plain HTTP only redirects to HTTPS (and serves ACME HTTP-01 challenges when a public certificate is used).
+Every exposed route has a rate limit, a request timeout and circuit breaking (Envoy Gateway's
+BackendTrafficPolicy); the listener accepts TLS 1.2 and newer only (ClientTrafficPolicy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import internal_ca, pod_security
+
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+ENVOY_API = "gateway.envoyproxy.io/v1alpha1"
+ENVOY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+TLS_SECRET = "gateway-tls"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One exposed service."""
+
+    namespace: pulumi.Input[str]
+    service: str
+    port: int
+    path: str
+    requests_per_second: int
+    timeout_seconds: int
+    max_connections: int
+    max_pending_requests: int
+    max_parallel_requests: int
+
+
+@dataclass(frozen=True)
+class GatewayArgs:
+    name: str
+    namespace: str
+    hostname: str
+    route_namespace_labels: dict[str, str]
+    """Only namespaces with these labels may attach routes to the Gateway."""
+    internal_issuer: str
+    acme_email: str | None = None
+    pod_security_version: str = pod_security.PSS_VERSION
+    labels: dict[str, str] = field(default_factory=dict)
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """The Envoy Gateway and cert-manager installs."""
+
+
+def listeners(args: GatewayArgs) -> list[dict]:
+    allowed = {"namespaces": {"from": "Selector", "selector": {"matchLabels": args.route_namespace_labels}}}
+    return [
+        {
+            "name": "https",
+            "hostname": args.hostname,
+            "port": 443,
+            "protocol": "HTTPS",
+            "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": TLS_SECRET}]},
+            "allowedRoutes": allowed,
+        },
+        # Only the redirect route (this namespace) and ACME challenges attach here.
+        {
+            "name": "http",
+            "hostname": args.hostname,
+            "port": 80,
+            "protocol": "HTTP",
+            "allowedRoutes": {"namespaces": {"from": "Same"}},
+        },
+    ]
+
+
+def route_spec(gateway: GatewayArgs, route: Route) -> dict:
+    return {
+        "parentRefs": [
+            {
+                "group": "gateway.networking.k8s.io",
+                "kind": "Gateway",
+                "name": gateway.name,
+                "namespace": gateway.namespace,
+                "sectionName": "https",
+            }
+        ],
+        "hostnames": [gateway.hostname],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": route.path}}],
+                "backendRefs": [{"name": route.service, "port": route.port}],
+            }
+        ],
+    }
+
+
+def traffic_policy_spec(route: Route) -> dict:
+    return {
+        "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": route.service}],
+        "rateLimit": {
+            "type": "Local",
+            "local": {"rules": [{"limit": {"requests": route.requests_per_second, "unit": "Second"}}]},
+        },
+        "timeout": {"http": {"requestTimeout": f"{route.timeout_seconds}s"}},
+        "circuitBreaker": {
+            "maxConnections": route.max_connections,
+            "maxPendingRequests": route.max_pending_requests,
+            "maxParallelRequests": route.max_parallel_requests,
+        },
+    }
+
+
+class Gateway(pulumi.ComponentResource):
+    """The shared entry point with one HTTPRoute and one BackendTrafficPolicy per exposed service (`routes`)."""
+
+    gateway_name: str
+    namespace: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: GatewayArgs, routes: dict[str, Route], opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("settlement:network:Gateway", name, None, opts)
+        after = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=pod_security.namespace_metadata(
+                args.namespace, args.labels, "restricted", args.pod_security_version
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        in_namespace = [namespace, *args.depends_on]
+        meta = {"namespace": args.namespace, "labels": args.labels}
+
+        gateway_class = k8s.apiextensions.CustomResource(
+            f"{name}-class",
+            api_version=GATEWAY_API,
+            kind="GatewayClass",
+            metadata={"name": args.name, "labels": args.labels},
+            spec={"controllerName": ENVOY_CONTROLLER},
+            opts=after,
+        )
+        issuer = args.internal_issuer
+        if args.acme_email is not None:
+            issuer = f"{args.name}-letsencrypt"
+            k8s.apiextensions.CustomResource(
+                f"{name}-acme-issuer",
+                api_version=internal_ca.CERT_MANAGER_API,
+                kind="ClusterIssuer",
+                metadata={"name": issuer, "labels": args.labels},
+                spec={
+                    "acme": {
+                        "email": args.acme_email,
+                        "server": LETS_ENCRYPT,
+                        "privateKeySecretRef": {"name": f"{issuer}-account"},
+                        "solvers": [
+                            {
+                                "http01": {
+                                    "gatewayHTTPRoute": {
+                                        "parentRefs": [
+                                            {
+                                                "name": args.name,
+                                                "namespace": args.namespace,
+                                                "kind": "Gateway",
+                                                "sectionName": "http",
+                                            }
+                                        ]
+                                    }
+                                }
+                            }
+                        ],
+                    }
+                },
+                opts=after,
+            )
+        certificate = k8s.apiextensions.CustomResource(
+            f"{name}-certificate",
+            api_version=internal_ca.CERT_MANAGER_API,
+            kind="Certificate",
+            metadata={**meta, "name": TLS_SECRET},
+            spec={
+                "secretName": TLS_SECRET,
+                "dnsNames": [args.hostname],
+                "issuerRef": internal_ca.issuer_ref(issuer),
+                "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+                "renewBefore": "720h",
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=in_namespace),
+        )
+        gateway = k8s.apiextensions.CustomResource(
+            f"{name}-gateway",
+            api_version=GATEWAY_API,
+            kind="Gateway",
+            metadata={**meta, "name": args.name},
+            spec={"gatewayClassName": args.name, "listeners": listeners(args)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway_class, certificate, *in_namespace]),
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-client-policy",
+            api_version=ENVOY_API,
+            kind="ClientTrafficPolicy",
+            metadata={**meta, "name": args.name},
+            spec={
+                "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": args.name}],
+                "tls": {"minVersion": "1.2"},
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-https-redirect",
+            api_version=GATEWAY_API,
+            kind="HTTPRoute",
+            metadata={**meta, "name": "https-redirect"},
+            spec={
+                "parentRefs": [{"name": args.name, "sectionName": "http"}],
+                "hostnames": [args.hostname],
+                "rules": [
+                    {
+                        "filters": [
+                            {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}
+                        ]
+                    }
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
+        )
+        for key, route in sorted(routes.items()):
+            route_meta = {"namespace": route.namespace, "name": route.service, "labels": args.labels}
+            http_route = k8s.apiextensions.CustomResource(
+                f"{name}-route-{key}",
+                api_version=GATEWAY_API,
+                kind="HTTPRoute",
+                metadata=route_meta,
+                spec=route_spec(args, route),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
+            )
+            k8s.apiextensions.CustomResource(
+                f"{name}-traffic-{key}",
+                api_version=ENVOY_API,
+                kind="BackendTrafficPolicy",
+                metadata=route_meta,
+                spec=traffic_policy_spec(route),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[http_route]),
+            )
+
+        self.gateway_name = args.name
+        self.namespace = namespace.metadata.name
+        self.register_outputs({"gateway_name": self.gateway_name, "hostname": args.hostname})

@@ -1,0 +1,243 @@
+"""Network (issue 5): default deny everywhere, allows exactly the declared graph, a rate-limited TLS gateway."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from infra.mocks import ProgramRun
+from infra.network import declared_edges, pod_groups
+from infra.reachability import expand, platform_edges
+from infra.stack_config import plan_for_stack
+
+
+@pytest.fixture(scope="module")
+def graphs(rendered):
+    """Per stack: (declared edges, edges the rendered policies allow)."""
+    out = {}
+    for stack, run in rendered.items():
+        plan = plan_for_stack(stack)
+        declared = expand(declared_edges(plan, pod_groups(plan)))
+        net = plan.config.network
+        out[stack] = (declared, platform_edges(run, net.dns_namespace, net.dns_pod_labels, {e[2] for e in declared}))
+    return out
+
+
+def _with_policies(run: ProgramRun, policies: list[dict]) -> ProgramRun:
+    others = [r for r in run.registrations if r.inputs.get("kind") != "NetworkPolicy"]
+    fake = copy.copy(run)
+    fake.registrations = others + [
+        type(others[0])(
+            urn=f"np-{i}",
+            type="kubernetes:networking.k8s.io/v1:NetworkPolicy",
+            name=f"np-{i}",
+            parent="",
+            custom=True,
+            inputs=p,
+        )
+        for i, p in enumerate(policies)
+    ]
+    return fake
+
+
+def test_every_namespace_the_program_creates_denies_by_default(stack_run):
+    namespaces = {n["metadata"]["name"] for n in stack_run.objects("Namespace")}
+    deny = {
+        p["metadata"]["namespace"]
+        for p in stack_run.objects("NetworkPolicy")
+        if p["metadata"]["name"] == "default-deny"
+        and p["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    }
+    assert namespaces == deny
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_reachability_equals_the_declared_graph_exactly(graphs, stack):
+    declared, actual = graphs[stack]
+    assert not declared - actual, f"missing edges: {sorted(declared - actual)[:10]}"
+    assert not actual - declared, f"extra edges: {sorted(actual - declared)[:10]}"
+
+
+def test_data_pods_are_reachable_only_from_their_declared_users_operators_and_monitoring(graphs):
+    _, actual = graphs["prod"]
+    sources = {}
+    for src, dst, _, _ in actual:
+        sources.setdefault(dst, set()).add(src)
+    assert sources["payment/payment-db"] == {
+        "payment/payment-api",
+        "payment/risk-warning-handler",
+        "payment/payment-db",
+        "cnpg-system/cloudnative-pg",
+        "monitoring/prometheus",
+    }
+    assert sources["payment/payment-mq"] == {
+        "payment/payment-api",
+        "payment/risk-warning-handler",
+        "risk/risk-engine",
+        "payment/payment-mq",
+        "rabbitmq-system/rabbitmq-operators",
+        "keda/keda-operator",
+        "monitoring/prometheus",
+    }
+    assert "risk/risk-engine" not in sources["business/business-mq"]
+    assert not {s for s in sources["business/business-db"] if s.startswith(("payment/", "risk/"))}
+
+
+def test_the_model_catches_a_widened_policy(prod, graphs):
+    declared, _ = graphs["prod"]
+    # A classic widening: "let pods in this namespace talk to each other".
+    policies = [
+        *copy.deepcopy(prod.objects("NetworkPolicy")),
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "allow-same-namespace", "namespace": "payment"},
+            "spec": {
+                "podSelector": {},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"podSelector": {}}]}],
+                "egress": [{"to": [{"podSelector": {}}]}],
+            },
+        },
+    ]
+    plan = plan_for_stack("prod")
+    net = plan.config.network
+    widened = platform_edges(
+        _with_policies(prod, policies), net.dns_namespace, net.dns_pod_labels, {e[2] for e in declared}
+    )
+    extra = widened - declared
+    assert ("payment/payment-mq", "payment/payment-db", 5432, "TCP") in extra
+
+
+def test_the_model_catches_a_removed_rule(prod, graphs):
+    declared, _ = graphs["prod"]
+    policies = [
+        p
+        for p in copy.deepcopy(prod.objects("NetworkPolicy"))
+        if p["metadata"]["name"] != "allow-payment-api" or p["metadata"]["namespace"] != "payment"
+    ]
+    net = plan_for_stack("prod").config.network
+    narrowed = platform_edges(
+        _with_policies(prod, policies), net.dns_namespace, net.dns_pod_labels, {e[2] for e in declared}
+    )
+    assert ("business/settlement-api", "payment/payment-api", 8080, "TCP") in declared - narrowed
+
+
+def test_no_rule_selects_all_namespaces_or_all_pods_of_another_namespace(stack_run):
+    for policy in stack_run.objects("NetworkPolicy"):
+        for direction, key in (("ingress", "from"), ("egress", "to")):
+            for rule in policy["spec"].get(direction) or []:
+                assert rule.get(key), f"{policy['metadata']}: a rule without peers allows everyone"
+                for peer in rule[key]:
+                    if "namespaceSelector" in peer:
+                        assert peer["namespaceSelector"]["matchLabels"], policy["metadata"]
+                        assert peer["podSelector"]["matchLabels"], policy["metadata"]
+
+
+def test_open_internet_appears_only_at_the_gateway_and_for_acme(prod):
+    wide = set()
+    for policy in prod.objects("NetworkPolicy"):
+        for direction, key in (("ingress", "from"), ("egress", "to")):
+            for rule in policy["spec"].get(direction) or []:
+                if any(p.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for p in rule[key]):
+                    wide.add((policy["metadata"]["namespace"], policy["metadata"]["name"], direction))
+    assert wide == {
+        ("envoy-gateway-system", "allow-envoy-proxy", "ingress"),
+        ("cert-manager", "allow-cert-manager", "egress"),
+    }
+
+
+def test_external_egress_only_to_declared_endpoints(prod):
+    def ip_egress(namespace, name):
+        policy = prod.object("NetworkPolicy", f"allow-{name}", namespace)
+        return {
+            (p["ipBlock"]["cidr"], port["port"])
+            for rule in policy["spec"]["egress"]
+            for p in rule["to"]
+            if "ipBlock" in p
+            for port in rule["ports"]
+        }
+
+    assert ip_egress("payment", "payment-api") == {("203.0.113.0/24", 443)}
+    assert ip_egress("business", "clearing-engine") == {("198.51.100.0/24", 443)}
+    assert ip_egress("risk", "risk-engine") == set()
+    assert ("10.20.64.0/28", 443) in ip_egress("payment", "payment-db"), "backups go to the declared store only"
+
+
+# --- Gateway ------------------------------------------------------------------------------------------------
+
+
+def test_gateway_serves_https_with_a_cert_manager_certificate(stack_run):
+    gateway = stack_run.object("Gateway", "settlement", "edge")["spec"]
+    listeners = {listener["name"]: listener for listener in gateway["listeners"]}
+    https = listeners["https"]
+    assert https["protocol"] == "HTTPS" and https["port"] == 443
+    assert https["tls"]["mode"] == "Terminate"
+    secret = https["tls"]["certificateRefs"][0]["name"]
+    certificate = next(c for c in stack_run.objects("Certificate") if c["spec"]["secretName"] == secret)
+    assert certificate["spec"]["dnsNames"] == [https["hostname"]]
+    assert https["allowedRoutes"]["namespaces"]["from"] == "Selector"
+    policy = stack_run.object("ClientTrafficPolicy", "settlement", "edge")["spec"]
+    assert policy["tls"]["minVersion"] == "1.2"
+
+
+def test_prod_certificate_is_public_dev_uses_the_internal_ca(prod, dev):
+    def issuer(run):
+        return run.object("Certificate", "gateway-tls", "edge")["spec"]["issuerRef"]["name"]
+
+    acme = prod.object("ClusterIssuer", issuer(prod))["spec"]["acme"]
+    assert acme["server"].startswith("https://acme-v02.api.letsencrypt.org/")
+    assert issuer(dev) == "settlement-internal-ca"
+
+
+def test_plain_http_only_redirects(stack_run):
+    http_routes = [
+        r
+        for r in stack_run.objects("HTTPRoute")
+        if any(p.get("sectionName") == "http" for p in r["spec"]["parentRefs"])
+    ]
+    assert len(http_routes) == 1
+    (rule,) = http_routes[0]["spec"]["rules"]
+    assert "backendRefs" not in rule
+    assert rule["filters"] == [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}]
+
+
+def test_one_rate_limited_route_per_exposed_service(stack_run):
+    routes = {
+        (r["metadata"]["namespace"], r["metadata"]["name"]): r["spec"]
+        for r in stack_run.objects("HTTPRoute")
+        if r["metadata"]["name"] != "https-redirect"
+    }
+    assert set(routes) == {("payment", "payment-api"), ("business", "settlement-api")}
+    assert routes[("payment", "payment-api")]["rules"][0]["matches"][0]["path"]["value"] == "/payments"
+    for ns, name in routes:
+        traffic = stack_run.object("BackendTrafficPolicy", name, ns)["spec"]
+        assert traffic["targetRefs"][0] == {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}
+        assert traffic["rateLimit"]["local"]["rules"][0]["limit"]["unit"] == "Second"
+        assert traffic["timeout"]["http"]["requestTimeout"] == "10s"
+        assert traffic["circuitBreaker"]["maxPendingRequests"] == 256
+    limits = {
+        name: stack_run.object("BackendTrafficPolicy", name, ns)["spec"]["rateLimit"]["local"]["rules"][0]["limit"][
+            "requests"
+        ]
+        for ns, name in routes
+    }
+    assert limits == {"payment-api": 200, "settlement-api": 100}
+
+
+def test_only_the_gateway_is_reachable_from_outside(stack_run):
+    for service in stack_run.objects("Service"):
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]
+    for cluster in stack_run.objects("RabbitmqCluster"):
+        assert cluster["spec"]["service"]["type"] == "ClusterIP"
+
+
+def test_exposing_without_a_hostname_is_refused(project):
+    data = project.load("Pulumi.dev.yaml")
+    del data["config"]["settlement-platform:gateway"]
+    project.save("Pulumi.dev.yaml", data)
+    from infra.mocks import ProgramFailed
+
+    with pytest.raises(ProgramFailed, match=r"payment-api.expose: needs gateway.hostname"):
+        project.render("dev")
