@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STACK  ?= dev
 OUT    ?= out/$(STACK)
 
-.PHONY: help venv render test lint bench clean
+.PHONY: help venv tools render test lint bench clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
 	@echo "make render STACK=dev|prod [OUT=dir]  render a stack offline (no CLI, cluster or cloud account)"
@@ -26,7 +27,14 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# promtool and amtool check the generated alert rules and Alertmanager configuration (Debian packages).
+tools:
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager >/dev/null; }
+
+test: lint tools
 	$(BIN)/pytest
 
 bench: venv

@@ -57,6 +57,8 @@ class PostgresClusterArgs:
     backup: BackupArgs | None = None
     recovery: RecoveryArgs | None = None
     """Requires `backup` (the same store); read by the operator only when the cluster is first created."""
+    monitoring: pulumi.Resource | None = None
+    """The Prometheus operator install: when set, a PodMonitor scrapes every instance's exporter."""
     protect: bool = True
     """Refuse deletion and replacement (the engine fails the update instead of dropping data)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
@@ -221,6 +223,18 @@ class PostgresCluster(pulumi.ComponentResource):
             spec=cluster_spec(args),
             opts=stateful_options(self, args.protect, [*args.depends_on, *before_cluster]),
         )
+        if args.monitoring is not None:
+            k8s.apiextensions.CustomResource(
+                f"{name}-monitor",
+                api_version="monitoring.coreos.com/v1",
+                kind="PodMonitor",
+                metadata={**metadata, "name": args.name},
+                spec={
+                    "selector": {"matchLabels": {"cnpg.io/cluster": args.name}},
+                    "podMetricsEndpoints": [{"port": "metrics", "interval": "30s"}],
+                },
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster, args.monitoring]),
+            )
         if args.backup is not None:
             k8s.apiextensions.CustomResource(
                 f"{name}-scheduled-backup",

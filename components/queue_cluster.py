@@ -26,6 +26,8 @@ class QueueClusterArgs:
     extra_labels: dict[str, str] = field(default_factory=dict)
     tls_issuer: str | None = None
     """cert-manager ClusterIssuer of the broker certificate. Set: AMQPS only, the plaintext listener is off."""
+    monitoring: pulumi.Resource | None = None
+    """The Prometheus operator install: when set, a PodMonitor scrapes every node's Prometheus endpoint."""
     protect: bool = True
     """Refuse deletion and replacement (the engine fails the update instead of dropping messages)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
@@ -59,7 +61,8 @@ def certificate_spec(args: QueueClusterArgs, namespace: str) -> dict:
 
 def cluster_spec(args: QueueClusterArgs) -> dict:
     """The RabbitmqCluster spec (pure)."""
-    additional_config = "default_queue_type = quorum\n"
+    # Per-queue metrics (depth, consumers) on /metrics, which the platform's alerts need.
+    additional_config = "default_queue_type = quorum\nprometheus.return_per_object_metrics = true\n"
     tls = None
     if args.tls_issuer is not None:
         tls = {"secretName": tls_secret_name(args), "disableNonTLSListeners": True}
@@ -139,6 +142,31 @@ class QueueCluster(pulumi.ComponentResource):
             spec=cluster_spec(args),
             opts=stateful_options(self, args.protect, [*args.depends_on, *before_cluster]),
         )
+        if args.monitoring is not None:
+            endpoint: dict = {"port": "prometheus", "interval": "30s"}
+            if args.tls_issuer is not None:
+                endpoint = {
+                    "port": "prometheus-tls",
+                    "scheme": "https",
+                    "interval": "30s",
+                    "tlsConfig": {
+                        "ca": {"secret": {"name": internal_ca.TRUST_SECRET, "key": "ca.crt"}},
+                        "serverName": pulumi.Output.from_input(args.namespace).apply(
+                            lambda ns: f"{args.name}.{ns}.svc"
+                        ),
+                    },
+                }
+            k8s.apiextensions.CustomResource(
+                f"{name}-monitor",
+                api_version="monitoring.coreos.com/v1",
+                kind="PodMonitor",
+                metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
+                spec={
+                    "selector": {"matchLabels": {"app.kubernetes.io/name": args.name}},
+                    "podMetricsEndpoints": [endpoint],
+                },
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster, args.monitoring]),
+            )
         if args.replicas > 1:
             # The cluster operator labels its pods app.kubernetes.io/name=<cluster>; allow one node down at a time.
             k8s.policy.v1.PodDisruptionBudget(

@@ -67,6 +67,9 @@ class WorkloadArgs:
     probes: Probes = field(default_factory=Probes)
     shutdown: Shutdown = field(default_factory=Shutdown)
     mount_service_account_token: bool = False
+    metrics_path: str = "/metrics"
+    monitoring: pulumi.Resource | None = None
+    """The Prometheus operator install: when set, a ServiceMonitor scrapes the `metrics` port."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """Resources that must exist before the pods start (the databases and queues it uses)."""
     autoscaler_operator: pulumi.Resource | None = None
@@ -230,6 +233,19 @@ class Workload(pulumi.ComponentResource):
                     args.name, args.min_replicas, args.max_replicas, args.scaling, args.name
                 ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment, auth, *after_keda]),
+            )
+
+        if args.monitoring is not None:
+            k8s.apiextensions.CustomResource(
+                f"{name}-monitor",
+                api_version="monitoring.coreos.com/v1",
+                kind="ServiceMonitor",
+                metadata=metadata,
+                spec={
+                    "selector": {"matchLabels": selector},
+                    "endpoints": [{"port": "metrics", "path": args.metrics_path, "interval": "30s"}],
+                },
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[service, args.monitoring]),
             )
 
         min_available = autoscaling.pdb_min_available(args.min_replicas)

@@ -36,6 +36,23 @@ SECRET_CONFIG_KEYS = {
 }
 
 
+ALERT_SECRET_PATTERN = r"^alert[A-Z][A-Za-z0-9]*$"
+
+
+def alert_secret_keys(config: PlatformConfig) -> dict[str, str]:
+    """Secret config keys the alerting receivers name -> where they are named."""
+    keys = {}
+    for name, receiver in config.alerting.receivers.items():
+        path = f"alerting.receivers.{name}"
+        if receiver.pager is not None:
+            keys[receiver.pager.routing_key_secret] = f"{path}.pager.routingKeySecret"
+        if receiver.email is not None:
+            keys[receiver.email.password_secret] = f"{path}.email.passwordSecret"
+        if receiver.webhook is not None:
+            keys[receiver.webhook.url_secret] = f"{path}.webhook.urlSecret"
+    return keys
+
+
 class Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, validate_default=True
@@ -135,6 +152,25 @@ class Expose(Model):
     )
 
 
+class ServiceSlo(Model):
+    availability: float | None = Field(
+        default=None,
+        gt=90,
+        lt=100,
+        description="Target % of non-5xx responses over 30 days. Default: "
+        "defaults.slo.availability (criticalAvailability for a critical service).",
+    )
+    latency_seconds: float | None = Field(
+        default=None, gt=0, description="Latency threshold; must be a histogram bucket bound. Default: defaults.slo."
+    )
+    latency_target: float | None = Field(
+        default=None,
+        gt=50,
+        lt=100,
+        description="Target % of requests faster than latencySeconds. Default: defaults.slo.latencyTarget.",
+    )
+
+
 class Service(Model):
     image: str | None = Field(
         default=None,
@@ -163,6 +199,8 @@ class Service(Model):
         description="External endpoints (banks, acquirers) this service may open connections to, keyed by "
         "name. Nothing else outside the cluster is reachable. Default: none.",
     )
+    metrics_path: str = Field(default="/metrics", description="Path of the Prometheus endpoint. Default: /metrics.")
+    slo: ServiceSlo = Field(default_factory=ServiceSlo, description="Objectives. Default: from defaults.")
     probes: ProbePaths = Field(default_factory=ProbePaths, description="Health-check paths on `port`.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Autoscaler targets.")
     mount_service_account_token: bool = Field(
@@ -337,10 +375,20 @@ class QueueDefaults(Model):
     )
 
 
+class SloDefaults(Model):
+    availability: float = Field(default=99.9, gt=90, lt=100, description="Availability target %. Default: 99.9.")
+    critical_availability: float = Field(
+        default=99.95, gt=90, lt=100, description="Availability target % of critical services. Default: 99.95."
+    )
+    latency_seconds: float = Field(default=0.5, gt=0, description="Latency threshold (s). Default: 0.5.")
+    latency_target: float = Field(default=99.0, gt=50, lt=100, description="Latency target %. Default: 99.0.")
+
+
 class Defaults(Model):
     workload: WorkloadDefaults = Field(default_factory=WorkloadDefaults, description="Service defaults.")
     postgres: PostgresDefaults = Field(default_factory=PostgresDefaults, description="Database defaults.")
     queue: QueueDefaults = Field(default_factory=QueueDefaults, description="Queue cluster defaults.")
+    slo: SloDefaults = Field(default_factory=SloDefaults, description="Service level objectives.")
 
 
 class ObjectStore(Model):
@@ -496,6 +544,81 @@ class Gateway(Model):
     namespace: Name = Field(default="edge", description="Namespace of the Gateway. Default: edge.")
 
 
+class Monitoring(Model):
+    retention: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[dhw]$")] = Field(
+        default="15d", description="How long Prometheus keeps samples. Default: 15d."
+    )
+    storage_size: MemoryQuantity = Field(default="50Gi", description="Prometheus volume. Default: 50Gi.")
+    alertmanager_storage_size: MemoryQuantity = Field(default="2Gi", description="Alertmanager volume. Default: 2Gi.")
+    storage_class: str | None = Field(default=None, description="StorageClass. Default: the cluster default.")
+    replicas: int = Field(default=2, ge=1, le=5, description="Prometheus and Alertmanager replicas. Default: 2.")
+    backup_max_age_hours: int = Field(
+        default=26, ge=1, description="Alert when the newest base backup is older than this. Default: 26."
+    )
+    replication_lag_seconds: int = Field(
+        default=30, ge=1, description="Alert when a standby lags more than this. Default: 30."
+    )
+    queue_backlog_messages: int = Field(
+        default=1000, ge=1, description="Alert when ready messages exceed this and keep growing. Default: 1000."
+    )
+    certificate_expiry_days: int = Field(
+        default=14, ge=1, description="Alert when a certificate expires within this many days. Default: 14."
+    )
+
+
+class PagerReceiver(Model):
+    routing_key_secret: Annotated[str, StringConstraints(pattern=ALERT_SECRET_PATTERN)] = Field(
+        description="Name of the Pulumi secret config key holding the PagerDuty routing key. Required."
+    )
+
+
+class EmailReceiver(Model):
+    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", description="Recipient address. Required.")
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", description="From address. Required.")
+    smarthost: str = Field(pattern=r"^[a-z0-9.-]+:[0-9]+$", description="SMTP host:port (TLS required). Required.")
+    username: str = Field(description="SMTP user. Required.")
+    password_secret: Annotated[str, StringConstraints(pattern=ALERT_SECRET_PATTERN)] = Field(
+        description="Name of the Pulumi secret config key holding the SMTP password. Required."
+    )
+
+
+class WebhookReceiver(Model):
+    url_secret: Annotated[str, StringConstraints(pattern=ALERT_SECRET_PATTERN)] = Field(
+        description="Name of the Pulumi secret config key holding the webhook URL (it carries a token). Required."
+    )
+
+
+class Receiver(Model):
+    pager: PagerReceiver | None = Field(default=None, description="PagerDuty (Events API v2).")
+    email: EmailReceiver | None = Field(default=None, description="E-mail.")
+    webhook: WebhookReceiver | None = Field(default=None, description="Webhook (chat, ticketing).")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Receiver:
+        kinds = [k for k in ("pager", "email", "webhook") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"needs exactly one of pager, email, webhook (got {', '.join(kinds) or 'none'})")
+        return self
+
+
+class AlertRoute(Model):
+    page: Name = Field(description="Receiver of `severity=page` alerts (wake someone up). Required.")
+    ticket: Name = Field(description="Receiver of `severity=ticket` alerts (next working day). Required.")
+
+
+class Alerting(Model):
+    receivers: dict[Name, Receiver] = Field(description="Receivers, keyed by name. Required.")
+    routes: dict[Name, AlertRoute] = Field(
+        description="Per subsystem (and `platform` for the shared infrastructure): who gets pages and tickets. "
+        "Every subsystem and `platform` must be routed. Required."
+    )
+    egress: dict[Name, ExternalEgress] = Field(
+        default_factory=dict,
+        description="Where Alertmanager may send notifications (PagerDuty, SMTP, chat), keyed by name. "
+        "Default: nowhere.",
+    )
+
+
 class PlatformConfig(Model):
     kubernetes_version: Annotated[str, StringConstraints(pattern=r"^1\.(2[5-9]|3[0-7])$")] = Field(
         default="1.33",
@@ -508,6 +631,8 @@ class PlatformConfig(Model):
     defaults: Defaults = Field(default_factory=Defaults, description="Defaults for services and data clusters.")
     network: Network = Field(description="Network facts of the target cluster. Required.")
     gateway: Gateway = Field(default_factory=Gateway, description="The HTTPS entry point.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Prometheus, Alertmanager, Grafana.")
+    alerting: Alerting = Field(description="Who is told about alerts, and how. Required.")
     guardrails: Guardrails = Field(default_factory=Guardrails, description="Production guard rails.")
     backup: Backup | None = Field(
         default=None,

@@ -10,16 +10,53 @@ import pulumi_kubernetes as k8s
 
 from components.helm_operator import HelmOperator, HelmOperatorArgs
 from components.internal_ca import InternalCA, InternalCAArgs
-from infra.config import HelmChart, Infrastructure
+from infra.config import HelmChart, Infrastructure, Monitoring
 
 PART_OF = "settlement-platform"
 INTERNAL_ISSUER = "settlement-internal-ca"
+
+
+ALERTMANAGER_SECRET = "alertmanager-settlement"
 
 
 @dataclass(frozen=True)
 class InfrastructureArgs:
     config: Infrastructure
     pod_security_version: str
+    monitoring: Monitoring
+
+
+def monitoring_values(m: Monitoring) -> dict:
+    """kube-prometheus-stack values: retention and storage from config, and Prometheus picking up every
+    ServiceMonitor, PodMonitor and PrometheusRule the platform creates (not only the chart's own)."""
+
+    def volume(size: str) -> dict:
+        spec: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+        if m.storage_class is not None:
+            spec["storageClassName"] = m.storage_class
+        return {"volumeClaimTemplate": {"spec": spec}}
+
+    return {
+        "prometheus": {
+            "prometheusSpec": {
+                "replicas": m.replicas,
+                "retention": m.retention,
+                "storageSpec": volume(m.storage_size),
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+            }
+        },
+        "alertmanager": {
+            "alertmanagerSpec": {
+                "replicas": m.replicas,
+                "storage": volume(m.alertmanager_storage_size),
+                # Routing and receivers come from the platform's generated, secret configuration.
+                "configSecret": ALERTMANAGER_SECRET,
+            }
+        },
+        "grafana": {"sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard"}}},
+    }
 
 
 def operator_args(chart: HelmChart, pod_security_version: str, values: dict) -> HelmOperatorArgs:
@@ -76,9 +113,28 @@ class SharedInfrastructure(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self.monitoring = HelmOperator(
+            f"{name}-monitoring",
+            dataclasses.replace(
+                operator_args(operators.monitoring, args.pod_security_version, monitoring_values(args.monitoring)),
+                # node-exporter reads the host (hostNetwork, hostPID, hostPath): the one namespace that cannot be
+                # restricted. Nothing else runs there; its pods reach only what its NetworkPolicies allow.
+                pod_security_level="privileged",
+            ),
+            opts=child,
+        )
         self.cert_manager = HelmOperator(
             f"{name}-cert-manager",
-            operator_args(operators.cert_manager, args.pod_security_version, {"crds": {"enabled": True}}),
+            dataclasses.replace(
+                operator_args(
+                    operators.cert_manager,
+                    args.pod_security_version,
+                    # Its metrics feed the certificate-expiry alert.
+                    {"crds": {"enabled": True}, "prometheus": {"enabled": True, "servicemonitor": {"enabled": True}}},
+                ),
+                # Its ServiceMonitor needs the Prometheus operator's CRDs.
+                depends_on=[self.monitoring.release],
+            ),
             opts=child,
         )
         self.backup_plugin = HelmOperator(
@@ -103,16 +159,6 @@ class SharedInfrastructure(pulumi.ComponentResource):
         self.gateway_controller = HelmOperator(
             f"{name}-envoy-gateway",
             operator_args(operators.envoy_gateway, args.pod_security_version, {}),
-            opts=child,
-        )
-        self.monitoring = HelmOperator(
-            f"{name}-monitoring",
-            dataclasses.replace(
-                operator_args(operators.monitoring, args.pod_security_version, {}),
-                # node-exporter reads the host (hostNetwork, hostPID, hostPath): the one namespace that cannot be
-                # restricted. Nothing else runs there; its pods reach only what its NetworkPolicies allow.
-                pod_security_level="privileged",
-            ),
             opts=child,
         )
         self.autoscaler = HelmOperator(

@@ -170,6 +170,7 @@ def declared_edges(plan: PlatformPlan, groups: Groups) -> set[Edge]:
         add(infra["prometheus"], mq, RABBITMQ_PROMETHEUS_TLS_PORT)
 
     add(infra["grafana"], infra["prometheus"], 9090)
+    add(infra["prometheus"], infra["cert-manager"], 9402)
     add(infra["prometheus"], infra["alertmanager"], 9093)
     add(infra["prometheus"], infra["kube-state-metrics"], 8080)
     if "envoy" in infra:
@@ -247,6 +248,8 @@ def namespace_policies(plan: PlatformPlan, groups: Groups, edges: set[Edge]) -> 
     if plan.config.backup is not None:
         for g in groups.databases.values():
             extra_egress[g.id].append(_ip_rule(net.object_store_cidrs, [443], "egress"))
+    for endpoint in plan.config.alerting.egress.values():
+        extra_egress[groups.infra["alertmanager"].id].append(_ip_rule(endpoint.cidrs, endpoint.ports, "egress"))
     if net.node_cidrs:
         extra_egress[groups.infra["prometheus"].id].append(_ip_rule(net.node_cidrs, [9100, 10250], "egress"))
     for svc in plan.services():

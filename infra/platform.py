@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker as docker
+import yaml
 
 from components.autoscaling import QueueScaling, ResourceScaling
 from components.credentials import GeneratedCredentialsArgs
 from components.gateway import Gateway, GatewayArgs, Route
 from components.internal_ca import TRUST_SECRET, InternalCA
+from components.monitoring_config import MonitoringConfig, MonitoringConfigArgs
 from components.namespace import NamespaceArgs
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.postgres_cluster import BackupArgs, PostgresClusterArgs, RecoveryArgs
@@ -23,8 +25,17 @@ from components.queue_topology import QueueTopology, QueueTopologyArgs, QueueUse
 from components.sizing import PodSize, namespace_quota
 from components.subsystem import Subsystem, SubsystemArgs, SubsystemWorkload
 from components.workload import Probes, SecretMount, Shutdown, WorkloadArgs
-from infra.config import BACKUP_SECRET_KEYS, Resources
-from infra.infrastructure import PART_OF, InfrastructureArgs, SharedInfrastructure, priority_class_name
+from infra.alertmanager import alertmanager_config
+from infra.alerts import rule_groups
+from infra.config import BACKUP_SECRET_KEYS, Resources, alert_secret_keys
+from infra.dashboards import dashboards
+from infra.infrastructure import (
+    ALERTMANAGER_SECRET,
+    PART_OF,
+    InfrastructureArgs,
+    SharedInfrastructure,
+    priority_class_name,
+)
 from infra.network import GATEWAY_NAME, declared_edges, namespace_policies, pod_groups
 from infra.topology import PlatformPlan, ServicePlan, SubsystemPlan
 
@@ -189,6 +200,7 @@ def workload_args(
     image: pulumi.Input[str],
     depends_on: list[pulumi.Resource],
     keda: pulumi.Resource | None,
+    monitoring: pulumi.Resource | None,
 ) -> WorkloadArgs:
     defaults = plan.config.defaults.workload
     return WorkloadArgs(
@@ -218,6 +230,8 @@ def workload_args(
         ),
         shutdown=Shutdown(pre_stop_sleep_seconds=defaults.pre_stop_sleep_seconds, drain_seconds=defaults.drain_seconds),
         mount_service_account_token=svc.mount_service_account_token,
+        metrics_path=svc.metrics_path,
+        monitoring=monitoring,
         depends_on=depends_on,
         autoscaler_operator=keda,
     )
@@ -244,6 +258,7 @@ def postgres_args(
     sub: SubsystemPlan,
     depends_on: list[pulumi.Resource],
     secrets: dict[str, pulumi.Output[str]],
+    monitoring: pulumi.Resource | None,
 ) -> PostgresClusterArgs:
     pg = sub.postgres
     recovery = pg.recovery
@@ -257,6 +272,7 @@ def postgres_args(
         resources=pg.resources.model_dump(),
         database=pg.database,
         synchronous=pg.synchronous,
+        monitoring=monitoring,
         backup=backup_args(plan, sub, secrets),
         recovery=RecoveryArgs(recovery.from_server_name, recovery.target_time) if recovery is not None else None,
         priority_class=priority_class_name("critical" if sub.critical else "standard"),
@@ -268,7 +284,11 @@ def postgres_args(
 
 
 def queue_args(
-    plan: PlatformPlan, sub: SubsystemPlan, depends_on: list[pulumi.Resource], tls_issuer: str
+    plan: PlatformPlan,
+    sub: SubsystemPlan,
+    depends_on: list[pulumi.Resource],
+    tls_issuer: str,
+    monitoring: pulumi.Resource | None,
 ) -> QueueClusterArgs:
     q = sub.queue
     return QueueClusterArgs(
@@ -280,6 +300,7 @@ def queue_args(
         image=q.image,
         resources=q.resources.model_dump(),
         tls_issuer=tls_issuer,
+        monitoring=monitoring,
         part_of=PART_OF,
         extra_labels={SUBSYSTEM_LABEL: sub.name},
         protect=plan.config.guardrails.protect_stateful_resources,
@@ -307,7 +328,9 @@ class Platform(pulumi.ComponentResource):
 
         infrastructure = SharedInfrastructure(
             f"{name}-infrastructure",
-            InfrastructureArgs(plan.config.infrastructure, f"v{plan.config.kubernetes_version}"),
+            InfrastructureArgs(
+                plan.config.infrastructure, f"v{plan.config.kubernetes_version}", plan.config.monitoring
+            ),
             opts=child,
         )
 
@@ -319,7 +342,14 @@ class Platform(pulumi.ComponentResource):
                 foreign_queues = [subsystems[s].queue for s in sorted(svc.queue_subsystems - {sub_name})]
                 after = [*foreign_queues, *infrastructure.priority_class_resources]
                 workloads[svc.name] = SubsystemWorkload(
-                    args=workload_args(plan, svc, self._image(name, svc), after, infrastructure.autoscaler.release),
+                    args=workload_args(
+                        plan,
+                        svc,
+                        self._image(name, svc),
+                        after,
+                        infrastructure.autoscaler.release,
+                        infrastructure.monitoring.release,
+                    ),
                     uses_postgres=svc.database,
                     uses_queue=sub_name in svc.queue_subsystems,
                     credentials=amqp_credentials(svc),
@@ -338,6 +368,7 @@ class Platform(pulumi.ComponentResource):
                             *infrastructure.priority_class_resources,
                         ],
                         args.secrets,
+                        infrastructure.monitoring.release,
                     )
                     if sub.postgres
                     else None,
@@ -346,6 +377,7 @@ class Platform(pulumi.ComponentResource):
                         sub,
                         [infrastructure.queue_operator.release, infrastructure.internal_ca.issuer],
                         infrastructure.internal_ca.issuer_name,
+                        infrastructure.monitoring.release,
                     )
                     if sub.queue
                     else None,
@@ -434,6 +466,24 @@ class Platform(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
+
+        alert_keys = sorted(alert_secret_keys(plan.config))
+        MonitoringConfig(
+            f"{name}-monitoring-config",
+            MonitoringConfigArgs(
+                namespace=infrastructure.monitoring.namespace,
+                name="settlement-platform",
+                rule_groups=rule_groups(plan),
+                dashboards=dashboards(plan),
+                alertmanager_config=pulumi.Output.all(*[args.secrets[k] for k in alert_keys]).apply(
+                    lambda values: yaml.safe_dump(alertmanager_config(plan, dict(zip(alert_keys, values, strict=True))))
+                ),
+                alertmanager_secret=ALERTMANAGER_SECRET,
+                labels={"app.kubernetes.io/part-of": PART_OF},
+                depends_on=[infrastructure.monitoring.release],
+            ),
+            opts=child,
+        )
 
         self.namespaces = {n: s.namespace for n, s in subsystems.items()}
         self.service_addresses = {

@@ -9,6 +9,7 @@ Either way the program itself only ever reads the SDK's runtime config (`load_pl
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from infra.config import BACKUP_SECRET_KEYS, SECRET_CONFIG_KEYS, PlatformConfig
+from infra.config import (
+    ALERT_SECRET_PATTERN,
+    BACKUP_SECRET_KEYS,
+    SECRET_CONFIG_KEYS,
+    PlatformConfig,
+    alert_secret_keys,
+)
 from infra.errors import ConfigError, ConfigProblem, problems_from_validation_error
 from infra.topology import PlatformPlan, resolve
 
@@ -138,17 +145,27 @@ def parse_platform_config(values: dict[str, Any], secret_keys: frozenset[str] = 
     """
     problems = []
     values = dict(values)
-    for key in sorted(set(values) & set(SECRET_CONFIG_KEYS)):
-        values.pop(key)
+    secretish = (set(SECRET_CONFIG_KEYS) | {k for k in values if re.match(ALERT_SECRET_PATTERN, k)}) & set(values)
+    for key in sorted(secretish | secret_keys):
+        values.pop(key, None)
         if key not in secret_keys:
             problems.append(ConfigProblem(key, f"is a secret: set it with `pulumi config set --secret {key} ...`"))
-    for key in sorted(secret_keys - set(SECRET_CONFIG_KEYS)):
-        values.pop(key, None)
-        problems.append(ConfigProblem(key, f"unknown secret key (allowed: {', '.join(sorted(SECRET_CONFIG_KEYS))})"))
     try:
         config = PlatformConfig.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(problems + problems_from_validation_error(exc, PlatformConfig)) from None
+    referenced = alert_secret_keys(config)
+    for key in sorted(secret_keys - set(SECRET_CONFIG_KEYS) - set(referenced)):
+        problems.append(
+            ConfigProblem(
+                key,
+                f"unknown secret key (allowed: {', '.join(sorted(SECRET_CONFIG_KEYS))}, or one that "
+                "alerting.receivers names)",
+            )
+        )
+    for key, where in sorted(referenced.items()):
+        if key not in secret_keys:
+            problems.append(ConfigProblem(key, f"is required by {where} (`pulumi config set --secret {key} ...`)"))
     if config.backup is not None and config.backup.object_store.credentials == "secret":
         for key in BACKUP_SECRET_KEYS:
             if key not in secret_keys:
@@ -181,6 +198,7 @@ def read_secrets(plan: PlatformPlan) -> dict[str, Any]:
     needed = []
     if plan.config.backup is not None and plan.config.backup.object_store.credentials == "secret":
         needed += BACKUP_SECRET_KEYS
+    needed += sorted(alert_secret_keys(plan.config))
     return {key: config.require_secret(key) for key in needed}
 
 

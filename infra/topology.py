@@ -55,6 +55,10 @@ class ServicePlan:
     cpu_utilization: int
     memory_utilization: int
     messages_per_replica: int
+    availability_target: float = 99.9
+    latency_seconds: float = 0.5
+    latency_target: float = 99.0
+    metrics_path: str = "/metrics"
     expose: Expose | None = None
     egress: dict[str, ExternalEgress] = field(default_factory=dict)
 
@@ -246,6 +250,16 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 publishes=tuple(queue_refs["publishes"]),
                 consumes=tuple(queue_refs["consumes"]),
                 probes=svc.probes,
+                availability_target=svc.slo.availability
+                if svc.slo.availability is not None
+                else (defaults.slo.critical_availability if svc.critical else defaults.slo.availability),
+                latency_seconds=svc.slo.latency_seconds
+                if svc.slo.latency_seconds is not None
+                else defaults.slo.latency_seconds,
+                latency_target=svc.slo.latency_target
+                if svc.slo.latency_target is not None
+                else defaults.slo.latency_target,
+                metrics_path=svc.metrics_path,
                 expose=svc.expose,
                 egress=dict(svc.egress),
                 mount_service_account_token=svc.mount_service_account_token,
@@ -288,6 +302,7 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
 
     problems += data_safety_problems(config, subsystems)
     problems += exposure_problems(config, subsystems)
+    problems += alerting_problems(config)
     order, cycle = creation_order(subsystems)
     if cycle:
         problems.append(
@@ -305,6 +320,31 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
 def infrastructure_namespaces(config: PlatformConfig) -> set[str]:
     operators = config.infrastructure.operators
     return {chart.namespace for chart in operators.__dict__.values()} | {config.gateway.namespace}
+
+
+PLATFORM_ROUTE = "platform"
+
+
+def alerting_problems(config: PlatformConfig) -> list[ConfigProblem]:
+    """Every subsystem's alerts (and the shared infrastructure's) must reach a declared receiver."""
+    problems = []
+    alerting = config.alerting
+    for name in sorted(set(config.subsystems) | {PLATFORM_ROUTE}):
+        if name not in alerting.routes:
+            problems.append(ConfigProblem(f"alerting.routes.{name}", "is missing: its alerts would reach nobody"))
+    for name, route in sorted(alerting.routes.items()):
+        if name not in config.subsystems and name != PLATFORM_ROUTE:
+            problems.append(ConfigProblem(f"alerting.routes.{name}", f"{name!r} is not a subsystem or `platform`"))
+        for severity in ("page", "ticket"):
+            receiver = getattr(route, severity)
+            if receiver not in alerting.receivers:
+                problems.append(
+                    ConfigProblem(
+                        f"alerting.routes.{name}.{severity}",
+                        f"{receiver!r} is not a declared receiver (declared: {', '.join(sorted(alerting.receivers))})",
+                    )
+                )
+    return problems
 
 
 def exposure_problems(config: PlatformConfig, subsystems: dict[str, SubsystemPlan]) -> list[ConfigProblem]:

@@ -10,6 +10,15 @@ from infra.errors import ConfigError
 from infra.mocks import ProgramFailed
 from infra.stack_config import parse_platform_config
 
+# The smallest complete config besides subsystems: cluster facts and someone to tell.
+MINIMAL = {
+    "network": {"apiServerCidrs": ["10.0.0.1/32"]},
+    "alerting": {
+        "receivers": {"chat": {"webhook": {"urlSecret": "alertChat"}}},
+        "routes": {"a": {"page": "chat", "ticket": "chat"}, "platform": {"page": "chat", "ticket": "chat"}},
+    },
+}
+
 
 def _svc(topology: dict, sub: str, svc: str) -> dict:
     return topology[sub]["services"][svc]
@@ -131,7 +140,7 @@ def test_tag_only_image_is_refused_in_prod_but_allowed_where_the_stack_opts_out(
 
 def test_unknown_top_level_key_is_refused(project):
     project.set_stack_key("prod", "replicaz", 3)
-    _assert_refused(project, "prod", "replicaz: unknown key (allowed: backup, defaults, gateway, guardrails,")
+    _assert_refused(project, "prod", "replicaz: unknown key (allowed: alerting, backup, defaults, gateway,")
 
 
 def test_bad_stack_level_value_is_refused(project):
@@ -165,16 +174,17 @@ def test_config_error_lists_problems_sorted_and_deduplicated():
     with pytest.raises(ConfigError) as error:
         parse_platform_config(
             {
-                "network": {"apiServerCidrs": ["10.0.0.1/32"]},
+                **MINIMAL,
                 "subsystems": {"a": {"services": {"x": {"image": "i@sha256:" + "0" * 64, "calls": ["y", "y"]}}}},
-            }
+            },
+            frozenset({"alertChat"}),
         )
     assert str(error.value) == "subsystems.a.services.x: calls lists y more than once"
 
 
 def test_model_defaults_are_production_grade():
     """Secure and available by default: a stack file only ever opts out, visibly."""
-    config = PlatformConfig.model_validate({"subsystems": {}, "network": {"apiServerCidrs": ["10.0.0.1/32"]}})
+    config = PlatformConfig.model_validate({"subsystems": {}, **MINIMAL})
     assert config.defaults.workload.min_replicas >= 2
     assert config.defaults.workload.critical_min_replicas >= 3
     assert config.defaults.postgres.instances == 3

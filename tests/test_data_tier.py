@@ -8,7 +8,7 @@ from components.pod_security import restricted_violations
 from infra import render
 from infra.mocks import ProgramFailed
 from infra.platform import amqp_credentials
-from infra.stack_config import SECRET_PLACEHOLDER, parse_platform_config, read_stack_files
+from infra.stack_config import SECRET_PLACEHOLDER, plan_for_stack
 
 DB_USERS = {
     "payment": {"payment-api", "risk-warning-handler"},
@@ -258,9 +258,7 @@ def test_queue_clusters_accept_tls_only_with_a_certificate_from_the_internal_ca(
 
 
 def test_queue_clients_connect_over_amqps_and_trust_only_the_ca_certificate(prod):
-    config = read_stack_files("prod")
-    prefix = f"{config.project}:"
-    plan = parse_platform_config({k.removeprefix(prefix): v for k, v in config.values.items()})
+    plan = plan_for_stack("prod")
     for svc in plan.services():
         for creds in amqp_credentials(svc):
             assert creds.uri_template.startswith("amqps://") and ":5671/" in creds.uri_template

@@ -14,3 +14,11 @@ def test_ci_runs_exactly_the_readme_test_command():
     readme = (PROJECT_ROOT / "README.md").read_text()
     ci = (PROJECT_ROOT / ".ci/run").read_text()
     assert "make test " in readme and ci.strip().endswith("make test")
+
+
+def test_readme_documents_the_whole_metric_contract():
+    from infra.metrics import CONTRACT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    missing = [m for m in CONTRACT if f"`{m}`" not in readme]
+    assert not missing, f"README's metric contract misses {missing}"

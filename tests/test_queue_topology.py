@@ -8,7 +8,7 @@ import pytest
 
 from components.queue_topology import QueueUser, access, exact, granted, permissions
 from infra.platform import queue_users
-from infra.stack_config import parse_platform_config, read_stack_files
+from infra.stack_config import plan_for_stack
 
 OWNERS = {
     "payment": {"payment-events", "risk-warnings"},
@@ -16,13 +16,7 @@ OWNERS = {
 }
 
 
-def plan_for(stack: str):
-    config = read_stack_files(stack)
-    prefix = f"{config.project}:"
-    return parse_platform_config(
-        {k.removeprefix(prefix): v for k, v in config.values.items()},
-        frozenset(k.removeprefix(prefix) for k in config.secret_keys),
-    )
+plan_for = plan_for_stack
 
 
 def in_vhost(run, kind, owner):

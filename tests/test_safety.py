@@ -23,6 +23,10 @@ def test_renaming_a_prod_subsystem_cannot_delete_its_data(prod, project):
     topology["settlement"] = topology.pop("business")
     topology["payment"]["services"]["payment-api"]["calls"] = ["settlement/settlement-api"]
     project.set_topology(topology)
+    prod_file = project.load("Pulumi.prod.yaml")
+    routes = prod_file["config"]["settlement-platform:alerting"]["routes"]
+    routes["settlement"] = routes.pop("business")
+    project.save("Pulumi.prod.yaml", prod_file)
     removals = {(r.kind, r.name): r for r in stateful_removals(prod, project.render("prod"))}
     for key in (("Cluster", "business-db"), ("RabbitmqCluster", "business-mq")):
         assert removals[key].blocked and removals[key].retained, key

@@ -6,7 +6,7 @@ import pytest
 
 from infra import schemas
 from infra.render import manifests
-from infra.stack_config import parse_platform_config, read_stack_files
+from infra.stack_config import plan_for_stack
 
 APP_SUBSYSTEMS = {"payment", "business", "risk"}
 DATA_OWNERS = {"payment", "business"}
@@ -55,7 +55,6 @@ def test_prod_and_dev_differ_only_where_the_stack_files_say(dev, prod):
         "/objectstore-",
         "/scheduledbackup-",
         "-letsencrypt.yaml",
-        "/networkpolicy-allow-cert-manager.yaml",
         "/networkpolicy-allow-acme-http01-solver.yaml",
     )
     assert not dev.objects("PodDisruptionBudget") and not dev.objects("ObjectStore")
@@ -116,10 +115,7 @@ def test_every_child_is_named_after_its_parent_component(stack_run):
 
 def kubernetes_version(stack: str) -> str:
     """The stack's target version, read the way the program reads it."""
-    config = read_stack_files(stack)
-    prefix = f"{config.project}:"
-    values = {k.removeprefix(prefix): v for k, v in config.values.items() if k.startswith(prefix)}
-    return parse_platform_config(values).config.kubernetes_version
+    return plan_for_stack(stack).config.kubernetes_version
 
 
 def test_every_builtin_object_passes_strict_kubernetes_schema(stack_run):
@@ -181,6 +177,7 @@ OPERATOR_OF_GROUP = {
     "keda.sh": "keda",
     "gateway.networking.k8s.io": "gateway-helm",
     "gateway.envoyproxy.io": "gateway-helm",
+    "monitoring.coreos.com": "kube-prometheus-stack",
 }
 
 
