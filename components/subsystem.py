@@ -41,7 +41,8 @@ class Subsystem(pulumi.ComponentResource):
     """Generated credentials by Secret name."""
 
     def __init__(self, name: str, args: SubsystemArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("settlement:platform:Subsystem", name, None, opts)
+        # The subsystem's name travels with the component (resources.json, preview diffs group by it).
+        super().__init__("settlement:platform:Subsystem", name, {"subsystem": args.namespace.name}, opts)
         for key, workload in args.workloads.items():
             if workload.uses_postgres and args.postgres is None:
                 raise ValueError(f"workload {key!r} uses postgres but subsystem {name!r} declares none")

@@ -60,8 +60,6 @@ class WorkloadArgs:
     priority_class: str | None = None
     extra_labels: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """Env var -> (Secret name, key): values come from Secrets, never literals."""
     secret_files: dict[str, SecretMount] = field(default_factory=dict)
     """Secret name -> where (and which keys) to mount it: credentials as files, not env values."""
     probes: Probes = field(default_factory=Probes)
@@ -89,11 +87,8 @@ def secret_volume_source(secret: str, mount: SecretMount) -> dict:
 
 
 def container_spec(args: WorkloadArgs, image: str) -> dict:
+    # Only non-secret settings travel as env; credentials are mounted files (`secret_files`).
     env = [{"name": k, "value": v} for k, v in sorted(args.env.items())]
-    env += [
-        {"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-        for k, (secret, key) in sorted(args.secret_env.items())
-    ]
     return {
         "name": "app",
         "image": image,

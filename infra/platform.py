@@ -137,6 +137,18 @@ def postgres_files(svc: ServicePlan) -> dict[str, SecretMount]:
     }
 
 
+def amqp_dir(queue_subsystem: str) -> str:
+    return f"/etc/settlement/amqp-{queue_subsystem}"
+
+
+def amqp_files(svc: ServicePlan) -> dict[str, SecretMount]:
+    """The service's RabbitMQ credentials (username, password, uri) per queue cluster, as files."""
+    return {
+        amqp_secret_name(svc, q_sub): SecretMount(amqp_dir(q_sub), keys=("username", "password", "uri"))
+        for q_sub in sorted(svc.queue_subsystems)
+    }
+
+
 def trust_files(svc: ServicePlan) -> dict[str, SecretMount]:
     """The internal CA certificate (not the key beside it) for services that connect to a queue over AMQPS."""
     return {TRUST_SECRET: SecretMount(INTERNAL_CA_DIR, keys=("ca.crt",))} if svc.queue_subsystems else {}
@@ -147,6 +159,8 @@ def service_env(svc: ServicePlan) -> dict[str, str]:
     env = {"SERVICE_NAME": svc.name, "SUBSYSTEM": svc.subsystem}
     if svc.queue_subsystems:
         env["AMQP_CA_FILE"] = f"{INTERNAL_CA_DIR}/ca.crt"
+    for q_sub in sorted(svc.queue_subsystems):
+        env[env_name("amqp", q_sub, "uri", "file")] = f"{amqp_dir(q_sub)}/uri"
     if svc.database:
         env.update(
             {
@@ -218,11 +232,7 @@ def workload_args(
         priority_class=priority_class_name("critical" if svc.critical else "standard"),
         extra_labels={SUBSYSTEM_LABEL: svc.subsystem},
         env=service_env(svc),
-        secret_env={
-            env_name("amqp", q_sub, "uri"): (amqp_secret_name(svc, q_sub), "uri")
-            for q_sub in sorted(svc.queue_subsystems)
-        },
-        secret_files={**postgres_files(svc), **trust_files(svc)},
+        secret_files={**postgres_files(svc), **amqp_files(svc), **trust_files(svc)},
         probes=Probes(
             startup_path=svc.probes.startup_path,
             liveness_path=svc.probes.liveness_path,

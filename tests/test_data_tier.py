@@ -52,7 +52,11 @@ def test_database_credentials_are_mounted_files_and_the_server_certificate_is_ve
             spec = d["spec"]["template"]["spec"]
             container = spec["containers"][0]
             env = {e["name"]: e.get("value") for e in container["env"]}
-            secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v} - {"internal-ca"}
+            secrets = {
+                v["secret"]["secretName"]
+                for v in spec["volumes"]
+                if v.get("secret", {}).get("secretName", "").endswith(("-db-app", "-db-ca"))
+            }
             if d["metadata"]["name"] in users:
                 assert secrets == {f"{sub}-db-app", f"{sub}-db-ca"}
                 assert env["PGSSLMODE"] == "verify-full"
@@ -274,3 +278,21 @@ def test_queue_clients_connect_over_amqps_and_trust_only_the_ca_certificate(prod
         params = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
         assert params["ca"] == ("internal-ca", "ca.crt")
         assert params["tls"][1] == "tls"
+
+
+def test_queue_credentials_are_mounted_files_never_env_values(stack_run):
+    for d in stack_run.objects("Deployment"):
+        spec = d["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        assert all("valueFrom" not in e for e in container["env"]), "no secret reaches a pod as env"
+        amqp = [v for v in spec["volumes"] if "-amqp-" in v.get("secret", {}).get("secretName", "")]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        for volume in amqp:
+            q_sub = volume["secret"]["secretName"].rsplit("-amqp-", 1)[1]
+            assert {i["key"] for i in volume["secret"]["items"]} == {"username", "password", "uri"}
+            assert env[f"AMQP_{q_sub.upper()}_URI_FILE"] == f"/etc/settlement/amqp-{q_sub}/uri"
+    risk = stack_run.object("Deployment", "risk-engine", "risk")["spec"]["template"]["spec"]
+    assert {v["secret"]["secretName"] for v in risk["volumes"] if "secret" in v} == {
+        "risk-risk-engine-amqp-payment",
+        "internal-ca",
+    }
