@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STACK  ?= dev
 OUT    ?= out/$(STACK)
 
-.PHONY: help venv tools render test lint bench clean
+.PHONY: help venv tools scanner render test lint bench clean
+CHECKOV_VENV := .venv-checkov
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
@@ -34,11 +35,19 @@ tools:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 	    prometheus prometheus-alertmanager >/dev/null; }
 
-test: lint tools
-	$(BIN)/pytest
+# checkov scans the rendered manifests; it lives in its own virtualenv because its pins clash with ours.
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+scanner: $(CHECKOV_VENV)/.installed
+
+test: lint tools scanner
+	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(BIN)/pytest
 
 bench: venv
 	$(BIN)/python -m infra bench
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) out .pytest_cache .ruff_cache
