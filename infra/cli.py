@@ -31,6 +31,21 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diff(args: argparse.Namespace) -> int:
+    from infra import diff, render
+
+    project = Path(args.project_dir)
+    base = diff.render_ref(args.stack, args.base, project)
+    head = [r.to_json() for r in render.render_stack(args.stack, project).registrations]
+    changes = diff.diff(base, head)
+    text = diff.report(args.stack, args.base, changes)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    # Exit 1 when the change would destroy or replace something stateful: CI marks the check red.
+    return 1 if any(c.dangers for c in changes) else 0
+
+
 def _reachability(args: argparse.Namespace) -> int:
     from infra import render
     from infra.network import declared_edges, pod_groups
@@ -64,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", required=True, help="output folder (manifests/ and resources.json)")
     render.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
     render.set_defaults(func=_render)
+    diff = commands.add_parser(
+        "diff", help="offline preview diff against a git ref (Markdown for a PR); exit 1 if danger was found"
+    )
+    diff.add_argument("stack")
+    diff.add_argument("--base", required=True, help="git ref to compare with, e.g. origin/main")
+    diff.add_argument("--out", help="also write the Markdown to this file")
+    diff.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml (a git work tree)")
+    diff.set_defaults(func=_diff)
     reach = commands.add_parser(
         "reachability", help="print which pods can open connections to which (audit matrix); exit 1 on drift"
     )
@@ -84,6 +107,9 @@ def main(argv: list[str]) -> int:
         return args.func(args)
     except ConfigError as error:
         print(error.report(getattr(args, "stack", "?")), file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        print(str(error), file=sys.stderr)
         return 2
     except ProgramFailed as failure:
         if not isinstance(failure.cause, pulumi.RunError):

@@ -551,7 +551,13 @@ class Monitoring(Model):
     storage_size: MemoryQuantity = Field(default="50Gi", description="Prometheus volume. Default: 50Gi.")
     alertmanager_storage_size: MemoryQuantity = Field(default="2Gi", description="Alertmanager volume. Default: 2Gi.")
     storage_class: str | None = Field(default=None, description="StorageClass. Default: the cluster default.")
-    replicas: int = Field(default=2, ge=1, le=5, description="Prometheus and Alertmanager replicas. Default: 2.")
+    prometheus_replicas: int = Field(default=2, ge=1, le=5, description="Prometheus replicas. Default: 2.")
+    alertmanager_replicas: int = Field(
+        default=2,
+        ge=1,
+        le=5,
+        description="Alertmanager replicas (they gossip, so one surviving is enough). Default: 2.",
+    )
     backup_max_age_hours: int = Field(
         default=26, ge=1, description="Alert when the newest base backup is older than this. Default: 26."
     )

@@ -39,7 +39,7 @@ def monitoring_values(m: Monitoring) -> dict:
     return {
         "prometheus": {
             "prometheusSpec": {
-                "replicas": m.replicas,
+                "replicas": m.prometheus_replicas,
                 "retention": m.retention,
                 "storageSpec": volume(m.storage_size),
                 "serviceMonitorSelectorNilUsesHelmValues": False,
@@ -49,7 +49,7 @@ def monitoring_values(m: Monitoring) -> dict:
         },
         "alertmanager": {
             "alertmanagerSpec": {
-                "replicas": m.replicas,
+                "replicas": m.alertmanager_replicas,
                 "storage": volume(m.alertmanager_storage_size),
                 # Routing and receivers come from the platform's generated, secret configuration.
                 "configSecret": ALERTMANAGER_SECRET,
