@@ -17,7 +17,8 @@ SKIP_ANNOTATION = re.compile(r"^checkov\.io/skip\d+$")
 
 
 def checkov() -> str:
-    path = os.environ.get("CHECKOV") or shutil.which("checkov")
+    default = PROJECT_ROOT / ".venv-checkov" / "bin" / "checkov"
+    path = os.environ.get("CHECKOV") or (str(default) if default.exists() else shutil.which("checkov"))
     if not path or not os.path.exists(path):
         pytest.fail("checkov is not installed: run `make test` (it builds .venv-checkov from requirements-checkov.txt)")
     return path
