@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,6 +29,20 @@ def _bench(args: argparse.Namespace) -> int:
     from infra import bench
 
     print(bench.report(bench.measure(args.stacks, args.repeat)))
+    return 0
+
+
+def _golden(args: argparse.Namespace) -> int:
+    from infra import golden, render
+
+    for stack in args.stacks:
+        run = render.render_stack(stack)
+        if args.write:
+            golden.write(stack, run)
+            print(f"wrote {golden.path(stack)}")
+        elif json.loads(golden.path(stack).read_text()) != json.loads(json.dumps(golden.subset(run))):
+            print(f"{stack}: golden subset differs; regenerate with: {golden.REGENERATE}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -79,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", required=True, help="output folder (manifests/ and resources.json)")
     render.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
     render.set_defaults(func=_render)
+    gold = commands.add_parser("golden", help="check (or --write) the golden subsets in tests/golden/")
+    gold.add_argument("stacks", nargs="*", default=["dev", "prod"])
+    gold.add_argument("--write", action="store_true")
+    gold.set_defaults(func=_golden)
     diff = commands.add_parser(
         "diff", help="offline preview diff against a git ref (Markdown for a PR); exit 1 if danger was found"
     )

@@ -1,0 +1,77 @@
+"""Golden subsets: per stack, the facts a reviewer cares about and the count of every resource type.
+
+Not a snapshot of everything (that would change with every refactor): only what must not drift silently -
+images, scaling bounds, data-cluster sizes and protection, TLS, operator chart versions, exposed paths, the
+NetworkPolicies of each namespace. `python -m infra golden --write` regenerates the files; review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from infra.mocks import ProgramRun
+from infra.stack_config import PROJECT_ROOT
+
+GOLDEN_DIR = PROJECT_ROOT / "tests" / "golden"
+REGENERATE = ".venv/bin/python -m infra golden --write"
+
+
+def subset(run: ProgramRun) -> dict:
+    def key(obj: dict) -> str:
+        meta = obj["metadata"]
+        return f"{meta.get('namespace', '_cluster')}/{meta['name']}"
+
+    protect = {(r.inputs["kind"], key(r.inputs)): r.protect for r in run.registrations if r.is_kubernetes_object}
+    scaling = {}
+    for hpa in run.objects("HorizontalPodAutoscaler"):
+        scaling[key(hpa)] = ["hpa", hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]]
+    for so in run.objects("ScaledObject"):
+        scaling[key(so)] = ["keda", so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]]
+    return {
+        "resource_counts": dict(sorted(Counter(r.type for r in run.registrations).items())),
+        "deployments": {
+            key(d): {
+                "image": d["spec"]["template"]["spec"]["containers"][0]["image"],
+                "priority": d["spec"]["template"]["spec"].get("priorityClassName"),
+                "scaling": scaling.get(key(d)),
+            }
+            for d in run.objects("Deployment")
+        },
+        "databases": {
+            key(c): {
+                "instances": c["spec"]["instances"],
+                "synchronous": c["spec"]["postgresql"].get("synchronous"),
+                "backup": bool(c["spec"].get("plugins")),
+                "protect": protect[("Cluster", key(c))],
+            }
+            for c in run.objects("Cluster")
+        },
+        "queues": {
+            key(q): {
+                "replicas": q["spec"]["replicas"],
+                "tls_only": q["spec"]["tls"]["disableNonTLSListeners"],
+                "protect": protect[("RabbitmqCluster", key(q))],
+            }
+            for q in run.objects("RabbitmqCluster")
+        },
+        "charts": {
+            r.inputs["chart"].rsplit("/", 1)[-1]: r.inputs["version"]
+            for r in run.of_type("kubernetes:helm.sh/v3:Release")
+        },
+        "routes": sorted(
+            f"{key(r)} {r['spec']['rules'][0].get('matches', [{}])[0].get('path', {}).get('value', '')}"
+            for r in run.objects("HTTPRoute")
+        ),
+        "network_policies": sorted(key(p) for p in run.objects("NetworkPolicy")),
+    }
+
+
+def path(stack: str) -> Path:
+    return GOLDEN_DIR / f"{stack}.json"
+
+
+def write(stack: str, run: ProgramRun) -> None:
+    GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
+    path(stack).write_text(json.dumps(subset(run), indent=2, sort_keys=True) + "\n")
