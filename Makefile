@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STACK  ?= dev
 OUT    ?= out/$(STACK)
 
-.PHONY: help venv tools scanner render test lint bench clean
+.PHONY: help venv tools scanner policy-venv render test lint bench clean
 CHECKOV_VENV := .venv-checkov
+POLICY_VENV  := .venv-policy
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
@@ -43,11 +44,19 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 
 scanner: $(CHECKOV_VENV)/.installed
 
-test: lint tools scanner
+# The policy pack runs in its own virtualenv too (pulumi-policy pins older grpcio/protobuf than pulumi).
+$(POLICY_VENV)/.installed: policy/requirements.txt
+	$(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/pip install --quiet --disable-pip-version-check -r policy/requirements.txt
+	touch $@
+
+policy-venv: $(POLICY_VENV)/.installed
+
+test: lint tools scanner policy-venv
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(BIN)/pytest
 
 bench: venv
 	$(BIN)/python -m infra bench
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(POLICY_VENV) out .pytest_cache .ruff_cache
