@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from components.labels import selector_labels
-from infra.topology import PlatformPlan
+from infra.topology import PlatformPlan, infrastructure_namespaces, operator_namespaces
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 POSTGRES_PORT = 5432
@@ -230,18 +230,14 @@ class Policy:
 def namespace_policies(plan: PlatformPlan, groups: Groups, edges: set[Edge]) -> list[Policy]:
     """Default deny plus exact allows for every namespace the platform creates."""
     net = plan.config.network
-    operators = plan.config.infrastructure.operators
     managed_namespaces = sorted(
-        {sub.namespace for sub in plan.subsystems.values()}
-        | {chart.namespace for chart in operators.__dict__.values()}
-        | {plan.config.gateway.namespace}
+        {sub.namespace for sub in plan.subsystems.values()} | infrastructure_namespaces(plan.config)
     )
     api = (net.api_server_cidrs, net.api_server_ports)
     # Non-pod destinations (ipBlock) per group: API server, object store, external endpoints, the internet.
+    # (Pods in operator namespaces reach the API server through their namespace's allow-control-plane.)
     extra_egress: dict[str, list[dict]] = defaultdict(list)
     extra_ingress: dict[str, list[dict]] = defaultdict(list)
-    for key in ("cnpg", "barman", "rabbitmq", "keda", "prometheus", "grafana", "kube-state-metrics", "envoy-gateway"):
-        extra_egress[groups.infra[key].id].append(_ip_rule(*api, "egress"))
     for g in [*groups.databases.values(), *groups.queues.values()]:
         # Instance managers and RabbitMQ's peer discovery read the Kubernetes API.
         extra_egress[g.id].append(_ip_rule(*api, "egress"))
@@ -276,7 +272,7 @@ def namespace_policies(plan: PlatformPlan, groups: Groups, edges: set[Edge]) -> 
         # Name resolution for every pod, and only against the cluster DNS.
         policies.append(Policy(ns, "allow-dns", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [dns_rule]}))
     # Webhooks, API aggregation and controllers in operator namespaces are called by the API server.
-    for ns in sorted({chart.namespace for chart in operators.__dict__.values()}):
+    for ns in sorted(operator_namespaces(plan.config)):
         policies.append(
             Policy(
                 ns,

@@ -317,9 +317,14 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
     return PlatformPlan(config=config, subsystems=subsystems, order=order)
 
 
-def infrastructure_namespaces(config: PlatformConfig) -> set[str]:
+def operator_namespaces(config: PlatformConfig) -> set[str]:
     operators = config.infrastructure.operators
-    return {chart.namespace for chart in operators.__dict__.values()} | {config.gateway.namespace}
+    return {getattr(operators, name).namespace for name in type(operators).model_fields}
+
+
+def infrastructure_namespaces(config: PlatformConfig) -> set[str]:
+    """Namespaces the shared infrastructure creates: the operators' and the gateway's."""
+    return operator_namespaces(config) | {config.gateway.namespace}
 
 
 PLATFORM_ROUTE = "platform"
