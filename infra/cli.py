@@ -69,9 +69,8 @@ def _reachability(args: argparse.Namespace) -> int:
 
     plan = plan_for_stack(args.stack, Path(args.project_dir))
     run = render.render_stack(args.stack, Path(args.project_dir))
-    net = plan.config.network
     declared = expand(declared_edges(plan, pod_groups(plan)))
-    actual = platform_edges(run, net.dns_namespace, net.dns_pod_labels, {e[2] for e in declared})
+    actual = platform_edges(run, plan, {e[2] for e in declared})
     print(f"# Who can reach whom in stack {args.stack!r} (from the rendered NetworkPolicies)\n")
     print(matrix(actual, args.to))
     drift = (actual - declared) | (declared - actual)

@@ -14,17 +14,9 @@ from dataclasses import dataclass
 
 from infra.mocks import ProgramRun
 from infra.network import CHART_PODS, NAMESPACE_LABEL
+from infra.topology import PlatformPlan
 
 PROTOCOLS = ("TCP", "UDP")
-_CHART_CONFIG_NAME = {
-    "cloudnative_pg": "cloudnative-pg",
-    "barman_cloud": "plugin-barman-cloud",
-    "rabbitmq_cluster_operator": "rabbitmq-cluster-operator",
-    "keda": "keda",
-    "cert_manager": "cert-manager",
-    "monitoring": "kube-prometheus-stack",
-    "envoy_gateway": "gateway-helm",
-}
 
 
 @dataclass(frozen=True)
@@ -41,9 +33,11 @@ def _pod(namespace: str, name: str, labels: dict[str, str]) -> Pod:
     return Pod(f"{namespace}/{name}", namespace, tuple(sorted(labels.items())))
 
 
-def inventory(run: ProgramRun, dns_namespace: str, dns_labels: dict[str, str]) -> list[Pod]:
-    """The pods the rendered stack will run, with their labels."""
-    pods = [_pod(dns_namespace, "dns", dns_labels)]
+def inventory(run: ProgramRun, plan: PlatformPlan) -> list[Pod]:
+    """The pods the rendered stack will run, with their labels. From the plan only the cluster's facts: where
+    its DNS runs, and which chart each operator comes from."""
+    net, operators = plan.config.network, plan.config.infrastructure.operators
+    pods = [_pod(net.dns_namespace, "dns", net.dns_pod_labels)]
     for obj in run.kubernetes_objects():
         meta, kind = obj["metadata"], obj["kind"]
         if kind == "Deployment":
@@ -64,7 +58,7 @@ def inventory(run: ProgramRun, dns_namespace: str, dns_labels: dict[str, str]) -
     }
     has_gateway = bool(run.objects("Gateway"))
     for role, (chart_field, name, labels) in CHART_PODS.items():
-        chart = _CHART_CONFIG_NAME[chart_field]
+        chart = getattr(operators, chart_field).chart
         if chart in releases and (role != "envoy" or has_gateway):
             pods.append(_pod(releases[chart], name, labels))
     return pods
@@ -177,14 +171,14 @@ class Model:
         return out
 
 
-def model_of(run: ProgramRun, dns_namespace: str, dns_labels: dict[str, str]) -> Model:
-    return Model(inventory(run, dns_namespace, dns_labels), run.objects("NetworkPolicy"), namespace_labels(run))
+def model_of(run: ProgramRun, plan: PlatformPlan) -> Model:
+    return Model(inventory(run, plan), run.objects("NetworkPolicy"), namespace_labels(run))
 
 
-def platform_edges(run: ProgramRun, dns_namespace: str, dns_labels: dict[str, str], extra_ports: set[int]):
+def platform_edges(run: ProgramRun, plan: PlatformPlan, extra_ports: set[int]):
     """Reachable edges with at least one end in a namespace the stack creates (the rest is not ours to judge)."""
     managed = {ns["metadata"]["name"] for ns in run.objects("Namespace")}
-    edges = model_of(run, dns_namespace, dns_labels).edges(extra_ports)
+    edges = model_of(run, plan).edges(extra_ports)
     return {e for e in edges if e[0].split("/")[0] in managed or e[1].split("/")[0] in managed}
 
 

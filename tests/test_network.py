@@ -19,8 +19,7 @@ def graphs(rendered):
     for stack, run in rendered.items():
         plan = plan_for_stack(stack)
         declared = expand(declared_edges(plan, pod_groups(plan)))
-        net = plan.config.network
-        out[stack] = (declared, platform_edges(run, net.dns_namespace, net.dns_pod_labels, {e[2] for e in declared}))
+        out[stack] = (declared, platform_edges(run, plan, {e[2] for e in declared}))
     return out
 
 
@@ -101,11 +100,7 @@ def test_the_model_catches_a_widened_policy(prod, graphs):
             },
         },
     ]
-    plan = plan_for_stack("prod")
-    net = plan.config.network
-    widened = platform_edges(
-        _with_policies(prod, policies), net.dns_namespace, net.dns_pod_labels, {e[2] for e in declared}
-    )
+    widened = platform_edges(_with_policies(prod, policies), plan_for_stack("prod"), {e[2] for e in declared})
     extra = widened - declared
     assert ("payment/payment-mq", "payment/payment-db", 5432, "TCP") in extra
 
@@ -117,10 +112,7 @@ def test_the_model_catches_a_removed_rule(prod, graphs):
         for p in copy.deepcopy(prod.objects("NetworkPolicy"))
         if p["metadata"]["name"] != "allow-payment-api" or p["metadata"]["namespace"] != "payment"
     ]
-    net = plan_for_stack("prod").config.network
-    narrowed = platform_edges(
-        _with_policies(prod, policies), net.dns_namespace, net.dns_pod_labels, {e[2] for e in declared}
-    )
+    narrowed = platform_edges(_with_policies(prod, policies), plan_for_stack("prod"), {e[2] for e in declared})
     assert ("business/settlement-api", "payment/payment-api", 8080, "TCP") in declared - narrowed
 
 
