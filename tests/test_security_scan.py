@@ -24,6 +24,30 @@ def checkov() -> str:
     return path
 
 
+def run_checkov(directory) -> dict:
+    """checkov over a folder of manifests, offline, as JSON."""
+    result = subprocess.run(
+        [
+            checkov(),
+            "-d",
+            str(directory),
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+    )
+    report = json.loads(result.stdout)
+    return report if isinstance(report, dict) else report[0]
+
+
 @pytest.fixture(scope="module")
 def scan(rendered, tmp_path_factory):
     # A plain path: checkov silently skips folders whose path has a component starting with a dot.
@@ -76,23 +100,5 @@ def test_checkov_catches_a_bad_manifest(tmp_path):
         "apiVersion: v1\nkind: Pod\nmetadata: {name: bad, namespace: x}\n"
         "spec:\n  containers:\n  - name: c\n    image: nginx\n    securityContext: {privileged: true}\n"
     )
-    result = subprocess.run(
-        [
-            checkov(),
-            "-d",
-            str(tmp_path / "bad"),
-            "--framework",
-            "kubernetes",
-            "--skip-download",
-            "--quiet",
-            "--compact",
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
-    )
-    failed = {f["check_id"] for f in json.loads(result.stdout)["results"]["failed_checks"]}
+    failed = {f["check_id"] for f in run_checkov(tmp_path / "bad")["results"]["failed_checks"]}
     assert "CKV_K8S_16" in failed  # privileged container
