@@ -101,6 +101,17 @@ def git_project(tmp_path):
     return repo
 
 
+def run_diff(repo, stack: str) -> subprocess.CompletedProcess:
+    """`python -m infra diff <stack> --base HEAD` in `repo`, as CI runs it on a pull request."""
+    return subprocess.run(
+        [sys.executable, "-m", "infra", "diff", stack, "--base", "HEAD", "--project-dir", str(repo)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_renaming_a_prod_database_exits_non_zero_with_danger(git_project):
     import yaml
 
@@ -116,13 +127,7 @@ def test_renaming_a_prod_database_exits_non_zero_with_danger(git_project):
     routes["settlement"] = routes.pop("business")
     stack_file.write_text(yaml.safe_dump(prod))
 
-    result = subprocess.run(
-        [sys.executable, "-m", "infra", "diff", "prod", "--base", "HEAD", "--project-dir", str(git_project)],
-        cwd=git_project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_diff(git_project, "prod")
     assert result.returncode == 1, result.stderr
     assert "deletes stateful Cluster business/business-db (blocked by protect)" in result.stdout
     assert "deletes stateful RabbitmqCluster business/business-mq (blocked by protect)" in result.stdout
@@ -130,12 +135,6 @@ def test_renaming_a_prod_database_exits_non_zero_with_danger(git_project):
 
 
 def test_no_change_exits_zero(git_project):
-    result = subprocess.run(
-        [sys.executable, "-m", "infra", "diff", "dev", "--base", "HEAD", "--project-dir", str(git_project)],
-        cwd=git_project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_diff(git_project, "dev")
     assert result.returncode == 0, result.stderr
     assert "No changes." in result.stdout
