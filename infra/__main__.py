@@ -14,6 +14,6 @@ if get_monitor() is not None:
 
     run()
 else:
-    from infra.cli import main
+    from infra.offline.cli import main
 
     sys.exit(main(sys.argv[1:]))

@@ -8,7 +8,7 @@ Two pure steps:
    pod group that allows exactly its edges, in both directions, and the few non-pod destinations the config
    names (API server, object store, external endpoints, clients of the gateway).
 
-`infra.reachability` evaluates the rendered policies independently and must arrive back at step 1.
+`infra.offline.reachability` evaluates the rendered policies independently and must arrive back at step 1.
 Peers are always namespace + pod labels; no rule selects "all namespaces".
 """
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.mocks import ProgramRun
-from infra.render import render_stack
+from infra.offline.mocks import ProgramRun
+from infra.offline.render import render_stack
 from infra.stack_config import PROJECT_ROOT
 
 STACKS = ("dev", "prod")

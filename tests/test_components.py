@@ -11,7 +11,7 @@ from components.postgres_cluster import PostgresCluster, PostgresClusterArgs
 from components.queue_cluster import QueueCluster, QueueClusterArgs
 from components.subsystem import Subsystem, SubsystemArgs, SubsystemWorkload
 from components.workload import Workload, WorkloadArgs, image_pull_policy
-from infra.mocks import ProgramFailed, run_program
+from infra.offline.mocks import ProgramFailed, run_program
 from infra.stack_config import StackConfig
 
 UNIT = StackConfig(project="unit", stack="test", values={}, secret_keys=frozenset())

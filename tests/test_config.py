@@ -7,7 +7,7 @@ import pytest
 
 from infra.config import PlatformConfig
 from infra.errors import ConfigError
-from infra.mocks import ProgramFailed
+from infra.offline.mocks import ProgramFailed
 from infra.stack_config import parse_platform_config
 
 # The smallest complete config besides subsystems: cluster facts and someone to tell.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from components.pod_security import restricted_violations
-from infra import render
-from infra.mocks import ProgramFailed
+from infra.offline import render
+from infra.offline.mocks import ProgramFailed
 from infra.platform import amqp_credentials
 from infra.stack_config import SECRET_PLACEHOLDER, plan_for_stack
 

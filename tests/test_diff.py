@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from infra.diff import diff, report
+from infra.offline.diff import diff, report
 
 
 def resources(run) -> list[dict]:

@@ -1,4 +1,4 @@
-from infra.reference import markdown
+from infra.offline.reference import markdown
 from infra.stack_config import PROJECT_ROOT
 
 
@@ -6,7 +6,7 @@ def test_readme_configuration_reference_matches_the_model():
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert markdown() in readme, (
         "README's configuration table is stale; regenerate it with:\n"
-        "  .venv/bin/python -c 'from infra.reference import markdown; print(markdown())'"
+        "  .venv/bin/python -c 'from infra.offline.reference import markdown; print(markdown())'"
     )
 
 

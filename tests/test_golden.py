@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from infra import golden
+from infra.offline import golden
 
 
 def test_stack_matches_its_golden_subset(stack_run):

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from infra.mocks import ProgramRun
 from infra.network import declared_edges, pod_groups
-from infra.reachability import expand, platform_edges
+from infra.offline.mocks import ProgramRun
+from infra.offline.reachability import expand, platform_edges
 from infra.stack_config import plan_for_stack
 
 
@@ -229,7 +229,7 @@ def test_exposing_without_a_hostname_is_refused(project):
     data = project.load("Pulumi.dev.yaml")
     del data["config"]["settlement-platform:gateway"]
     project.save("Pulumi.dev.yaml", data)
-    from infra.mocks import ProgramFailed
+    from infra.offline.mocks import ProgramFailed
 
     with pytest.raises(ProgramFailed, match=r"payment-api.expose: needs gateway.hostname"):
         project.render("dev")

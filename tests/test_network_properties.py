@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infra.network import NAMESPACE_LABEL, declared_edges, namespace_policies, pod_groups
-from infra.reachability import Model, Pod, expand
+from infra.offline.reachability import Model, Pod, expand
 from infra.stack_config import parse_platform_config
 
 SUBSYSTEMS = ("alpha", "beta", "gamma")

@@ -15,7 +15,7 @@ from infra.alerts import rule_groups
 from infra.config import alert_secret_keys
 from infra.dashboards import dashboards, panels
 from infra.metrics import CONTRACT, metric_names
-from infra.mocks import ProgramFailed
+from infra.offline.mocks import ProgramFailed
 from infra.stack_config import plan_for_stack
 
 PROMTOOL = shutil.which("promtool") or "promtool"
@@ -417,7 +417,7 @@ def test_pages_inhibit_tickets_and_receivers_use_secrets():
 
 
 def test_the_deployed_alertmanager_configuration_stays_secret(prod, tmp_path):
-    from infra import render
+    from infra.offline import render
 
     secret = prod.object("Secret", "alertmanager-settlement", "monitoring")
     assert secret["stringData"] == {"alertmanager.yaml": "[secret]"}

@@ -10,8 +10,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from infra import render
-from infra.mocks import SECRET_MARKER, run_program
+from infra.offline import render
+from infra.offline.mocks import SECRET_MARKER, run_program
 from infra.stack_config import PROJECT_ROOT, SECRET_PLACEHOLDER, StackConfig, read_stack_files
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.safety import stateful_removals
+from infra.offline.safety import stateful_removals
 
 
 def test_dropping_a_prod_database_and_queue_cluster_is_blocked(prod, project):

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from infra import render
+from infra.offline import render
 from infra.stack_config import PROJECT_ROOT
 
 SKIP_ANNOTATION = re.compile(r"^checkov\.io/skip\d+$")

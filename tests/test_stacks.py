@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra import schemas
-from infra.render import manifests
+from infra.offline import schemas
+from infra.offline.render import manifests
 from infra.stack_config import plan_for_stack
 
 APP_SUBSYSTEMS = {"payment", "business", "risk"}

@@ -8,7 +8,7 @@ import pytest
 
 from components.pod_security import restricted_violations
 from components.sizing import parse_quantity
-from infra.mocks import ProgramRun
+from infra.offline.mocks import ProgramRun
 
 APP_NAMESPACES = ("payment", "business", "risk")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.safety import STATEFUL_KINDS
+from infra.offline.safety import STATEFUL_KINDS
 
 SUBSYSTEM_COMPONENT = "settlement:platform:Subsystem"
 SHARED = "infrastructure"

@@ -11,7 +11,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from infra.render import render_stack
+from infra.offline.render import render_stack
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.mocks import ProgramRun, Registration
+from infra.offline.mocks import ProgramRun, Registration
 
 STATEFUL_KINDS = frozenset({"Cluster", "RabbitmqCluster", "PersistentVolumeClaim", "Namespace", "Queue", "Vhost"})
 

@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from infra.mocks import ProgramRun
+from infra.offline.mocks import ProgramRun
 from infra.stack_config import PROJECT_ROOT
 
 GOLDEN_DIR = PROJECT_ROOT / "tests" / "golden"

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from infra.mocks import ProgramRun
 from infra.network import CHART_PODS, NAMESPACE_LABEL
+from infra.offline.mocks import ProgramRun
 from infra.topology import PlatformPlan
 
 PROTOCOLS = ("TCP", "UDP")

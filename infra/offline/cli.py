@@ -10,12 +10,12 @@ from pathlib import Path
 import pulumi
 
 from infra.errors import ConfigError
-from infra.mocks import ProgramFailed
+from infra.offline.mocks import ProgramFailed
 from infra.stack_config import PROJECT_ROOT
 
 
 def _render(args: argparse.Namespace) -> int:
-    from infra import render
+    from infra.offline import render
 
     result = render.render_stack(args.stack, Path(args.project_dir))
     render.write(result, Path(args.out))
@@ -26,14 +26,14 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from infra import bench
+    from infra.offline import bench
 
     print(bench.report(bench.measure(args.stacks, args.repeat)))
     return 0
 
 
 def _golden(args: argparse.Namespace) -> int:
-    from infra import golden, render
+    from infra.offline import golden, render
 
     for stack in args.stacks:
         run = render.render_stack(stack)
@@ -47,7 +47,7 @@ def _golden(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from infra import diff, render
+    from infra.offline import diff, render
 
     project = Path(args.project_dir)
     base = diff.render_ref(args.stack, args.base, project)
@@ -62,9 +62,9 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _reachability(args: argparse.Namespace) -> int:
-    from infra import render
     from infra.network import declared_edges, pod_groups
-    from infra.reachability import expand, matrix, platform_edges
+    from infra.offline import render
+    from infra.offline.reachability import expand, matrix, platform_edges
     from infra.stack_config import plan_for_stack
 
     plan = plan_for_stack(args.stack, Path(args.project_dir))

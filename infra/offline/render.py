@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from infra.mocks import ProgramRun, run_program
+from infra.offline.mocks import ProgramRun, run_program
 from infra.stack_config import PROJECT_ROOT, read_stack_files
 
 CLUSTER_SCOPED = "_cluster"
