@@ -22,6 +22,8 @@ class HelmOperatorArgs:
     extra_labels: dict[str, str] = field(default_factory=dict)
     create_namespace: bool = True
     """False: install into a namespace another release owns (a plugin that must sit beside its operator)."""
+    skip_crds: bool = False
+    """True when the chart's install-only `crds/` folder is applied another way (see `CrdChart`)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
@@ -61,6 +63,7 @@ class HelmOperator(pulumi.ComponentResource):
             version=args.version,
             repository_opts={"repo": repo} if repo is not None else None,
             values=args.values,
+            skip_crds=args.skip_crds,
             # Roll back a failed upgrade instead of leaving a half-upgraded operator behind.
             atomic=True,
             cleanup_on_fail=True,

@@ -450,7 +450,7 @@ def _chart(repository: str, chart: str, version: str, namespace: str) -> HelmCha
 class Operators(Model):
     cloudnative_pg: HelmChart = Field(
         default=_chart("https://cloudnative-pg.github.io/charts", "cloudnative-pg", "0.29.0", "cnpg-system"),
-        description="CloudNativePG operator. Default: chart cloudnative-pg 0.29.0 (operator 1.30).",
+        description="CloudNativePG operator. Default: chart cloudnative-pg 0.29.0 (app 1.30.0).",
     )
     rabbitmq_cluster_operator: HelmChart = Field(
         default=_chart(
@@ -463,27 +463,36 @@ class Operators(Model):
     )
     cert_manager: HelmChart = Field(
         default=_chart("https://charts.jetstack.io", "cert-manager", "v1.21.1", "cert-manager"),
-        description="cert-manager, issuer of internal TLS certificates. Default: chart cert-manager v1.21.1.",
+        description="cert-manager, issuer of internal TLS certificates and the gateway's public certificate. "
+        "Default: chart cert-manager v1.21.1 (app v1.21.1).",
     )
     barman_cloud: HelmChart = Field(
-        default=_chart("https://cloudnative-pg.github.io/charts", "plugin-barman-cloud", "0.6.0", "cnpg-system"),
+        default=_chart("https://cloudnative-pg.github.io/charts", "plugin-barman-cloud", "0.7.0", "cnpg-system"),
         description="Barman Cloud plugin for CloudNativePG backups; must share the CloudNativePG operator's "
-        "namespace. Default: chart plugin-barman-cloud 0.6.0 (plugin 0.14).",
+        "namespace. Default: chart plugin-barman-cloud 0.7.0 (app v0.14.0: the chart carries v0.13.0, the "
+        "platform overrides the images; v0.14.0 fixes replica-cluster WAL restore).",
     )
     envoy_gateway: HelmChart = Field(
         default=_chart("oci://docker.io/envoyproxy", "gateway-helm", "v1.9.0", "envoy-gateway-system"),
-        description="Envoy Gateway (Gateway API implementation). Default: chart gateway-helm v1.9.0.",
+        description="Envoy Gateway (Gateway API implementation); its CRDs come from `gatewayCrds`. Default: "
+        "chart gateway-helm v1.9.0 (app v1.9.0).",
+    )
+    gateway_crds: HelmChart = Field(
+        default=_chart("oci://docker.io/envoyproxy", "gateway-crds-helm", "v1.9.0", "envoy-gateway-system"),
+        description="Gateway API (standard channel) and Envoy Gateway CRDs, applied object by object so a chart "
+        "bump upgrades them. Keep its version equal to envoyGateway's. Default: chart gateway-crds-helm v1.9.0 "
+        "(app v1.9.0).",
     )
     monitoring: HelmChart = Field(
         default=_chart(
-            "https://prometheus-community.github.io/helm-charts", "kube-prometheus-stack", "79.0.0", "monitoring"
+            "https://prometheus-community.github.io/helm-charts", "kube-prometheus-stack", "88.5.3", "monitoring"
         ),
-        description="Prometheus, Alertmanager, Grafana (prometheus-operator 0.93). Default: chart "
-        "kube-prometheus-stack 79.0.0.",
+        description="Prometheus, Alertmanager, Grafana. Default: chart kube-prometheus-stack 88.5.3 "
+        "(app v0.93.1, the prometheus-operator).",
     )
     keda: HelmChart = Field(
         default=_chart("https://kedacore.github.io/charts", "keda", "2.20.2", "keda"),
-        description="KEDA, event-driven autoscaling for queue consumers. Default: chart keda 2.20.2.",
+        description="KEDA, event-driven autoscaling for queue consumers. Default: chart keda 2.20.2 (app 2.20.2).",
     )
 
 
@@ -539,9 +548,24 @@ class Gateway(Model):
     acme_email: str | None = Field(
         default=None,
         description="Account e-mail for a publicly trusted certificate from Let's Encrypt (HTTP-01). Default: "
-        "none, the certificate comes from the internal CA.",
+        "none, the certificate comes from the internal CA. Needs publicAddresses.",
+    )
+    public_addresses: list[Cidr] = Field(
+        default_factory=list,
+        description="Where the public hostname resolves to (the load balancer in front of the gateway; outside "
+        "the cluster, so config). cert-manager's HTTP-01 self-check fetches `http://<hostname>/` there on port "
+        "80 before asking Let's Encrypt; its egress allows exactly that. Required with acmeEmail. Default: none.",
     )
     namespace: Name = Field(default="edge", description="Namespace of the Gateway. Default: edge.")
+
+    @model_validator(mode="after")
+    def _acme_self_check_target(self) -> Gateway:
+        if self.acme_email is not None and not self.public_addresses:
+            raise ValueError(
+                "acmeEmail needs publicAddresses: cert-manager checks the HTTP-01 challenge at the addresses the "
+                "hostname resolves to before Let's Encrypt does"
+            )
+        return self
 
 
 class Monitoring(Model):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.crd_chart import CrdChart, CrdChartArgs
 from components.helm_operator import HelmOperator, HelmOperatorArgs
 from components.internal_ca import InternalCA, InternalCAArgs
 from infra.config import HelmChart, Infrastructure, Monitoring
@@ -85,6 +86,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
     queue_operator: HelmOperator
     autoscaler: HelmOperator
     cert_manager: HelmOperator
+    gateway_crds: CrdChart
     gateway_controller: HelmOperator
     monitoring: HelmOperator
     backup_plugin: HelmOperator
@@ -123,6 +125,31 @@ class SharedInfrastructure(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        gateway_crds = operators.gateway_crds
+        self.gateway_crds = CrdChart(
+            f"{name}-gateway-crds",
+            CrdChartArgs(
+                repository=gateway_crds.repository,
+                chart=gateway_crds.chart,
+                version=gateway_crds.version,
+                namespace=gateway_crds.namespace,
+                # Standard channel: the platform uses nothing experimental (gateway-crds-helm values.yaml).
+                values={
+                    "crds": {"gatewayAPI": {"enabled": True, "channel": "standard"}, "envoyGateway": {"enabled": True}}
+                },
+            ),
+            opts=child,
+        )
+        self.gateway_controller = HelmOperator(
+            f"{name}-envoy-gateway",
+            dataclasses.replace(
+                # gateway-helm's crds subchart would install the experimental channel, install-only: off.
+                operator_args(operators.envoy_gateway, args.pod_security_version, {"crds": {"enabled": False}}),
+                skip_crds=True,
+                depends_on=[self.gateway_crds],
+            ),
+            opts=child,
+        )
         self.cert_manager = HelmOperator(
             f"{name}-cert-manager",
             dataclasses.replace(
@@ -132,8 +159,9 @@ class SharedInfrastructure(pulumi.ComponentResource):
                     # Its metrics feed the certificate-expiry alert.
                     {"crds": {"enabled": True}, "prometheus": {"enabled": True, "servicemonitor": {"enabled": True}}},
                 ),
-                # Its ServiceMonitor needs the Prometheus operator's CRDs.
-                depends_on=[self.monitoring.release],
+                # Its ServiceMonitor needs the Prometheus operator's CRDs; with Gateway API support on, the
+                # controller needs the Gateway API CRDs when it starts, so Envoy Gateway (and its CRDs) come first.
+                depends_on=[self.monitoring.release, self.gateway_controller.release],
             ),
             opts=child,
         )
@@ -154,11 +182,6 @@ class SharedInfrastructure(pulumi.ComponentResource):
                 cert_manager_namespace=operators.cert_manager.namespace,
                 depends_on=[self.cert_manager.release],
             ),
-            opts=child,
-        )
-        self.gateway_controller = HelmOperator(
-            f"{name}-envoy-gateway",
-            operator_args(operators.envoy_gateway, args.pod_security_version, {}),
             opts=child,
         )
         self.autoscaler = HelmOperator(

@@ -258,8 +258,12 @@ def namespace_policies(plan: PlatformPlan, groups: Groups, edges: set[Edge]) -> 
             _ip_rule(["0.0.0.0/0"], [ENVOY_HTTP_PORT, ENVOY_HTTPS_PORT], "ingress")
         )
     if plan.config.gateway.acme_email is not None:
-        # ACME: the controller talks to Let's Encrypt over HTTPS.
-        extra_egress[groups.infra["cert-manager"].id].append(_ip_rule(["0.0.0.0/0"], [443], "egress"))
+        # ACME: the controller talks to Let's Encrypt over HTTPS, and before that checks the HTTP-01 challenge
+        # itself at `http://<hostname>/.well-known/acme-challenge/...` (cert-manager pkg/issuer/acme/http/http.go,
+        # the self check), i.e. port 80 of the addresses the public hostname resolves to.
+        cert_manager = groups.infra["cert-manager"].id
+        extra_egress[cert_manager].append(_ip_rule(["0.0.0.0/0"], [443], "egress"))
+        extra_egress[cert_manager].append(_ip_rule(plan.config.gateway.public_addresses, [80], "egress"))
 
     dns = groups.infra["dns"]
     dns_rule = {

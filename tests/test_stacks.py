@@ -6,7 +6,6 @@ import pytest
 
 from infra.offline import schemas
 from infra.offline.render import manifests
-from infra.stack_config import plan_for_stack
 
 APP_SUBSYSTEMS = {"payment", "business", "risk"}
 DATA_OWNERS = {"payment", "business"}
@@ -113,29 +112,6 @@ def test_every_child_is_named_after_its_parent_component(stack_run):
             assert reg.name.startswith(f"{parent.name}-"), (reg.name, parent.name)
 
 
-def kubernetes_version(stack: str) -> str:
-    """The stack's target version, read the way the program reads it."""
-    return plan_for_stack(stack).config.kubernetes_version
-
-
-def test_every_builtin_object_passes_strict_kubernetes_schema(stack_run):
-    version = kubernetes_version(stack_run.stack)
-    failures = {
-        f"{o['kind']}/{o['metadata']['name']}": errors
-        for o in stack_run.kubernetes_objects()
-        if schemas.is_builtin(o) and (errors := schemas.validate_builtin(o, version))
-    }
-    assert not failures
-
-
-def test_every_custom_resource_passes_its_crd_schema(stack_run):
-    crds = schemas.load_crd_schemas()
-    custom = [o for o in stack_run.kubernetes_objects() if not schemas.is_builtin(o)]
-    assert custom, "expected custom resources"
-    failures = {f"{o['kind']}/{o['metadata']['name']}": errs for o in custom if (errs := crds.validate(o))}
-    assert not failures
-
-
 @pytest.mark.parametrize(
     ("kind", "path", "bad"),
     [
@@ -152,7 +128,8 @@ def test_schema_checks_catch_what_they_should(prod, kind, path, bad):
     for step in path:
         target = target[step]
     target.update(bad)
-    assert schemas.validate(obj, "1.33"), f"{kind} with {bad} should be refused"
+    crds = schemas.environment_crd_schemas(prod.all_objects(), fallback=None)
+    assert schemas.validate(obj, "1.33", crds), f"{kind} with {bad} should be refused"
 
 
 def test_whatever_names_a_priority_class_is_created_after_it(stack_run):
@@ -167,33 +144,3 @@ def test_whatever_names_a_priority_class_is_created_after_it(stack_run):
         else:
             continue
         assert classes[name] in reg.dependencies, reg.name
-
-
-OPERATOR_OF_GROUP = {
-    "postgresql.cnpg.io": "cloudnative-pg",
-    "barmancloud.cnpg.io": "plugin-barman-cloud",
-    "rabbitmq.com": "rabbitmq-cluster-operator",
-    "cert-manager.io": "cert-manager",
-    "keda.sh": "keda",
-    "gateway.networking.k8s.io": "gateway-helm",
-    "gateway.envoyproxy.io": "gateway-helm",
-    "monitoring.coreos.com": "kube-prometheus-stack",
-}
-
-
-def test_every_custom_resource_is_created_after_the_operator_that_serves_it(stack_run):
-    by_urn = {r.urn: r for r in stack_run.registrations}
-    releases = {r.inputs["chart"].rsplit("/", 1)[-1]: r.urn for r in stack_run.of_type("kubernetes:helm.sh/v3:Release")}
-
-    def upstream(urn, seen):
-        for dep in by_urn[urn].dependencies:
-            if dep not in seen:
-                seen.add(dep)
-                upstream(dep, seen)
-        return seen
-
-    for reg in stack_run.registrations:
-        if not reg.is_kubernetes_object or schemas.is_builtin(reg.inputs):
-            continue
-        group = reg.inputs["apiVersion"].split("/")[0]
-        assert releases[OPERATOR_OF_GROUP[group]] in upstream(reg.urn, set()), (reg.inputs["kind"], reg.name)

@@ -147,6 +147,12 @@ class RecordingMonitor(sdk_mocks.MockMonitor):
 class ProgramRun:
     stack: str
     registrations: list[Registration]
+    chart_objects: list = field(default_factory=list)
+    """What the Helm releases install (`infra.offline.charts.ChartObject`), once the run is expanded."""
+
+    def all_objects(self) -> list[dict]:
+        """Every object the cluster will run: the program's own and those its Helm releases install."""
+        return self.kubernetes_objects() + [c.object for c in self.chart_objects]
 
     def of_type(self, type_token: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == type_token]

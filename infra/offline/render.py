@@ -8,17 +8,31 @@ from pathlib import Path
 
 import yaml
 
+from infra.config import PlatformConfig
+from infra.offline import charts
 from infra.offline.mocks import ProgramRun, run_program
-from infra.stack_config import PROJECT_ROOT, read_stack_files
+from infra.stack_config import PROJECT_ROOT, StackConfig, read_stack_files
 
 CLUSTER_SCOPED = "_cluster"
 
 
 def render_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> ProgramRun:
-    """Run the program for `stack` from its real stack files. Raises ConfigError or pulumi.RunError."""
+    """Run the program for `stack` from its real stack files and expand what its Helm releases install.
+
+    Raises ConfigError, pulumi.RunError (inside ProgramFailed) or charts.ChartCacheError.
+    """
     from infra.program import run
 
-    return run_program(read_stack_files(stack, project_dir), run)
+    config = read_stack_files(stack, project_dir)
+    result = run_program(config, run)
+    result.chart_objects = charts.expand_run(result.registrations, f"v{kubernetes_version(config)}.0")
+    return result
+
+
+def kubernetes_version(config: StackConfig) -> str:
+    """The stack's target Kubernetes minor version, which the charts are rendered for (they gate on it)."""
+    key = f"{config.project}:kubernetesVersion"
+    return str(config.values.get(key, PlatformConfig.model_fields["kubernetes_version"].default))
 
 
 _FIRST = ("apiVersion", "kind", "metadata", "spec")
@@ -45,15 +59,16 @@ def manifest_path(obj: dict) -> str:
 
 
 def manifests(result: ProgramRun) -> dict[str, dict]:
-    """Every Kubernetes object keyed by its path under manifests/; two objects on one path is an error."""
+    """Every Kubernetes object - the program's and its releases' - keyed by its path under manifests/; two
+    objects on one path is an error (in the cluster one would overwrite the other)."""
     out: dict[str, dict] = {}
-    for reg in result.registrations:
-        if not reg.is_kubernetes_object:
-            continue
-        path = manifest_path(reg.inputs)
+    sources = [(r.urn, r.inputs) for r in result.registrations if r.is_kubernetes_object]
+    sources += [(c.urn, c.object) for c in result.chart_objects]
+    for urn, obj in sources:
+        path = manifest_path(obj)
         if path in out:
-            raise ValueError(f"two objects render to manifests/{path} (second: {reg.urn})")
-        out[path] = reg.inputs
+            raise ValueError(f"two objects render to manifests/{path} (second: {urn})")
+        out[path] = obj
     return out
 
 
@@ -65,5 +80,6 @@ def write(result: ProgramRun, out_dir: Path) -> None:
         target = manifest_dir / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(yaml.safe_dump(canonical(obj), sort_keys=False))
-    resources = sorted((r.to_json() for r in result.registrations), key=lambda r: r["urn"])
+    entries = [r.to_json() for r in result.registrations] + [c.to_json() for c in result.chart_objects]
+    resources = sorted(entries, key=lambda r: r["urn"])
     (out_dir / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")

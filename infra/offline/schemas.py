@@ -1,14 +1,16 @@
 """Offline schema checks for rendered objects.
 
 Built-in kinds: Kubernetes' own OpenAPI schemas for the stack's version (kubernetes-validate, strict: unknown
-fields are errors). Custom resources: the `openAPIV3Schema` of the upstream CRD the operator installs
-(`../shared/crds`), made strict the way the API server prunes - an object schema without
-`x-kubernetes-preserve-unknown-fields` admits only the properties it lists.
+fields are errors). Custom resources: the `openAPIV3Schema` of the CRD the environment itself installs (the
+pinned charts' and manifests' own CRDs: what deploys is what validates), made strict the way the API server
+prunes - an object schema without `x-kubernetes-preserve-unknown-fields` admits only the properties it lists.
+`../shared/crds` serves only kinds that nothing in the environment ships.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -63,7 +65,7 @@ class CrdSchemas:
     def validate(self, obj: dict) -> list[str]:
         key = (obj["apiVersion"], obj["kind"])
         if key not in self.by_kind:
-            return [f"no CRD in {CRDS_DIR} serves {key[0]} {key[1]}"]
+            return [f"no CRD the environment installs (nor one in {CRDS_DIR}) serves {key[0]} {key[1]}"]
         validator = jsonschema.Draft7Validator(self.by_kind[key])
         return [
             f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
@@ -71,19 +73,47 @@ class CrdSchemas:
         ]
 
 
+def _served(crd: dict) -> dict[tuple[str, str], dict]:
+    group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+    return {
+        (f"{group}/{version['name']}", kind): version["schema"]["openAPIV3Schema"]
+        for version in crd["spec"]["versions"]
+        if version.get("served")
+    }
+
+
 @cache
 def load_crd_schemas(crds_dir: Path = CRDS_DIR) -> CrdSchemas:
+    """Strict schemas of the upstream CRDs in `crds_dir` (`../shared/crds`)."""
     if not crds_dir.is_dir():
         raise FileNotFoundError(f"CRD folder {crds_dir} not found (set SETTLEMENT_CRDS_DIR)")
     by_kind = {}
     for path in sorted(crds_dir.glob("*/*.yaml")):
-        crd = yaml.load(path.read_text(), Loader=_CrdLoader)
-        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-        for version in crd["spec"]["versions"]:
-            if version.get("served"):
-                schema = version["schema"]["openAPIV3Schema"]
-                by_kind[(f"{group}/{version['name']}", kind)] = strict_schema(schema)
+        for key, schema in _served(yaml.load(path.read_text(), Loader=_CrdLoader)).items():
+            by_kind[key] = strict_schema(schema)
     return CrdSchemas(by_kind)
+
+
+def environment_crd_schemas(objects: list[dict], fallback: Path | None = CRDS_DIR) -> CrdSchemas:
+    """Strict schemas of the CRDs among `objects` (what the environment installs), plus, for kinds none of them
+    serves, those of `fallback` when it exists."""
+    by_kind = {}
+    if fallback is not None and fallback.is_dir():
+        by_kind.update(load_crd_schemas(fallback).by_kind)
+    for crd in objects:
+        if crd.get("kind") == "CustomResourceDefinition":
+            by_kind.update({key: _strict_cached(schema) for key, schema in _served(crd).items()})
+    return CrdSchemas(by_kind)
+
+
+@cache
+def _strict_from_json(schema_json: str) -> dict:
+    return strict_schema(json.loads(schema_json))
+
+
+def _strict_cached(schema: dict) -> dict:
+    """The same CRD is rendered once per stack and test: make each schema strict once per process."""
+    return _strict_from_json(json.dumps(schema, sort_keys=True))
 
 
 def is_builtin(obj: dict) -> bool:

@@ -1,0 +1,277 @@
+"""Expand Helm releases offline into the objects the cluster will run, with the real Helm engine.
+
+Under mock mode a `helm.v3.Release` (and a Helm v4 `Chart`, implemented inside the provider) registers one
+resource and no children. The cluster, though, runs everything the chart renders. This module renders each
+release from the pinned chart folder in the offline cache (`../shared/charts/<chart>-<version>/`, what
+`helm pull --untar` gives) with exactly the values the program passed, through helm-python-sdk (Helm v4's Go SDK,
+no helm binary and no cluster), so every check - schemas, Pod Security, checkov, reachability, diff - sees them.
+
+helm-python-sdk is an offline extra (wheels only for Linux x86_64 and macOS arm64): `pulumi up` never imports
+this module, and deploying works from any platform.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from infra.stack_config import PROJECT_ROOT
+
+CHARTS_DIR = Path(os.environ.get("SETTLEMENT_CHARTS_DIR", PROJECT_ROOT.parent / "shared" / "charts"))
+RELEASE_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
+CHART_OBJECT_TYPE = "kubernetes:chart-object"
+
+# Marks every expanded object with where it comes from, for a reader of out/<stack>/manifests. Offline only:
+# in the cluster Helm marks what it installs with `meta.helm.sh/release-name` / `-namespace` itself
+# (helm pkg/action/validate.go, setMetadataVisitor), which this render reproduces for templated objects.
+SOURCE_ANNOTATION = "offline.settlement.io/source"
+HELM_RELEASE_NAME = "meta.helm.sh/release-name"
+HELM_RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
+
+# Kubernetes' built-in cluster-scoped kinds (`kubectl api-resources --namespaced=false` on Kubernetes 1.33).
+# Helm leaves metadata.namespace out of most templates; the kube client then puts namespaced objects into the
+# release namespace (helm pkg/kube/client.go, `Build` with the release namespace) - which we reproduce.
+CLUSTER_SCOPED_KINDS = frozenset(
+    {
+        "APIService",
+        "CSIDriver",
+        "CSINode",
+        "CertificateSigningRequest",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ComponentStatus",
+        "CustomResourceDefinition",
+        "FlowSchema",
+        "IngressClass",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
+        "MutatingWebhookConfiguration",
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "PriorityClass",
+        "PriorityLevelConfiguration",
+        "RuntimeClass",
+        "StorageClass",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingWebhookConfiguration",
+        "VolumeAttachment",
+    }
+)
+
+# Helm's own manifest separator (helm pkg/release/v1/util/manifest.go, SplitManifests): `---` at a line start,
+# whatever follows on that line (cert-manager's templates have `---# ...`). A YAML multi-document loader is
+# stricter than Helm and fails on those.
+_SEPARATOR = re.compile(r"(?:^|\s*\n)---\s*")
+
+
+class ChartCacheError(RuntimeError):
+    """A pinned chart is not in the offline cache: names the chart, the version and where it looked."""
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: the CRDs are megabytes
+    """Some CRDs carry an unquoted `=` enum value, which YAML 1.1 tags as `value`; read it as the string."""
+
+
+_Loader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
+def load_documents(text: str) -> list[dict]:
+    """Kubernetes objects in a rendered template or manifest file, split the way Helm splits them."""
+    out = []
+    for doc in _SEPARATOR.split(text):
+        if not doc.strip():
+            continue
+        obj = yaml.load(doc, Loader=_Loader)
+        if isinstance(obj, dict) and obj.get("kind"):
+            if obj["kind"].endswith("List") and "items" in obj:
+                out.extend(i for i in obj["items"] if i)
+            else:
+                out.append(obj)
+    return out
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the program asked Helm to install (the registration's inputs)."""
+
+    urn: str
+    name: str
+    namespace: str
+    chart: str
+    version: str
+    values: dict
+    skip_crds: bool
+
+    @property
+    def folder(self) -> str:
+        return f"{self.chart}-{self.version}"
+
+
+def release_of(registration) -> Release:
+    inputs = registration.inputs
+    chart = inputs["chart"].rstrip("/").rsplit("/", 1)[-1]
+    return Release(
+        urn=registration.urn,
+        name=inputs.get("name") or registration.name,
+        namespace=inputs.get("namespace") or "default",
+        chart=chart,
+        version=str(inputs.get("version", "")),
+        values=inputs.get("values") or {},
+        skip_crds=bool(inputs.get("skipCrds", False)),
+    )
+
+
+@dataclass(frozen=True)
+class ChartObject:
+    """One object a release installs."""
+
+    release: Release
+    source: str
+    """`crds/<file>` for install-only CRDs, else the template path."""
+    hook: str | None
+    """The `helm.sh/hook` value for objects Helm runs around install/upgrade (Jobs, their RBAC)."""
+    object: dict
+
+    @property
+    def urn(self) -> str:
+        meta = self.object["metadata"]
+        return f"{self.release.urn}${self.object['apiVersion']}/{self.object['kind']}/{meta.get('namespace', '')}/{meta['name']}"
+
+    def to_json(self) -> dict:
+        """The shape of a resources.json entry, so the diff treats it like any other resource."""
+        return {
+            "urn": self.urn,
+            "type": CHART_OBJECT_TYPE,
+            "name": f"{self.object['kind']}/{self.object['metadata']['name']}",
+            "parent": self.release.urn,
+            "custom": True,
+            "protect": False,
+            "retainOnDelete": False,
+            "dependencies": [],
+            "ignoreChanges": [],
+            "aliases": [],
+            "inputs": self.object,
+        }
+
+
+def chart_folder(chart: str, version: str, charts_dir: Path = CHARTS_DIR) -> Path:
+    if not charts_dir.is_dir():
+        raise ChartCacheError(
+            f"the offline chart cache {charts_dir} does not exist: the offline render needs the pinned charts "
+            "(`helm pull <repo>/<chart> --version <v> --untar`, one folder <chart>-<version> each), or set "
+            "SETTLEMENT_CHARTS_DIR"
+        )
+    folder = charts_dir / f"{chart}-{version}"
+    if not (folder / "Chart.yaml").is_file():
+        cached = sorted(p.name for p in charts_dir.iterdir() if p.name.startswith(f"{chart}-"))
+        raise ChartCacheError(
+            f"chart {chart!r} version {version!r} is not in the offline cache {charts_dir} "
+            f"(cached: {', '.join(cached) or 'no version of it'}); add {chart}-{version}/ "
+            f"(`helm pull <repo>/{chart} --version {version} --untar`)"
+        )
+    return folder
+
+
+@functools.cache
+def _load_chart(folder: str):
+    from helm_python import Chart
+
+    return Chart.load(folder)
+
+
+@functools.cache
+def _render(folder: str, values_json: str, name: str, namespace: str, kube_version: str) -> tuple:
+    """((source, object), ...) for the crds/ files and the rendered templates (NOTES.txt left out).
+
+    Cached per (chart, version, values, release, Kubernetes version): parsing the CRDs is most of the cost.
+    Callers copy the objects before changing them.
+    """
+    from helm_python import _native
+
+    chart = _load_chart(folder)
+    # The wrapper's render() does not expose capabilities; the C ABI takes them in the same options object.
+    options = {"name": name, "namespace": namespace, "is_install": True, "kube_version": kube_version}
+    rendered = json.loads(_native.call_string("helm_render", chart._raw(), values_json, json.dumps(options)))
+    crds = tuple(
+        (f"crds/{c['filename'].split('/crds/', 1)[-1]}", obj)
+        for c in sorted(chart.crds, key=lambda c: c["filename"])
+        for obj in load_documents(c["data"])
+    )
+    templates = tuple(
+        (path, obj)
+        for path, text in sorted(rendered.items())
+        if not path.endswith("NOTES.txt")
+        for obj in load_documents(text)
+    )
+    return crds, templates
+
+
+def clear_cache() -> None:
+    _render.cache_clear()
+
+
+def chart_metadata(chart: str, version: str, charts_dir: Path = CHARTS_DIR) -> dict:
+    """The chart's Chart.yaml (appVersion, dependencies) from the cache."""
+    return yaml.safe_load((chart_folder(chart, version, charts_dir) / "Chart.yaml").read_text())
+
+
+def expand(release: Release, kube_version: str, charts_dir: Path = CHARTS_DIR) -> list[ChartObject]:
+    """Every object `release` installs: its crds/ files (unless skipped), templates and hooks (not tests)."""
+    folder = chart_folder(release.chart, release.version, charts_dir)
+    crds, templates = _render(
+        str(folder), json.dumps(release.values, sort_keys=True), release.name, release.namespace, kube_version
+    )
+    out = [] if release.skip_crds else [_object(release, path, None, obj, templated=False) for path, obj in crds]
+    for path, obj in templates:
+        hook = (obj.get("metadata", {}).get("annotations") or {}).get("helm.sh/hook")
+        if hook is not None and {h.strip() for h in hook.split(",")} <= {"test", "test-success", "test-failure"}:
+            continue  # `helm test` only: a Release never runs them
+        out.append(_object(release, path, hook, obj, templated=True))
+    return out
+
+
+def _object(release: Release, source: str, hook: str | None, obj: dict, templated: bool) -> ChartObject:
+    obj = copy.deepcopy(obj)
+    meta = obj.setdefault("metadata", {})
+    annotations = dict(meta.get("annotations") or {})
+    if templated and hook is None:
+        annotations[HELM_RELEASE_NAME] = release.name
+        annotations[HELM_RELEASE_NAMESPACE] = release.namespace
+    annotations[SOURCE_ANNOTATION] = f"helm {release.namespace}/{release.name} {release.folder} {source}"
+    meta["annotations"] = annotations
+    return ChartObject(release, source, hook, obj)
+
+
+def cluster_scoped_kinds(objects: list[dict]) -> set[str]:
+    """Built-in cluster-scoped kinds plus the custom kinds whose CRD (among `objects`) says `scope: Cluster`."""
+    custom = {
+        o["spec"]["names"]["kind"]
+        for o in objects
+        if o.get("kind") == "CustomResourceDefinition" and o["spec"].get("scope") == "Cluster"
+    }
+    return set(CLUSTER_SCOPED_KINDS) | custom
+
+
+def expand_run(registrations, kube_version: str, charts_dir: Path = CHARTS_DIR) -> list[ChartObject]:
+    """The objects of every release a program run registered, in registration order, each namespaced object
+    placed in its release's namespace when its template leaves the namespace out."""
+    out = []
+    for registration in registrations:
+        if registration.type in RELEASE_TYPES:
+            out.extend(expand(release_of(registration), kube_version, charts_dir))
+    every = [o.object for o in out] + [r.inputs for r in registrations if r.is_kubernetes_object]
+    cluster_scoped = cluster_scoped_kinds(every)
+    for item in out:
+        meta = item.object["metadata"]
+        if item.object["kind"] not in cluster_scoped and not meta.get("namespace"):
+            meta["namespace"] = item.release.namespace
+    return out

@@ -1,0 +1,113 @@
+"""Helm releases expanded offline with the real Helm engine: what the cluster will run, rendered and marked."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infra.offline import charts, render
+from infra.offline.mocks import Registration
+
+FIXTURES = Path(__file__).parent / "fixtures" / "charts"
+
+
+def release(chart: str = "probe", version: str = "1.0.0", **inputs) -> Registration:
+    return Registration(
+        urn=f"urn:pulumi:test::p::kubernetes:helm.sh/v3:Release::{chart}",
+        type="kubernetes:helm.sh/v3:Release",
+        name=chart,
+        parent="",
+        custom=True,
+        inputs={"chart": chart, "version": version, "name": "demo", "namespace": "tools", **inputs},
+    )
+
+
+def expand(**inputs) -> dict[tuple[str, str], charts.ChartObject]:
+    objects = charts.expand_run([release(**inputs)], "v1.31.0", FIXTURES)
+    return {(o.object["kind"], o.object["metadata"]["name"]): o for o in objects}
+
+
+def test_the_cache_holds_upstream_bytes():
+    """../shared/charts is what `helm pull --untar` gave: every file matches its recorded digest."""
+    result = subprocess.run(
+        ["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=charts.CHARTS_DIR, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_release_expands_with_its_values_release_and_kubernetes_version():
+    objects = expand(values={"greeting": "bonjour"})
+    facts = objects[("ConfigMap", "demo-facts")].object
+    assert facts["data"] == {"greeting": "bonjour", "kubeVersion": "v1.31.0"}
+    # Helm's kube client puts namespaced objects without a namespace into the release namespace, not others.
+    assert facts["metadata"]["namespace"] == "tools"
+    assert "namespace" not in objects[("ClusterRole", "demo-reader")].object["metadata"]
+    # A custom kind is cluster-scoped when its CRD says so.
+    assert "namespace" not in objects[("Widget", "demo-widget")].object["metadata"]
+
+
+def test_templates_are_split_the_way_helm_splits_them():
+    # `---# comment` is a separator for Helm; a YAML multi-document loader would fail or merge the documents.
+    docs = charts.load_documents("a: 1\nkind: X\n---# note\nkind: Y\n---\n\n---\nkind: Z\n")
+    assert [d["kind"] for d in docs] == ["X", "Y", "Z"]
+    assert ("ClusterRole", "demo-reader") in expand()
+
+
+def test_every_object_is_marked_with_the_release_that_owns_it():
+    objects = expand()
+    for obj in objects.values():
+        source = obj.object["metadata"]["annotations"][charts.SOURCE_ANNOTATION]
+        assert source.startswith("helm tools/demo probe-1.0.0 "), source
+    templated = objects[("ConfigMap", "demo-facts")].object["metadata"]["annotations"]
+    assert templated[charts.HELM_RELEASE_NAME] == "demo"
+    assert templated[charts.HELM_RELEASE_NAMESPACE] == "tools"
+
+
+def test_crds_hooks_and_notes():
+    objects = expand()
+    crd = objects[("CustomResourceDefinition", "widgets.example.com")]
+    assert crd.source == "crds/widgets.yaml" and crd.hook is None
+    assert objects[("ServiceAccount", "demo-migrate")].hook == "pre-install,pre-upgrade"
+    assert ("Pod", "demo-test") not in objects, "`helm test` hooks never run for a Release"
+    assert not any("NOTES" in o.source for o in objects.values())
+    assert ("CustomResourceDefinition", "widgets.example.com") not in expand(skipCrds=True)
+
+
+def test_a_version_missing_from_the_cache_is_named():
+    with pytest.raises(charts.ChartCacheError, match=r"chart 'probe' version '9\.9\.9' is not in the offline cache"):
+        expand(version="9.9.9")
+    with pytest.raises(charts.ChartCacheError, match=r"cached: probe-1\.0\.0"):
+        expand(version="9.9.9")
+
+
+def test_a_missing_cache_says_what_is_missing(tmp_path):
+    with pytest.raises(charts.ChartCacheError, match=r"the offline chart cache .* does not exist"):
+        charts.expand_run([release()], "v1.31.0", tmp_path / "nowhere")
+
+
+def test_every_release_of_a_stack_expands_from_its_pinned_chart(stack_run):
+    releases = [r for r in stack_run.registrations if r.type in charts.RELEASE_TYPES]
+    assert releases
+    by_release = {o.release.urn for o in stack_run.chart_objects}
+    for r in releases:
+        assert r.urn in by_release, f"{r.name} installs nothing?"
+    for obj in stack_run.chart_objects:
+        assert obj.release.version == next(r for r in releases if r.urn == obj.release.urn).inputs["version"]
+
+
+def test_chart_objects_are_written_and_listed(stack_run, tmp_path):
+    render.write(stack_run, tmp_path)
+    written = {p.relative_to(tmp_path / "manifests").as_posix() for p in (tmp_path / "manifests").rglob("*.yaml")}
+    for obj in stack_run.chart_objects:
+        assert render.manifest_path(obj.object) in written
+    listed = (tmp_path / "resources.json").read_text()
+    assert listed.count(f'"type": "{charts.CHART_OBJECT_TYPE}"') == len(stack_run.chart_objects)
+
+
+def test_the_expansion_is_deterministic(stack_run):
+    """Two renders of the same stack install byte-identical objects (a generated password would differ)."""
+    charts.clear_cache()  # render again through Helm, not from the in-process cache
+    again = render.render_stack(stack_run.stack)
+    assert [o.object for o in again.chart_objects] == [o.object for o in stack_run.chart_objects]
