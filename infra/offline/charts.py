@@ -143,8 +143,8 @@ class ChartObject:
 
     @property
     def urn(self) -> str:
-        meta = self.object["metadata"]
-        return f"{self.release.urn}${self.object['apiVersion']}/{self.object['kind']}/{meta.get('namespace', '')}/{meta['name']}"
+        obj, meta = self.object, self.object["metadata"]
+        return f"{self.release.urn}${obj['apiVersion']}/{obj['kind']}/{meta.get('namespace', '')}/{meta['name']}"
 
     def to_json(self) -> dict:
         """The shape of a resources.json entry, so the diff treats it like any other resource."""
