@@ -1,4 +1,9 @@
-"""Values the platform passes to the Helm charts it installs, as pure functions of the stack's config."""
+"""Values the platform passes to kube-prometheus-stack 88.5.3 (prometheus-operator v0.93, subcharts grafana 12.11.1,
+kube-state-metrics 8.4.0, prometheus-node-exporter 4.56.1).
+
+Comments name the upstream values.yaml path a key comes from: `kps:` is the chart's values.yaml, `grafana:`,
+`ksm:` and `node-exporter:` the subcharts' (charts/<name>/values.yaml in the chart archive).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,15 @@ from infra.config import Monitoring
 ALERTMANAGER_SECRET = "alertmanager-settlement"
 
 
-def monitoring_values(m: Monitoring) -> dict:
-    """kube-prometheus-stack values: retention and storage from config, and Prometheus picking up every
-    ServiceMonitor, PodMonitor and PrometheusRule the platform creates (not only the chart's own)."""
+def node_exporter_namespace(monitoring_namespace: str) -> str:
+    """node-exporter's own namespace: a host agent (hostNetwork, hostPID, hostPath) that only Pod Security
+    "privileged" admits, kept apart so the monitoring namespace itself can enforce "restricted"."""
+    return f"{monitoring_namespace}-node"
+
+
+def monitoring_values(m: Monitoring, namespace: str) -> dict:
+    """kube-prometheus-stack values for the release in `namespace`: retention and storage from config, Prometheus
+    picking up every ServiceMonitor, PodMonitor and PrometheusRule the platform creates (not only the chart's own)."""
 
     def volume(size: str) -> dict:
         spec: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
@@ -34,7 +45,18 @@ def monitoring_values(m: Monitoring) -> dict:
                 "storage": volume(m.alertmanager_storage_size),
                 # Routing and receivers come from the platform's generated, secret configuration.
                 "configSecret": ALERTMANAGER_SECRET,
-            }
+            },
         },
-        "grafana": {"sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard"}}},
+        "grafana": {
+            "sidecar": {
+                "dashboards": {
+                    "enabled": True,
+                    "label": "grafana_dashboard",
+                },
+            },
+        },
+        "prometheus-node-exporter": {
+            # node-exporter: namespaceOverride: the DaemonSet, its Service, ServiceAccount and ServiceMonitor.
+            "namespaceOverride": node_exporter_namespace(namespace),
+        },
     }

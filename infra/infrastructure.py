@@ -81,7 +81,11 @@ class SharedInfrastructure(pulumi.ComponentResource):
         self.monitoring = HelmOperator(
             f"{name}-monitoring",
             dataclasses.replace(
-                operator_args(operators.monitoring, args.pod_security_version, monitoring_values(args.monitoring)),
+                operator_args(
+                    operators.monitoring,
+                    args.pod_security_version,
+                    monitoring_values(args.monitoring, operators.monitoring.namespace),
+                ),
                 # node-exporter reads the host (hostNetwork, hostPID, hostPath): the one namespace that cannot be
                 # restricted. Nothing else runs there; its pods reach only what its NetworkPolicies allow.
                 pod_security_level="privileged",
