@@ -11,6 +11,12 @@ from infra.config import Monitoring
 
 ALERTMANAGER_SECRET = "alertmanager-settlement"
 
+# The platform creates this Secret (from a generated password) before the release: with it, the chart renders no
+# random password and two renders are identical. Keys are the chart's defaults (grafana: admin.userKey/passwordKey).
+GRAFANA_ADMIN_SECRET = "grafana-admin"
+GRAFANA_ADMIN_USER_KEY = "admin-user"
+GRAFANA_ADMIN_PASSWORD_KEY = "admin-password"
+
 
 def node_exporter_namespace(monitoring_namespace: str) -> str:
     """node-exporter's own namespace: a host agent (hostNetwork, hostPID, hostPath) that only Pod Security
@@ -48,6 +54,12 @@ def monitoring_values(m: Monitoring, namespace: str) -> dict:
             },
         },
         "grafana": {
+            # grafana: admin.existingSecret/userKey/passwordKey (kps passes them through as grafana.admin).
+            "admin": {
+                "existingSecret": GRAFANA_ADMIN_SECRET,
+                "userKey": GRAFANA_ADMIN_USER_KEY,
+                "passwordKey": GRAFANA_ADMIN_PASSWORD_KEY,
+            },
             "sidecar": {
                 "dashboards": {
                     "enabled": True,
