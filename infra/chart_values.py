@@ -18,6 +18,9 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_ADMIN_USER_KEY = "admin-user"
 GRAFANA_ADMIN_PASSWORD_KEY = "admin-password"
 
+# Pinned instead of the chart's `latest` (kps: crds.upgradeJob.image.busybox.tag): the job only runs `bzcat`.
+CRD_UPGRADE_BUSYBOX_TAG = "1.37.0"
+
 # The Grafana sidecars each serve /healthz on HEALTH_PORT (default 8080 for both: in one pod the second cannot bind),
 # so each gets its own port; the chart's helpers use the same numbers for its init-container variants.
 DASHBOARD_SIDECAR_HEALTH_PORT = 8081
@@ -41,8 +44,9 @@ KUBE_STATE_METRICS_RESOURCES = _resources("50m", "64Mi", "200m", "256Mi")
 GRAFANA_RESOURCES = _resources("100m", "128Mi", "500m", "512Mi")
 GRAFANA_SIDECAR_RESOURCES = _resources("20m", "64Mi", "100m", "128Mi")
 NODE_EXPORTER_RESOURCES = _resources("20m", "32Mi", "100m", "64Mi")
-# The admission webhook's certificate jobs (kube-webhook-certgen).
+# The admission webhook's certificate jobs (kube-webhook-certgen) and the CRD upgrade job (busybox + kubectl).
 ADMISSION_JOB_RESOURCES = _resources("10m", "32Mi", "50m", "64Mi")
+CRD_UPGRADE_JOB_RESOURCES = _resources("50m", "64Mi", "500m", "256Mi")
 
 # Chart images are tags (digests cannot be resolved offline): pull them every time, as components/workload.py does.
 PULL_ALWAYS = "Always"
@@ -77,6 +81,21 @@ def monitoring_values(m: Monitoring, namespace: str) -> dict:
         return {"volumeClaimTemplate": {"spec": spec}}
 
     return {
+        "crds": {
+            # Helm installs crds/ once and never upgrades it; this pre-install/pre-upgrade/pre-rollback hook Job
+            # server-side applies the chart's CRDs (kps: crds.upgradeJob). It calls the API, so it keeps its token.
+            "upgradeJob": {
+                "enabled": True,
+                "image": {
+                    "busybox": {"tag": CRD_UPGRADE_BUSYBOX_TAG, "pullPolicy": PULL_ALWAYS},
+                    # The tag defaults to the cluster's Kubernetes version, which keeps kubectl within skew.
+                    "kubectl": {"pullPolicy": PULL_ALWAYS},
+                },
+                "resources": CRD_UPGRADE_JOB_RESOURCES,
+                # kubectl keeps its discovery cache under $HOME, and the root filesystem is read-only.
+                "env": {"HOME": "/tmp"},
+            }
+        },
         "prometheusOperator": {
             "image": {"pullPolicy": PULL_ALWAYS},
             "resources": OPERATOR_RESOURCES,
