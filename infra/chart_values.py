@@ -2,7 +2,8 @@
 kube-state-metrics 8.4.0, prometheus-node-exporter 4.56.1), hardened through the chart's own values.
 
 Comments name the upstream values.yaml path a key comes from: `kps:` is the chart's values.yaml, `grafana:`,
-`ksm:` and `node-exporter:` the subcharts' (charts/<name>/values.yaml in the chart archive).
+`ksm:` and `node-exporter:` the subcharts' (charts/<name>/values.yaml in the chart archive). What the values
+cannot fix is listed, with the reason, in infra/offline/checkov_skips.yaml.
 """
 
 from __future__ import annotations
