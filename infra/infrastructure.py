@@ -11,13 +11,11 @@ import pulumi_kubernetes as k8s
 from components.crd_chart import CrdChart, CrdChartArgs
 from components.helm_operator import HelmOperator, HelmOperatorArgs
 from components.internal_ca import InternalCA, InternalCAArgs
+from infra.chart_values import monitoring_values
 from infra.config import HelmChart, Infrastructure, Monitoring
 
 PART_OF = "settlement-platform"
 INTERNAL_ISSUER = "settlement-internal-ca"
-
-
-ALERTMANAGER_SECRET = "alertmanager-settlement"
 
 
 @dataclass(frozen=True)
@@ -25,39 +23,6 @@ class InfrastructureArgs:
     config: Infrastructure
     pod_security_version: str
     monitoring: Monitoring
-
-
-def monitoring_values(m: Monitoring) -> dict:
-    """kube-prometheus-stack values: retention and storage from config, and Prometheus picking up every
-    ServiceMonitor, PodMonitor and PrometheusRule the platform creates (not only the chart's own)."""
-
-    def volume(size: str) -> dict:
-        spec: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
-        if m.storage_class is not None:
-            spec["storageClassName"] = m.storage_class
-        return {"volumeClaimTemplate": {"spec": spec}}
-
-    return {
-        "prometheus": {
-            "prometheusSpec": {
-                "replicas": m.prometheus_replicas,
-                "retention": m.retention,
-                "storageSpec": volume(m.storage_size),
-                "serviceMonitorSelectorNilUsesHelmValues": False,
-                "podMonitorSelectorNilUsesHelmValues": False,
-                "ruleSelectorNilUsesHelmValues": False,
-            }
-        },
-        "alertmanager": {
-            "alertmanagerSpec": {
-                "replicas": m.alertmanager_replicas,
-                "storage": volume(m.alertmanager_storage_size),
-                # Routing and receivers come from the platform's generated, secret configuration.
-                "configSecret": ALERTMANAGER_SECRET,
-            }
-        },
-        "grafana": {"sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard"}}},
-    }
 
 
 def operator_args(chart: HelmChart, pod_security_version: str, values: dict) -> HelmOperatorArgs:
@@ -118,7 +83,11 @@ class SharedInfrastructure(pulumi.ComponentResource):
         self.monitoring = HelmOperator(
             f"{name}-monitoring",
             dataclasses.replace(
-                operator_args(operators.monitoring, args.pod_security_version, monitoring_values(args.monitoring)),
+                operator_args(
+                    operators.monitoring,
+                    args.pod_security_version,
+                    monitoring_values(args.monitoring, operators.monitoring.namespace),
+                ),
                 # node-exporter reads the host (hostNetwork, hostPID, hostPath): the one namespace that cannot be
                 # restricted. Nothing else runs there; its pods reach only what its NetworkPolicies allow.
                 pod_security_level="privileged",

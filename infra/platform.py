@@ -27,10 +27,10 @@ from components.subsystem import Subsystem, SubsystemArgs, SubsystemWorkload
 from components.workload import Probes, SecretMount, Shutdown, WorkloadArgs
 from infra.alertmanager import alertmanager_config
 from infra.alerts import rule_groups
+from infra.chart_values import ALERTMANAGER_SECRET
 from infra.config import BACKUP_SECRET_KEYS, Resources, alert_secret_keys
 from infra.dashboards import dashboards
 from infra.infrastructure import (
-    ALERTMANAGER_SECRET,
     PART_OF,
     InfrastructureArgs,
     SharedInfrastructure,

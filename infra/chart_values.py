@@ -1,0 +1,201 @@
+"""Values the platform passes to kube-prometheus-stack 88.5.3 (prometheus-operator v0.93, subcharts grafana 12.11.1,
+kube-state-metrics 8.4.0, prometheus-node-exporter 4.56.1), hardened through the chart's own values.
+
+Comments name the upstream values.yaml path a key comes from: `kps:` is the chart's values.yaml, `grafana:`,
+`ksm:` and `node-exporter:` the subcharts' (charts/<name>/values.yaml in the chart archive). What the values
+cannot fix is listed, with the reason, in infra/offline/checkov_skips.yaml.
+"""
+
+from __future__ import annotations
+
+from components import pod_security
+from infra.config import Monitoring
+
+ALERTMANAGER_SECRET = "alertmanager-settlement"
+
+# The platform creates this Secret (from a generated password) before the release: with it, the chart renders no
+# random password and two renders are identical. Keys are the chart's defaults (grafana: admin.userKey/passwordKey).
+GRAFANA_ADMIN_SECRET = "grafana-admin"
+GRAFANA_ADMIN_USER_KEY = "admin-user"
+GRAFANA_ADMIN_PASSWORD_KEY = "admin-password"
+
+# Pinned instead of the chart's `latest` (kps: crds.upgradeJob.image.busybox.tag): the job only runs `bzcat`.
+CRD_UPGRADE_BUSYBOX_TAG = "1.37.0"
+
+# The Grafana sidecars each serve /healthz on HEALTH_PORT (default 8080 for both: in one pod the second cannot bind),
+# so each gets its own port; the chart's helpers use the same numbers for its init-container variants.
+DASHBOARD_SIDECAR_HEALTH_PORT = 8081
+DATASOURCE_SIDECAR_HEALTH_PORT = 8082
+
+
+def _resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> dict:
+    return {
+        "requests": {"cpu": cpu_request, "memory": memory_request},
+        "limits": {"cpu": cpu_limit, "memory": memory_limit},
+    }
+
+
+# Sizes for a small cluster; dev must fit the whole environment in 3 CPU / 6 GiB, so requests stay near idle use.
+PROMETHEUS_RESOURCES = _resources("200m", "512Mi", "1", "1536Mi")
+ALERTMANAGER_RESOURCES = _resources("20m", "64Mi", "100m", "128Mi")
+# Every Prometheus and Alertmanager pod runs a config-reloader sidecar and init container with these.
+CONFIG_RELOADER_RESOURCES = _resources("10m", "32Mi", "50m", "64Mi")
+OPERATOR_RESOURCES = _resources("50m", "128Mi", "200m", "256Mi")
+KUBE_STATE_METRICS_RESOURCES = _resources("50m", "64Mi", "200m", "256Mi")
+GRAFANA_RESOURCES = _resources("100m", "128Mi", "500m", "512Mi")
+GRAFANA_SIDECAR_RESOURCES = _resources("20m", "64Mi", "100m", "128Mi")
+NODE_EXPORTER_RESOURCES = _resources("20m", "32Mi", "100m", "64Mi")
+# The admission webhook's certificate jobs (kube-webhook-certgen) and the CRD upgrade job (busybox + kubectl).
+ADMISSION_JOB_RESOURCES = _resources("10m", "32Mi", "50m", "64Mi")
+CRD_UPGRADE_JOB_RESOURCES = _resources("50m", "64Mi", "500m", "256Mi")
+
+# Chart images are tags (digests cannot be resolved offline): pull them every time, as components/workload.py does.
+PULL_ALWAYS = "Always"
+
+
+def node_exporter_namespace(monitoring_namespace: str) -> str:
+    """node-exporter's own namespace: a host agent (hostNetwork, hostPID, hostPath) that only Pod Security
+    "privileged" admits, kept apart so the monitoring namespace itself can enforce "restricted"."""
+    return f"{monitoring_namespace}-node"
+
+
+def _sidecar_probe() -> dict:
+    # One probe serves every Grafana sidecar (grafana: sidecar.livenessProbe/readinessProbe) while each listens on
+    # its own HEALTH_PORT, so it is an exec probe that reads the container's own variable (k8s-sidecar is Python).
+    # /healthz answers 200 after the first sync and while the watchers run (k8s-sidecar 2.10.1 src/healthz.py).
+    script = (
+        "import os, urllib.request; "
+        "urllib.request.urlopen('http://localhost:' + os.environ['HEALTH_PORT'] + '/healthz', timeout=3)"
+    )
+    return {"exec": {"command": ["python", "-c", script]}, "periodSeconds": 30, "timeoutSeconds": 5}
+
+
+def monitoring_values(m: Monitoring, namespace: str) -> dict:
+    """kube-prometheus-stack values for the release in `namespace`: retention and storage from config, Prometheus
+    picking up every ServiceMonitor, PodMonitor and PrometheusRule the platform creates (not only the chart's own),
+    and every pod sized, probed and locked down as far as the chart allows."""
+
+    def volume(size: str) -> dict:
+        spec: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+        if m.storage_class is not None:
+            spec["storageClassName"] = m.storage_class
+        return {"volumeClaimTemplate": {"spec": spec}}
+
+    return {
+        "crds": {
+            # Helm installs crds/ once and never upgrades it; this pre-install/pre-upgrade/pre-rollback hook Job
+            # server-side applies the chart's CRDs (kps: crds.upgradeJob). It calls the API, so it keeps its token.
+            "upgradeJob": {
+                "enabled": True,
+                "image": {
+                    "busybox": {"tag": CRD_UPGRADE_BUSYBOX_TAG, "pullPolicy": PULL_ALWAYS},
+                    # The tag defaults to the cluster's Kubernetes version, which keeps kubectl within skew.
+                    "kubectl": {"pullPolicy": PULL_ALWAYS},
+                },
+                "resources": CRD_UPGRADE_JOB_RESOURCES,
+                # kubectl keeps its discovery cache under $HOME, and the root filesystem is read-only.
+                "env": {"HOME": "/tmp"},
+            }
+        },
+        "prometheusOperator": {
+            "image": {"pullPolicy": PULL_ALWAYS},
+            "resources": OPERATOR_RESOURCES,
+            # kps: prometheusOperator.prometheusConfigReloader: becomes the operator's --config-reloader-* flags,
+            # applied to the reloader sidecar and init container of every Prometheus and Alertmanager pod.
+            "prometheusConfigReloader": {"resources": CONFIG_RELOADER_RESOURCES, "enableProbe": True},
+            "admissionWebhooks": {
+                # kps: prometheusOperator.admissionWebhooks.patch: the hook Jobs that create the webhook certificate
+                # and patch it into the webhook configurations (cert-manager cannot: it installs after this chart).
+                "patch": {
+                    "image": {"pullPolicy": PULL_ALWAYS},
+                    "resources": ADMISSION_JOB_RESOURCES,
+                    "securityContext": {
+                        "runAsUser": pod_security.DEFAULT_UID,
+                        "runAsGroup": pod_security.DEFAULT_UID,
+                    },
+                }
+            },
+        },
+        "prometheus": {
+            "prometheusSpec": {
+                "replicas": m.prometheus_replicas,
+                "retention": m.retention,
+                "storageSpec": volume(m.storage_size),
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+                "resources": PROMETHEUS_RESOURCES,
+                # Also the config-reloader's pull policy: the operator passes it to every container it adds.
+                "image": {"pullPolicy": PULL_ALWAYS},
+            }
+        },
+        "alertmanager": {
+            # Alertmanager never calls the API (its reloader watches mounted files): no token in its pods.
+            "serviceAccount": {"automountServiceAccountToken": False},
+            "alertmanagerSpec": {
+                "replicas": m.alertmanager_replicas,
+                "storage": volume(m.alertmanager_storage_size),
+                # Routing and receivers come from the platform's generated, secret configuration.
+                "configSecret": ALERTMANAGER_SECRET,
+                "resources": ALERTMANAGER_RESOURCES,
+                "image": {"pullPolicy": PULL_ALWAYS},
+                "automountServiceAccountToken": False,
+            },
+        },
+        "grafana": {
+            # grafana: admin.existingSecret/userKey/passwordKey (kps passes them through as grafana.admin).
+            "admin": {
+                "existingSecret": GRAFANA_ADMIN_SECRET,
+                "userKey": GRAFANA_ADMIN_USER_KEY,
+                "passwordKey": GRAFANA_ADMIN_PASSWORD_KEY,
+            },
+            "image": {"pullPolicy": PULL_ALWAYS},
+            "resources": GRAFANA_RESOURCES,
+            # grafana: securityContext (pod): a UID outside the image's 472 and the host's system range; storage
+            # is an emptyDir, so no existing files change owner.
+            "securityContext": pod_security.pod_security_context(),
+            "containerSecurityContext": {"readOnlyRootFilesystem": True},
+            # grafana: extraEmptyDirMounts: a writable /tmp once the root filesystem is read-only.
+            "extraEmptyDirMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            # grafana: rbac.namespaced: a Role in this namespace instead of a ClusterRole reading every ConfigMap and
+            # Secret in the cluster; the platform's dashboards and the chart's datasource live here.
+            "rbac": {"namespaced": True},
+            "sidecar": {
+                "imagePullPolicy": PULL_ALWAYS,
+                "resources": GRAFANA_SIDECAR_RESOURCES,
+                "securityContext": {"readOnlyRootFilesystem": True},
+                "livenessProbe": _sidecar_probe(),
+                "readinessProbe": _sidecar_probe(),
+                "dashboards": {
+                    "enabled": True,
+                    "label": "grafana_dashboard",
+                    # kps sets ALL; null drops the override, so the sidecar reads only its own namespace.
+                    "searchNamespace": None,
+                    # Dashboards are ConfigMaps: the sidecar need not read Secrets (grafana: sidecar.*.resource).
+                    "resource": "configmap",
+                    "env": {"HEALTH_PORT": str(DASHBOARD_SIDECAR_HEALTH_PORT)},
+                },
+                "datasources": {
+                    "resource": "configmap",
+                    "env": {"HEALTH_PORT": str(DATASOURCE_SIDECAR_HEALTH_PORT)},
+                },
+            },
+        },
+        "kube-state-metrics": {
+            "image": {"pullPolicy": PULL_ALWAYS},
+            "resources": KUBE_STATE_METRICS_RESOURCES,
+        },
+        "prometheus-node-exporter": {
+            # node-exporter: namespaceOverride: the DaemonSet, its Service, ServiceAccount and ServiceMonitor.
+            "namespaceOverride": node_exporter_namespace(namespace),
+            "image": {"pullPolicy": PULL_ALWAYS},
+            "resources": NODE_EXPORTER_RESOURCES,
+            # It reads the host through read-only mounts and needs no capability or privilege for that.
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "containerSecurityContext": {
+                "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        },
+    }
