@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import pod_security
+from components.credentials import GeneratedCredentials, GeneratedCredentialsArgs
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class HelmOperatorArgs:
     """False: install into a namespace another release owns (a plugin that must sit beside its operator)."""
     skip_crds: bool = False
     """True when the chart's install-only `crds/` folder is applied another way (see `CrdChart`)."""
+    generated_secrets: list[GeneratedCredentialsArgs] = field(default_factory=list)
+    """Credentials the chart expects to exist (its `existingSecret`-style values), generated in the namespace
+    before the release."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
@@ -43,16 +48,27 @@ class HelmOperator(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: HelmOperatorArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:core:HelmOperator", name, None, opts)
+        in_namespace: list[pulumi.Resource] = []
         if args.create_namespace:
-            namespace_name = k8s.core.v1.Namespace(
+            namespace = k8s.core.v1.Namespace(
                 f"{name}-namespace",
                 metadata=pod_security.namespace_metadata(
                     args.namespace, args.extra_labels, args.pod_security_level, args.pod_security_version
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
-            ).metadata.name
+            )
+            namespace_name = namespace.metadata.name
+            in_namespace.append(namespace)
         else:
             namespace_name = pulumi.Output.from_input(args.namespace)
+        secrets = [
+            GeneratedCredentials(
+                f"{name}-{secret.secret_name}",
+                dataclasses.replace(secret, namespaces=[args.namespace]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=in_namespace),
+            )
+            for secret in args.generated_secrets
+        ]
         chart, repo = chart_reference(args.repository, args.chart)
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
@@ -68,7 +84,7 @@ class HelmOperator(pulumi.ComponentResource):
             atomic=True,
             cleanup_on_fail=True,
             max_history=5,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *secrets]),
         )
         self.namespace = namespace_name
         self.namespace_name = args.namespace

@@ -13,11 +13,13 @@ from infra.config import Monitoring
 
 ALERTMANAGER_SECRET = "alertmanager-settlement"
 
-# The platform creates this Secret (from a generated password) before the release: with it, the chart renders no
-# random password and two renders are identical. Keys are the chart's defaults (grafana: admin.userKey/passwordKey).
+# The platform creates this Secret (components/credentials.py: a generated password, keys `username` and
+# `password`) before the release: with it, the chart renders no random password and two renders are identical.
+# The chart reads the keys named by grafana: admin.userKey / admin.passwordKey.
 GRAFANA_ADMIN_SECRET = "grafana-admin"
-GRAFANA_ADMIN_USER_KEY = "admin-user"
-GRAFANA_ADMIN_PASSWORD_KEY = "admin-password"
+GRAFANA_ADMIN_USER = "admin"
+GRAFANA_ADMIN_USER_KEY = "username"
+GRAFANA_ADMIN_PASSWORD_KEY = "password"
 
 # Pinned instead of the chart's `latest` (kps: crds.upgradeJob.image.busybox.tag): the job only runs `bzcat`.
 CRD_UPGRADE_BUSYBOX_TAG = "1.37.0"
@@ -59,6 +61,16 @@ def node_exporter_namespace(monitoring_namespace: str) -> str:
     return f"{monitoring_namespace}-node"
 
 
+def host_agent_namespaces(monitoring_namespace: str) -> dict[str, str]:
+    """The only namespaces below Pod Security "restricted", each holding only a host agent, and why."""
+    return {
+        node_exporter_namespace(monitoring_namespace): (
+            "node-exporter reads the node's /proc, /sys and root filesystem through hostPID, hostNetwork and "
+            "hostPath volumes (prometheus-node-exporter 4.56.1 templates/daemonset.yaml): only `privileged` admits it"
+        )
+    }
+
+
 def _sidecar_probe() -> dict:
     # One probe serves every Grafana sidecar (grafana: sidecar.livenessProbe/readinessProbe) while each listens on
     # its own HEALTH_PORT, so it is an exec probe that reads the container's own variable (k8s-sidecar is Python).
@@ -97,6 +109,15 @@ def monitoring_values(m: Monitoring, namespace: str) -> dict:
                 "env": {"HOME": "/tmp"},
             }
         },
+        # The control plane's own components are not reachable from the pod network on managed clusters (EKS,
+        # GKE, AKS), and kube-proxy is often replaced by the CNI: scraping them would only raise TargetDown and
+        # their `...Down` alerts. Turning each off drops its Service, ServiceMonitor and rules together (kps:
+        # kubeControllerManager/kubeScheduler/kubeEtcd/kubeProxy.enabled gate templates/prometheus/rules-1.14).
+        # The API server, the kubelets and CoreDNS stay monitored.
+        "kubeControllerManager": {"enabled": False},
+        "kubeScheduler": {"enabled": False},
+        "kubeEtcd": {"enabled": False},
+        "kubeProxy": {"enabled": False},
         "prometheusOperator": {
             "image": {"pullPolicy": PULL_ALWAYS},
             "resources": OPERATOR_RESOURCES,

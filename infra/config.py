@@ -524,8 +524,9 @@ class Network(Model):
         default_factory=lambda: [443, 6443], description="API server ports. Default: 443, 6443."
     )
     node_cidrs: list[Cidr] = Field(
-        default_factory=list,
-        description="Node addresses, for Prometheus to scrape kubelets and node exporters. Default: none.",
+        min_length=1,
+        description="Node addresses: node-exporter runs on every node's own network (hostNetwork), and Prometheus "
+        "scrapes it and the kubelets there. Cluster-specific. Required.",
     )
     object_store_cidrs: list[Cidr] = Field(
         default_factory=lambda: ["0.0.0.0/0"],

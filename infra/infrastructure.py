@@ -8,14 +8,22 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import pod_security
 from components.crd_chart import CrdChart, CrdChartArgs
+from components.credentials import GeneratedCredentialsArgs
 from components.helm_operator import HelmOperator, HelmOperatorArgs
 from components.internal_ca import InternalCA, InternalCAArgs
-from infra.chart_values import monitoring_values
+from infra.chart_values import (
+    GRAFANA_ADMIN_SECRET,
+    GRAFANA_ADMIN_USER,
+    host_agent_namespaces,
+    monitoring_values,
+)
 from infra.config import HelmChart, Infrastructure, Monitoring
 
 PART_OF = "settlement-platform"
 INTERNAL_ISSUER = "settlement-internal-ca"
+INFRASTRUCTURE_LABELS = {"app.kubernetes.io/part-of": PART_OF, "platform.settlement.io/subsystem": "infrastructure"}
 
 
 @dataclass(frozen=True)
@@ -33,10 +41,7 @@ def operator_args(chart: HelmChart, pod_security_version: str, values: dict) -> 
         version=chart.version,
         values=values,
         pod_security_version=pod_security_version,
-        extra_labels={
-            "app.kubernetes.io/part-of": PART_OF,
-            "platform.settlement.io/subsystem": "infrastructure",
-        },
+        extra_labels=INFRASTRUCTURE_LABELS,
     )
 
 
@@ -80,6 +85,21 @@ class SharedInfrastructure(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # Host agents (node-exporter) run apart, in the only namespaces Pod Security "privileged" admits, so that
+        # every other namespace - monitoring included - enforces "restricted".
+        host_agents = [
+            k8s.core.v1.Namespace(
+                f"{name}-{namespace}-namespace",
+                metadata=pod_security.namespace_metadata(
+                    namespace,
+                    {**INFRASTRUCTURE_LABELS, "platform.settlement.io/host-agents": "true"},
+                    "privileged",
+                    args.pod_security_version,
+                ),
+                opts=child,
+            )
+            for namespace in host_agent_namespaces(operators.monitoring.namespace)
+        ]
         self.monitoring = HelmOperator(
             f"{name}-monitoring",
             dataclasses.replace(
@@ -88,9 +108,17 @@ class SharedInfrastructure(pulumi.ComponentResource):
                     args.pod_security_version,
                     monitoring_values(args.monitoring, operators.monitoring.namespace),
                 ),
-                # node-exporter reads the host (hostNetwork, hostPID, hostPath): the one namespace that cannot be
-                # restricted. Nothing else runs there; its pods reach only what its NetworkPolicies allow.
-                pod_security_level="privileged",
+                # Grafana's admin login from a generated password: without an existing Secret the chart makes up a
+                # new random one on every render (and every `pulumi up`).
+                generated_secrets=[
+                    GeneratedCredentialsArgs(
+                        username=GRAFANA_ADMIN_USER,
+                        secret_name=GRAFANA_ADMIN_SECRET,
+                        namespaces=[],
+                        labels=INFRASTRUCTURE_LABELS,
+                    )
+                ],
+                depends_on=host_agents,
             ),
             opts=child,
         )

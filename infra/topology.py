@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from infra.chart_values import host_agent_namespaces
 from infra.config import Expose, ExternalEgress, ImageBuild, PlatformConfig, ProbePaths, Recovery, Resources
 from infra.errors import ConfigError, ConfigProblem
 
@@ -323,8 +324,9 @@ def operator_namespaces(config: PlatformConfig) -> set[str]:
 
 
 def infrastructure_namespaces(config: PlatformConfig) -> set[str]:
-    """Namespaces the shared infrastructure creates: the operators' and the gateway's."""
-    return operator_namespaces(config) | {config.gateway.namespace}
+    """Namespaces the shared infrastructure creates: the operators', the host agents' and the gateway's."""
+    host_agents = host_agent_namespaces(config.infrastructure.operators.monitoring.namespace)
+    return operator_namespaces(config) | set(host_agents) | {config.gateway.namespace}
 
 
 PLATFORM_ROUTE = "platform"

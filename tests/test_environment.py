@@ -4,7 +4,7 @@ cluster will run it: schemas, Pod Security, namespaces, and custom resources aft
 from __future__ import annotations
 
 from components.pod_security import pss_restricted_violations
-from infra.infrastructure import HOST_AGENT_NAMESPACES
+from infra.chart_values import host_agent_namespaces
 from infra.offline import schemas
 from infra.offline.mocks import ProgramRun
 from infra.stack_config import plan_for_stack
@@ -37,14 +37,19 @@ def test_every_object_lands_in_a_namespace_the_platform_creates(stack_run):
     assert not stray
 
 
+def host_agents(run: ProgramRun) -> dict[str, str]:
+    return host_agent_namespaces(plan_for_stack(run.stack).config.infrastructure.operators.monitoring.namespace)
+
+
 def test_every_pod_outside_the_listed_host_agent_namespaces_meets_restricted(stack_run):
     labels = namespaces(stack_run)
+    exempt = host_agents(stack_run)
     failures = {}
     pods = 0
     for obj in stack_run.all_objects():
         spec = pod_spec(obj)
         namespace = obj["metadata"].get("namespace")
-        if spec is None or namespace in HOST_AGENT_NAMESPACES:
+        if spec is None or namespace in exempt:
             continue
         pods += 1
         assert labels[namespace].get(ENFORCE) == "restricted", namespace
@@ -56,8 +61,8 @@ def test_every_pod_outside_the_listed_host_agent_namespaces_meets_restricted(sta
 
 def test_only_listed_host_agents_run_below_restricted(stack_run):
     relaxed = {name for name, labels in namespaces(stack_run).items() if labels.get(ENFORCE) != "restricted"}
-    assert relaxed == set(HOST_AGENT_NAMESPACES), relaxed
-    for namespace, reason in HOST_AGENT_NAMESPACES.items():
+    assert relaxed == set(host_agents(stack_run)), relaxed
+    for namespace, reason in host_agents(stack_run).items():
         assert len(reason) > 40, f"{namespace}: say why it cannot be restricted"
         kinds = {o["kind"] for o in stack_run.all_objects() if o["metadata"].get("namespace") == namespace}
         assert "Deployment" not in kinds and "StatefulSet" not in kinds, f"only host agents in {namespace}"
