@@ -19,9 +19,10 @@ def _render(args: argparse.Namespace) -> int:
 
     result = render.render_stack(args.stack, Path(args.project_dir))
     render.write(result, Path(args.out))
+    render.write_redacted_alertmanager(args.stack, Path(args.project_dir), Path(args.out))
     objects = len(render.manifests(result))
     print(f"rendered stack {args.stack!r}: {len(result.registrations)} resources, {objects} Kubernetes objects")
-    print(f"  -> {args.out}/manifests, {args.out}/resources.json")
+    print(f"  -> {args.out}/manifests, {args.out}/resources.json, {args.out}/{render.REDACTED_ALERTMANAGER}")
     return 0
 
 
