@@ -19,9 +19,10 @@ def _render(args: argparse.Namespace) -> int:
 
     result = render.render_stack(args.stack, Path(args.project_dir))
     render.write(result, Path(args.out))
+    render.write_redacted_alertmanager(args.stack, Path(args.project_dir), Path(args.out))
     objects = len(render.manifests(result))
     print(f"rendered stack {args.stack!r}: {len(result.registrations)} resources, {objects} Kubernetes objects")
-    print(f"  -> {args.out}/manifests, {args.out}/resources.json")
+    print(f"  -> {args.out}/manifests, {args.out}/resources.json, {args.out}/{render.REDACTED_ALERTMANAGER}")
     return 0
 
 
@@ -50,14 +51,30 @@ def _diff(args: argparse.Namespace) -> int:
     from infra.offline import diff, render
 
     project = Path(args.project_dir)
-    base = diff.render_ref(args.stack, args.base, project)
-    head = [r.to_json() for r in render.render_stack(args.stack, project).registrations]
-    changes = diff.diff(base, head)
-    text = diff.report(args.stack, args.base, changes)
+    try:
+        head = render.render_stack(args.stack, project)  # first: a bad config fails before the slow base render
+        base = diff.render_ref(args.stack, args.base, project)
+    except diff.DiffError as error:
+        print(f"diff {args.stack!r} against {args.base!r}: {error}", file=sys.stderr)
+        return 2
+    except ProgramFailed as failure:
+        if isinstance(failure.cause, pulumi.RunError):
+            raise
+        # Exit 1 means danger to CI: a crash of the working tree's program must not look like one.
+        print(
+            f"diff {args.stack!r}: rendering the working tree failed: {type(failure.cause).__name__}: "
+            f"{failure.cause}\n(`python -m infra render {args.stack} --out <dir>` shows the traceback)",
+            file=sys.stderr,
+        )
+        return 2
+    changes = diff.diff(base.resources, [r.to_json() for r in head.registrations])
+    alertmanager = (base.alertmanager, render.redacted_alertmanager(args.stack, project))
+    text = diff.report(args.stack, args.base, changes, alertmanager)
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text)
     # Exit 1 when the change would destroy or replace something stateful: CI marks the check red.
+    # Exit 2 (from the handlers above and in `main`) when there is no diff to judge.
     return 1 if any(c.dangers for c in changes) else 0
 
 
@@ -98,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     gold.add_argument("--write", action="store_true")
     gold.set_defaults(func=_golden)
     diff = commands.add_parser(
-        "diff", help="offline preview diff against a git ref (Markdown for a PR); exit 1 if danger was found"
+        "diff",
+        help="offline preview diff against a git ref (Markdown for a PR); exit 1 if danger was found, 2 if the diff"
+        " cannot be made (bad ref, bad config, a side fails to render)",
     )
     diff.add_argument("stack")
     diff.add_argument("--base", required=True, help="git ref to compare with, e.g. origin/main")

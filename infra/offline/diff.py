@@ -2,9 +2,13 @@
 
 Both sides are offline renders (no cluster, no credentials, so it also runs on pull requests from forks): the
 working tree, and the base git ref checked out in a temporary worktree and rendered with its own code and
-config. Resources are matched by URN. The report is Markdown for a PR comment: a summary per subsystem, the
-field-level changes, and a **danger** section listing every delete or replacement of a stateful resource and
-every change to a field Kubernetes cannot change in place (which forces a replacement).
+config. Resources are matched by URN. The report is Markdown for a PR comment: a **danger** section listing
+every delete or replacement of a stateful resource and every change to a field Kubernetes cannot change in
+place (which forces a replacement); then the changes grouped by subsystem, namespace or Helm release, one line
+per resource with its field-level changes below; then the Alertmanager routing, with secret values redacted.
+
+List items are matched by identity, not position (`IDENTITIES`), so adding one service or one consumer shows
+what was added, not a cascade of shifted indices.
 """
 
 from __future__ import annotations
@@ -13,14 +17,21 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from infra.offline.render import REDACTED_ALERTMANAGER
 from infra.offline.safety import STATEFUL_KINDS
 
 SUBSYSTEM_COMPONENT = "settlement:platform:Subsystem"
+SUBSYSTEM_LABEL = "platform.settlement.io/subsystem"
+HELM_RELEASE_TYPES = frozenset({"kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart"})
+# An object a Helm chart installs, recorded with the release as its parent (urn: <release urn>$<apiVersion>/...).
+CHART_OBJECT = "kubernetes:chart-object"
 SHARED = "infrastructure"
 
 # Fields the API server will not change in place: changing them means delete and re-create.
@@ -38,19 +49,82 @@ IMMUTABLE_FIELDS: dict[str, tuple[str, ...]] = {
 IDENTITY_FIELDS = ("apiVersion", "kind", "metadata.name", "metadata.namespace")
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts/lists as {"a.b[0].c": leaf}; an empty dict or list is a leaf."""
-    if isinstance(value, dict) and value:
-        out = {}
-        for key in sorted(value):
-            out.update(flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, list) and value:
-        out = {}
-        for i, item in enumerate(value):
-            out.update(flatten(item, f"{prefix}[{i}]"))
-        return out
-    return {prefix: value}
+@dataclass(frozen=True)
+class Identity:
+    """How the items of one list of mappings are told apart.
+
+    `fields`: an item's identity is the value of the first of these it has; every item must have one.
+    `qualifiers`: added to the identity only when `fields` alone repeat within the list (Prometheus, for one,
+    tells two rules of the same name apart by their static labels).
+    """
+
+    fields: tuple[str, ...]
+    qualifiers: tuple[str, ...] = ()
+
+
+# Tried in order; the first that every item of both versions of a list has, and that is unique within each
+# version, keys the list. Mostly Kubernetes' own strategic-merge keys (volumeMounts by mountPath, containers,
+# volumes and env by name), then the identities of the generated configs: alert and recording rules, network
+# policy rules by their peer, Alertmanager routes by their matchers. A list no identity fits is compared by
+# position.
+IDENTITIES: tuple[Identity, ...] = (
+    Identity(("mountPath",)),
+    Identity(("name",)),
+    Identity(("alert", "record"), ("labels",)),
+    Identity(("from",), ("ports",)),
+    Identity(("to",), ("ports",)),
+    Identity(("matchers",)),
+    Identity(("source_matchers",), ("target_matchers",)),
+    Identity(("key",)),
+    Identity(("topologyKey",)),
+    Identity(("containerPort",)),
+    Identity(("port",), ("protocol",)),
+)
+
+
+def _brief(value: Any) -> str:
+    """An identity written short: label sets as `k=v,k=v` (selector wrappers dropped), lists joined by `|`."""
+    if isinstance(value, dict):
+        return ",".join(_brief(v) if isinstance(v, dict | list) else f"{k}={v}" for k, v in sorted(value.items()))
+    if isinstance(value, list):
+        return "|".join(_brief(v) for v in value)
+    return str(value)
+
+
+def _identity(item: dict, identity: Identity, qualified: bool) -> tuple[str, str] | None:
+    """(key to match on, label to show), or None when the item has none of the identity's fields."""
+    name = next((f for f in identity.fields if f in item), None)
+    if name is None:
+        return None
+    quals = {q: item[q] for q in identity.qualifiers if q in item} if qualified else {}
+    key = json.dumps([name, item[name], quals], sort_keys=True)
+    label = _brief(item[name]) + (f"{{{_brief(quals)}}}" if quals else "")
+    return key, label
+
+
+def _keyed(old: list, new: list) -> tuple[dict[str, tuple[str, Any]], dict[str, tuple[str, Any]]] | None:
+    """Both lists as {key: (label, item)} under the first identity that fits both, or None (by position)."""
+    if not all(isinstance(item, dict) for item in (*old, *new)) or not (old or new):
+        return None
+    for identity in IDENTITIES:
+        for qualified in (False, True) if identity.qualifiers else (False,):
+            sides = []
+            for items in (old, new):
+                ids = [_identity(item, identity, qualified) for item in items]
+                if None in ids or len({i[0] for i in ids}) != len(ids):
+                    break
+                sides.append({key: (label, item) for (key, label), item in zip(ids, items, strict=True)})
+            else:
+                labels = [label for side in sides for label, _ in side.values()]
+                keys = [key for side in sides for key in side]
+                if len(set(labels)) < len(set(keys)):  # short labels collide: show the full identity
+                    sides = [{key: (key, item) for key, (_, item) in side.items()} for side in sides]
+                return sides[0], sides[1]
+    return None
+
+
+def _is_scalar_list(value: Any) -> bool:
+    return isinstance(value, list) and all(not isinstance(v, dict | list) for v in value)
 
 
 @dataclass(frozen=True)
@@ -60,12 +134,55 @@ class FieldChange:
     after: Any
 
 
+def compare(old: Any, new: Any, path: str = "") -> list[FieldChange]:
+    """Field-level changes from `old` to `new`: mappings by key, lists of mappings by item identity.
+
+    A list of plain values is one field. An item only one side has is one change holding the whole item.
+    """
+    if old == new:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        changes = []
+        for key in sorted(old.keys() | new.keys()):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old or key not in new:
+                changes.append(FieldChange(sub, old.get(key), new.get(key)))
+            else:
+                changes += compare(old[key], new[key], sub)
+        return changes
+    if isinstance(old, list) and isinstance(new, list) and not (_is_scalar_list(old) and _is_scalar_list(new)):
+        keyed = _keyed(old, new)
+        if keyed is None:  # by position, in index order
+            changes = []
+            for i in range(max(len(old), len(new))):
+                if i < len(old) and i < len(new):
+                    changes += compare(old[i], new[i], f"{path}[{i}]")
+                else:
+                    changes.append(
+                        FieldChange(f"{path}[{i}]", old[i] if i < len(old) else None, new[i] if i < len(new) else None)
+                    )
+            return changes
+        before, after = keyed
+        changes = []
+        # The new version's order (the program's), then what it dropped in the old order.
+        for key in [*after, *(k for k in before if k not in after)]:
+            label = (after.get(key) or before.get(key))[0]
+            sub = f"{path}[{label}]"
+            if key in before and key in after:
+                changes += compare(before[key][1], after[key][1], sub)
+            else:
+                changes.append(FieldChange(sub, before.get(key, (None, None))[1], after.get(key, (None, None))[1]))
+        return changes
+    return [FieldChange(path, old, new)]
+
+
 @dataclass
 class ResourceChange:
     urn: str
     action: str  # created | deleted | changed | replaced
     label: str
-    subsystem: str
+    group: str
+    """The subsystem, namespace or Helm release it belongs to, for the report's sections."""
     fields: list[FieldChange] = field(default_factory=list)
     dangers: list[str] = field(default_factory=list)
 
@@ -78,24 +195,35 @@ def _label(resource: dict) -> str:
     return f"{resource['type'].rsplit(':', 1)[-1]} {resource['name']}"
 
 
-def _subsystems(resources: list[dict]) -> dict[str, str]:
-    """URN -> the subsystem whose component (transitively) parents it; everything else is shared."""
+def _release_group(release: dict | None, urn: str) -> str:
+    name = (release or {}).get("inputs", {}).get("name") or urn.rsplit("::", 1)[-1]
+    return f"{name} (Helm release)"
+
+
+def groups(resources: list[dict]) -> dict[str, str]:
+    """URN -> the section of the report it belongs in.
+
+    A Helm release and everything under it (the objects its chart installs) form one section, named after the
+    release; then the subsystem (its label, or the Subsystem component that parents it); then the object's
+    namespace; anything else (cluster-scoped objects, shared components) is `infrastructure`.
+    """
     by_urn = {r["urn"]: r for r in resources}
-    out = {}
-    for r in resources:
-        node, owner = r, SHARED
-        while node is not None:
-            if node["type"] == SUBSYSTEM_COMPONENT:
-                owner = node["inputs"].get("subsystem", node["name"])
-                break
-            node = by_urn.get(node.get("parent"))
-        out[r["urn"]] = owner
-    return out
+    return {urn: _group(r, by_urn) for urn, r in by_urn.items()}
 
 
-def _subsystem_name(resource: dict, fallback: str) -> str:
-    labels = resource.get("inputs", {}).get("metadata", {}).get("labels") or {}
-    return labels.get("platform.settlement.io/subsystem", fallback)
+def _group(resource: dict, by_urn: dict[str, dict]) -> str:
+    subsystem = None
+    node: dict | None = resource
+    while node is not None:
+        if node["type"] in HELM_RELEASE_TYPES:
+            return _release_group(node, node["urn"])
+        if node["type"] == CHART_OBJECT and node.get("parent") not in by_urn:
+            return _release_group(None, node["parent"])  # its release is not in this list: name it from the URN
+        if node["type"] == SUBSYSTEM_COMPONENT and subsystem is None:
+            subsystem = node.get("inputs", {}).get("subsystem", node["name"])
+        node = by_urn.get(node.get("parent"))
+    metadata = resource.get("inputs", {}).get("metadata") or {}
+    return (metadata.get("labels") or {}).get(SUBSYSTEM_LABEL) or subsystem or metadata.get("namespace") or SHARED
 
 
 def _immutable_hits(kind: str | None, changes: list[FieldChange]) -> list[str]:
@@ -109,13 +237,13 @@ def _immutable_hits(kind: str | None, changes: list[FieldChange]) -> list[str]:
 def diff(base: list[dict], head: list[dict]) -> list[ResourceChange]:
     before = {r["urn"]: r for r in base}
     after = {r["urn"]: r for r in head}
-    owners = {**_subsystems(base), **_subsystems(head)}
+    owners = {**groups(base), **groups(head)}
     changes = []
     for urn in sorted(before.keys() | after.keys()):
         old, new = before.get(urn), after.get(urn)
         resource = new or old
         kind = resource.get("inputs", {}).get("kind")
-        change = ResourceChange(urn, "", _label(resource), _subsystem_name(resource, owners.get(urn, SHARED)))
+        change = ResourceChange(urn, "", _label(resource), owners[urn])
         stateful = kind in STATEFUL_KINDS
         if old is None:
             change.action = "created"
@@ -125,12 +253,7 @@ def diff(base: list[dict], head: list[dict]) -> list[ResourceChange]:
                 guard = "blocked by protect" if old.get("protect") else "NOT protected"
                 change.dangers.append(f"deletes stateful {change.label} ({guard})")
         else:
-            flat_old, flat_new = flatten(old["inputs"]), flatten(new["inputs"])
-            change.fields = [
-                FieldChange(p, flat_old.get(p), flat_new.get(p))
-                for p in sorted(flat_old.keys() | flat_new.keys())
-                if flat_old.get(p) != flat_new.get(p)
-            ]
+            change.fields = compare(old["inputs"], new["inputs"])
             for flag in ("protect", "retainOnDelete"):
                 if old.get(flag) != new.get(flag):
                     change.fields.append(FieldChange(f"<option> {flag}", old.get(flag), new.get(flag)))
@@ -147,45 +270,114 @@ def diff(base: list[dict], head: list[dict]) -> list[ResourceChange]:
     return changes
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """One side of the diff: what `python -m infra render` wrote."""
+
+    resources: list[dict]
+    alertmanager: dict | None
+    """The redacted Alertmanager config; None when that side's code did not write it (older refs)."""
+
+
 def _value(v: Any) -> str:
     text = json.dumps(v) if not isinstance(v, str) else v
     text = text if len(text) <= 80 else text[:77] + "..."
     return f"`{text}`" if v is not None else "_(none)_"
 
 
-def report(stack: str, base_ref: str, changes: list[ResourceChange]) -> str:
-    dangers = [d for c in changes for d in c.dangers]
+def _field_line(f: FieldChange) -> str:
+    return f"`{f.path}`: {_value(f.before)} → {_value(f.after)}"
+
+
+SYMBOLS = {"created": "+", "changed": "~", "replaced": "+-", "deleted": "-"}
+ACTIONS = ("created", "changed", "replaced", "deleted")
+
+
+def _counts(changes: list[ResourceChange]) -> str:
+    counts = Counter(c.action for c in changes)
+    return ", ".join(f"{counts[a]} object{'s' if counts[a] != 1 else ''} {a}" for a in ACTIONS if counts[a])
+
+
+def _summary(c: ResourceChange) -> str:
+    n = len(c.fields)
+    fields = f": {n} field{'s' if n != 1 else ''}" if c.action in ("changed", "replaced") else ""
+    return f"`{SYMBOLS[c.action]}` {c.label}{fields}"
+
+
+def report(
+    stack: str,
+    base_ref: str,
+    changes: list[ResourceChange],
+    alertmanager: tuple[dict | None, dict | None] = (None, None),
+) -> str:
+    """Markdown for a PR comment. `alertmanager`: the redacted Alertmanager config of the base and the head."""
     lines = [f"### `{stack}`: offline preview against `{base_ref}`", ""]
-    if not changes:
+    old_am, new_am = alertmanager
+    routing = compare(old_am, new_am) if old_am is not None and new_am is not None else []
+    if old_am is None and new_am is not None:
+        lines += [f"_`{base_ref}` renders no `{REDACTED_ALERTMANAGER}`: Alertmanager routing not compared._", ""]
+    if not changes and not routing:
         return "\n".join([*lines, "No changes."])
+    dangers = [d for c in changes for d in c.dangers]
     if dangers:
         lines += ["#### :warning: Danger", ""] + [f"- {d}" for d in dangers] + [""]
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    by_group: dict[str, list[ResourceChange]] = {}
     for c in changes:
-        counts[c.subsystem][c.action] += 1
-    lines += ["| subsystem | created | changed | replaced | deleted |", "|---|---|---|---|---|"]
-    for sub in sorted(counts):
-        row = counts[sub]
-        lines.append(f"| {sub} | {row['created']} | {row['changed']} | {row['replaced']} | {row['deleted']} |")
-    lines += ["", "<details><summary>Field-level changes</summary>", ""]
-    for c in changes:
-        lines.append(f"- **{c.action}** {c.label}")
-        for f in c.fields:
-            lines.append(f"  - `{f.path}`: {_value(f.before)} → {_value(f.after)}")
-    lines += ["", "</details>"]
-    return "\n".join(lines)
+        by_group.setdefault(c.group, []).append(c)
+    for group in sorted(by_group):
+        members = by_group[group]
+        lines += [f"#### {group}: {_counts(members)}", ""]
+        lines += [f"- {_summary(c)}" for c in members]
+        detailed = [c for c in members if c.fields]
+        if detailed:
+            lines += ["", f"<details><summary>{group}: field-level changes</summary>", ""]
+            for c in detailed:
+                lines.append(f"- {_summary(c)}")
+                lines += [f"  - {_field_line(f)}" for f in c.fields]
+            lines += ["", "</details>"]
+        lines.append("")
+    if routing:
+        lines += ["#### Alertmanager routing (secret values redacted)", ""]
+        lines += [f"- {_field_line(f)}" for f in routing]
+    return "\n".join(lines).rstrip()
 
 
-def render_ref(stack: str, ref: str, repo: Path) -> list[dict]:
+class DiffError(Exception):
+    """The diff cannot be made (bad ref, the base does not render): a tool or config error, not danger."""
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise DiffError("git is not installed: the diff renders the base ref from a git worktree") from None
+
+
+def _render_failure(stack: str, ref: str, stderr: str) -> DiffError:
+    """The base's own error report; for a crash only its last line (the traceback is the base's, not ours)."""
+    text = stderr.strip()
+    if "Traceback (most recent call last)" in text:
+        last = text.splitlines()[-1]
+        text = f"{last}\n(`git checkout {ref} && python -m infra render {stack} --out <dir>` shows the traceback)"
+    return DiffError(f"rendering {stack!r} at {ref} failed:\n{text}")
+
+
+def render_ref(stack: str, ref: str, repo: Path) -> Rendered:
     """Render `stack` as it is at git `ref`, with that ref's own code and config, in a temporary worktree."""
+    resolved = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if resolved.returncode != 0:
+        where = _git(repo, "rev-parse", "--show-toplevel")
+        if where.returncode != 0:
+            raise DiffError(f"--base {ref!r}: {repo} is not in a git repository")
+        raise DiffError(f"--base {ref!r} is not a commit in {where.stdout.strip()} (fetched? try origin/main)")
     with tempfile.TemporaryDirectory(prefix="settlement-diff-") as tmp:
         tree, out = Path(tmp) / "tree", Path(tmp) / "out"
-        subprocess.run(
-            ["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), ref], check=True, capture_output=True
-        )
+        added = _git(repo, "worktree", "add", "--detach", str(tree), resolved.stdout.strip())
+        if added.returncode != 0:
+            raise DiffError(f"cannot check out --base {ref!r}: {added.stderr.strip()}")
         try:
             if not (tree / f"Pulumi.{stack}.yaml").exists():
-                return []  # the stack is new in this change: everything is created
+                return Rendered([], None)  # the stack is new in this change: everything is created
             result = subprocess.run(
                 [sys.executable, "-m", "infra", "render", stack, "--out", str(out)],
                 cwd=tree,
@@ -193,7 +385,11 @@ def render_ref(stack: str, ref: str, repo: Path) -> list[dict]:
                 text=True,
             )
             if result.returncode != 0:
-                raise RuntimeError(f"rendering {stack!r} at {ref} failed:\n{result.stderr.strip()}")
-            return json.loads((out / "resources.json").read_text())
+                raise _render_failure(stack, ref, result.stderr)
+            redacted = out / REDACTED_ALERTMANAGER
+            return Rendered(
+                json.loads((out / "resources.json").read_text()),
+                yaml.safe_load(redacted.read_text()) if redacted.exists() else None,
+            )
         finally:
-            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], capture_output=True)
+            _git(repo, "worktree", "remove", "--force", str(tree))

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import yaml
 
-from infra.config import PlatformConfig
+from infra.alertmanager import alertmanager_config
+from infra.config import PlatformConfig, alert_secret_keys
 from infra.offline import charts
 from infra.offline.mocks import ProgramRun, run_program
-from infra.stack_config import PROJECT_ROOT, StackConfig, read_stack_files
+from infra.stack_config import PROJECT_ROOT, StackConfig, plan_for_stack, read_stack_files
 
 CLUSTER_SCOPED = "_cluster"
+# Read by `python -m infra diff` from renders of other git refs: keep the name stable.
+REDACTED_ALERTMANAGER = "alertmanager.redacted.yaml"
 
 
 def render_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> ProgramRun:
@@ -83,3 +86,18 @@ def write(result: ProgramRun, out_dir: Path) -> None:
     entries = [r.to_json() for r in result.registrations] + [c.to_json() for c in result.chart_objects]
     resources = sorted(entries, key=lambda r: r["urn"])
     (out_dir / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
+
+
+def redacted_alertmanager(stack: str, project_dir: Path = PROJECT_ROOT) -> dict:
+    """alertmanager.yaml as the program generates it, each secret value shown as `<secret:KEY>`.
+
+    The render masks the Alertmanager Secret whole, so its routing tree and receivers would never show in a
+    review; this is the same generated config with only the values of the named secret keys left out.
+    """
+    plan = plan_for_stack(stack, project_dir)
+    return alertmanager_config(plan, {key: f"<secret:{key}>" for key in alert_secret_keys(plan.config)})
+
+
+def write_redacted_alertmanager(stack: str, project_dir: Path, out_dir: Path) -> None:
+    config = redacted_alertmanager(stack, project_dir)
+    (out_dir / REDACTED_ALERTMANAGER).write_text(yaml.safe_dump(config, sort_keys=False))
