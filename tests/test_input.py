@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pulumi
 import pytest
+import yaml
 
+from infra.config import PlatformConfig, Resources
+from infra.errors import ConfigError
 from infra.offline.cli import main
 from infra.offline.mocks import ProgramFailed, run_program
 from infra.program import run
-from infra.stack_config import PROJECT_ROOT, StackConfig, read_stack_files
+from infra.stack_config import PROJECT_ROOT, StackConfig, parse_platform_config, read_stack_files
 
 PROJECT_FILE = (PROJECT_ROOT / "Pulumi.yaml").read_text()
 DEV_FILE = (PROJECT_ROOT / "Pulumi.dev.yaml").read_text()
@@ -189,3 +192,287 @@ def test_online_an_unknown_namespace_in_the_runtime_config_is_refused_before_any
     assert isinstance(failure.value.cause, pulumi.RunError)
     assert failure.value.registrations == []
     assert "stack config: config key 'settlement:gateway': namespace 'settlement'" in str(failure.value.cause)
+
+
+# --- Bounds that catch typos ----------------------------------------------------------------------------------
+
+
+def _with(project, mutate) -> None:
+    topology = project.topology()
+    mutate(topology)
+    project.set_topology(topology)
+
+
+def assert_render_refused(project, stack: str, expected: str) -> None:
+    with pytest.raises(ProgramFailed) as failure:
+        project.render(stack)
+    assert isinstance(failure.value.cause, pulumi.RunError), failure.value.cause
+    assert failure.value.registrations == [], "resources were registered before the config was refused"
+    assert expected in str(failure.value.cause), failure.value.cause
+
+
+def _api(t: dict) -> dict:
+    return t["payment"]["services"]["payment-api"]
+
+
+BOUND_CASES = [
+    (
+        "service-replicas",
+        lambda t: _api(t).update(replicas={"max": 1000}),
+        None,
+        "subsystems.payment.services.payment-api.replicas.max: input should be less than or equal to 100 (got 1000)",
+    ),
+    (
+        "default-replicas",
+        None,
+        ("defaults", {"workload": {"maxReplicas": 300}}),
+        "defaults.workload.maxReplicas: input should be less than or equal to 100 (got 300)",
+    ),
+    (
+        "zero-storage",
+        lambda t: t["payment"]["postgres"].update(storage={"size": "0Gi"}),
+        None,
+        "subsystems.payment.postgres.storage.size: '0Gi' is outside 1Gi..64Ti",
+    ),
+    (
+        "huge-storage",
+        lambda t: t["business"]["queue"].update(storage={"size": "999999Ti"}),
+        None,
+        "subsystems.business.queue.storage.size: '999999Ti' is outside 1Gi..64Ti",
+    ),
+    (
+        "default-storage",
+        None,
+        ("defaults", {"postgres": {"storageSize": "500Mi"}}),
+        "defaults.postgres.storageSize: '500Mi' is outside 1Gi..64Ti",
+    ),
+    (
+        "monitoring-storage",
+        None,
+        ("monitoring", {"storageSize": "100000Gi"}),
+        "monitoring.storageSize: '100000Gi' is outside 1Gi..64Ti",
+    ),
+    (
+        "rate",
+        lambda t: _api(t)["expose"].update(requestsPerSecond=2_000_000),
+        None,
+        "subsystems.payment.services.payment-api.expose.requestsPerSecond: input should be less than or equal to "
+        "100000 (got 2000000)",
+    ),
+    (
+        "prometheus-retention",
+        None,
+        ("monitoring", {"retention": "1500d"}),
+        "monitoring.retention: '1500d' is longer than 365 days",
+    ),
+    (
+        "backup-retention",
+        None,
+        ("backup", {"objectStore": {"destinationPath": "s3://bucket-x/wal"}, "retention": "200m"}),
+        "backup.retention: '200m' is longer than 3650 days",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "stack_key", "expected"), [c[1:] for c in BOUND_CASES], ids=[c[0] for c in BOUND_CASES]
+)
+def test_a_value_beyond_its_documented_bound_is_refused(project, mutate, stack_key, expected):
+    if mutate is not None:
+        _with(project, mutate)
+    if stack_key is not None:
+        project.set_stack_key("dev", *stack_key)
+    assert_render_refused(project, "dev", expected)
+
+
+def test_the_bounds_themselves_are_accepted():
+    config = PlatformConfig.model_validate(
+        {
+            "subsystems": {},
+            "network": {"apiServerCidrs": ["10.0.0.1/32"]},
+            "alerting": {"receivers": {}, "routes": {}},
+            "defaults": {"workload": {"maxReplicas": 100}, "postgres": {"storageSize": "64Ti"}},
+            "monitoring": {"storageSize": "1Gi", "retention": "365d"},
+        }
+    )
+    assert config.defaults.postgres.storage_size == "64Ti"
+
+
+def test_every_bound_is_stated_in_its_description():
+    from infra.config import Expose, Replicas, Storage, WorkloadDefaults
+
+    assert "1..100" in Replicas.model_fields["max"].description
+    assert "1..100" in WorkloadDefaults.model_fields["max_replicas"].description
+    assert "1..100000" in Expose.model_fields["requests_per_second"].description
+    assert "Between 1Gi and 64Ti" in Storage.model_fields["size"].description
+
+
+# --- Partial resources ----------------------------------------------------------------------------------------
+
+
+def _container_resources(run, name: str) -> dict:
+    return run.object("Deployment", name)["spec"]["template"]["spec"]["containers"][0]["resources"]
+
+
+def test_a_partial_service_resources_block_keeps_the_defaults_for_the_rest(project, dev):
+    _with(project, lambda t: _api(t).update(resources={"requests": {"cpu": "250m"}}))
+    got = _container_resources(project.render("dev"), "payment-api")
+    default = _container_resources(dev, "payment-api")
+    assert got["requests"] == {**default["requests"], "cpu": "250m"}
+    assert got["limits"] == default["limits"]
+
+
+def test_a_partial_block_that_contradicts_the_defaults_names_where_the_rest_came_from(project):
+    _with(project, lambda t: _api(t).update(resources={"requests": {"memory": "1Gi"}}))
+    assert_render_refused(
+        project,
+        "dev",
+        "subsystems.payment.services.payment-api.resources: limits.memory (256Mi) must be >= requests.memory (1Gi) "
+        "(what is not given comes from defaults.workload.resources)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "partial", "expected"),
+    [
+        (
+            "workload",
+            {"requests": {"cpu": "200m"}},
+            {"requests": {"cpu": "200m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+        ),
+        (
+            "postgres",
+            {"limits": {"cpu": "4"}},
+            {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "1Gi"}},
+        ),
+        (
+            "queue",
+            {"requests": {"memory": "1Gi"}},
+            {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+        ),
+    ],
+)
+def test_a_partial_default_resources_block_keeps_the_built_in_default_for_the_rest(section, partial, expected):
+    config = PlatformConfig.model_validate(
+        {
+            "subsystems": {},
+            "network": {"apiServerCidrs": ["10.0.0.1/32"]},
+            "alerting": {"receivers": {}, "routes": {}},
+            "defaults": {section: {"resources": partial}},
+        }
+    )
+    assert getattr(config.defaults, section).resources.model_dump() == expected
+
+
+def test_the_resources_descriptions_state_the_defaults_the_model_applies():
+    """The README table comes from these descriptions: each states what the model really fills in."""
+    from infra.config import Defaults
+
+    for section in ("workload", "postgres", "queue"):
+        model = Defaults.model_fields[section].annotation
+        field = model.model_fields["resources"]
+        value: Resources = field.get_default(call_default_factory=True)
+        stated = (
+            f"requests {value.requests.cpu}/{value.requests.memory}, limits {value.limits.cpu}/{value.limits.memory}"
+        )
+        assert stated in field.description, (section, field.description)
+    # The generic pieces promise no default of their own, which would contradict the sections'.
+    for name in ("requests", "limits"):
+        assert "Default" not in Resources.model_fields[name].description
+
+
+# --- Queues without consumers ---------------------------------------------------------------------------------
+
+
+def _reporting_consumes_nothing(t: dict) -> None:
+    t["business"]["services"]["reporting"].pop("consumes")
+
+
+def test_a_published_queue_without_a_consumer_is_refused(project):
+    _with(project, _reporting_consumes_nothing)
+    assert_render_refused(
+        project,
+        "dev",
+        "subsystems.business.queue.queues.report-requests: business/clearing-engine publishes to it but no service "
+        "consumes it; add the consumer, or state why there is none in `unconsumed`",
+    )
+
+
+def test_a_queue_marked_unconsumed_renders_and_its_consumers_absent_alert_leaves_it_out(project, tmp_path):
+    reason = "reports move to the data warehouse export in 2.4"
+
+    def mutate(t):
+        _reporting_consumes_nothing(t)
+        t["business"]["queue"]["queues"]["report-requests"] = {"unconsumed": reason}
+
+    _with(project, mutate)
+    (rule,) = project.render("dev").objects("PrometheusRule")
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if r.get("alert") == "QueueConsumersAbsent"]
+    expr = alerts[0]["expr"]
+    assert 'unless on(namespace, queue) (rabbitmq_queue_consumers{namespace="business",queue="report-requests"})' in (
+        expr
+    )
+    _promtool_consumers_absent(tmp_path, expr)
+
+
+def _promtool_consumers_absent(tmp_path: Path, expr: str) -> None:
+    """The exemption in PromQL: the marked queue is left out, every other queue without consumers still fires."""
+    import shutil
+
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool is not installed: run `make tools` (or `make test`, which runs it)")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": []}))
+    marked = {"namespace": "business", "queue": "report-requests", "vhost": "business"}
+    other = {**marked, "queue": "clearing-batches"}
+
+    def series(labels):
+        return "rabbitmq_queue_consumers{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": series(marked), "values": "0x10"},
+                    {"series": series(other), "values": "0x10"},
+                ],
+                "promql_expr_test": [
+                    {"expr": expr, "eval_time": "5m", "exp_samples": [{"labels": series(other), "value": 0}]}
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(tmp_path / "test.yaml")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_stale_unconsumed_mark_on_a_consumed_queue_is_refused(project):
+    _with(
+        project, lambda t: t["business"]["queue"]["queues"].update({"report-requests": {"unconsumed": "no reader yet"}})
+    )
+    assert_render_refused(
+        project,
+        "dev",
+        "subsystems.business.queue.queues.report-requests.unconsumed: is set but business/reporting consumes the queue",
+    )
+
+
+@pytest.mark.parametrize(
+    ("mark", "expected"), [(True, "input should be a valid string (got True)"), ("x", "at least 10")]
+)
+def test_the_mark_must_be_a_reason(mark, expected):
+    values = {
+        "subsystems": {"a": {"queue": {"queues": {"q": {"unconsumed": mark}}}}},
+        "network": {"apiServerCidrs": ["10.0.0.1/32"]},
+        "alerting": {"receivers": {}, "routes": {}},
+    }
+    with pytest.raises(ConfigError) as error:
+        parse_platform_config(values)
+    assert any(
+        p.path == "subsystems.a.queue.queues.q.unconsumed" and expected in p.message for p in error.value.problems
+    ), error.value
