@@ -753,6 +753,12 @@ class PlatformConfig(Model):
         description="Target Kubernetes minor version (manifests are validated for it). Default: 1.33.",
     )
     subsystems: dict[Name, Subsystem] = Field(description="Application subsystems, keyed by name. Required.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="This stack's changes to `subsystems`, as a JSON merge patch (RFC 7386): mappings merge key "
+        "by key, `null` removes a key, lists and values replace. Applied before validation; it may not add a "
+        "subsystem or a service. Default: none.",
+    )
     infrastructure: Infrastructure = Field(
         default_factory=Infrastructure, description="The shared infrastructure subsystem."
     )

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from infra import overrides
 from infra.config import (
     ALERT_SECRET_PATTERN,
     BACKUP_SECRET_KEYS,
@@ -233,9 +234,29 @@ def _runtime_values(project: str) -> tuple[dict[str, Any], frozenset[str]]:
 def parse_platform_config(values: dict[str, Any], secret_keys: frozenset[str] = frozenset()) -> PlatformPlan:
     """Validate raw config values (keyed by config key) and resolve them into a plan, or raise ConfigError.
 
-    Secret keys never enter the model (their values stay Pulumi secrets, read by `read_secrets`); only their
-    presence is checked here.
+    `overrides` (a JSON merge patch) is applied to `subsystems` first; problems it introduces are named by their
+    path under `overrides`. Secret keys never enter the model (their values stay Pulumi secrets, read by
+    `read_secrets`); only their presence is checked here.
     """
+    patch = values.get(overrides.KEY)
+    if patch is None or overrides.KEY in secret_keys:
+        return _parse(values, secret_keys)
+    problems = overrides.shape_problems(values.get("subsystems"), patch)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return _parse({**values, "subsystems": overrides.merge_patch(values.get("subsystems"), patch)}, secret_keys)
+    except ConfigError as error:
+        # Which problems did the patch introduce? Those the same config without it does not have.
+        try:
+            _parse({**values, overrides.KEY: {}}, secret_keys)
+            without_patch = set()
+        except ConfigError as unpatched:
+            without_patch = set(unpatched.problems)
+        raise ConfigError([overrides.attribute(p, patch, without_patch) for p in error.problems]) from None
+
+
+def _parse(values: dict[str, Any], secret_keys: frozenset[str]) -> PlatformPlan:
     problems = []
     values = dict(values)
     secretish = (set(SECRET_CONFIG_KEYS) | {k for k in values if re.match(ALERT_SECRET_PATTERN, k)}) & set(values)
