@@ -120,6 +120,19 @@ def _alert(name: str, expr: str, for_: str, severity: str, summary: str) -> dict
     }
 
 
+def consumers_absent_expr(plan: PlatformPlan) -> str:
+    """Queues without consumers, except dead-letter queues and those the config says are unconsumed on purpose."""
+    expr = 'rabbitmq_queue_consumers{queue!~".*-dlq"} == 0'
+    exempt = [
+        f'rabbitmq_queue_consumers{{namespace="{sub.namespace}",queue="{q.name}"}}'
+        for sub in plan.subsystems.values()
+        if sub.queue is not None
+        for q in sub.queue.queues.values()
+        if q.unconsumed is not None
+    ]
+    return f"{expr}\nunless on(namespace, queue) ({' or '.join(exempt)})" if exempt else expr
+
+
 def platform_alerts(plan: PlatformPlan) -> list[dict]:
     m = plan.config.monitoring
     app_namespaces = "|".join(sorted(plan.subsystems))
@@ -171,7 +184,7 @@ def platform_alerts(plan: PlatformPlan) -> list[dict]:
         ),
         _alert(
             "QueueConsumersAbsent",
-            'rabbitmq_queue_consumers{queue!~".*-dlq"} == 0',
+            consumers_absent_expr(plan),
             "10m",
             "page",
             "Nobody consumes {{ $labels.queue }} in {{ $labels.namespace }}: work is not progressing",

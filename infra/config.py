@@ -11,12 +11,22 @@ another (a call to an unknown service, a queue nobody declares) live in `infra.t
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from components.sizing import parse_quantity
+from infra.overrides import merge_patch
 
 # RFC 1123 label, short enough that "<subsystem>-<service>-<suffix>" names stay under 63 characters.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z]([-a-z0-9]{0,28}[a-z0-9])?$")]
@@ -25,6 +35,41 @@ MemoryQuantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)
 Port = Annotated[int, Field(ge=1024, le=65535)]
 # A reference to a service or a queue: "name" in the same subsystem, or "subsystem/name".
 Reference = Annotated[str, StringConstraints(pattern=r"^([a-z][-a-z0-9]*/)?[a-z][-a-z0-9]*$")]
+
+# Bounds that catch typos (an extra digit, a wrong unit) before they reach a cluster or a bill. Generous for
+# this platform's scale; a real need beyond them is a design conversation, and a one-line change here.
+MAX_REPLICAS = 100
+STORAGE_BOUNDS = ("1Gi", "64Ti")
+MAX_REQUESTS_PER_SECOND = 100_000
+
+
+def _storage_in_bounds(size: str) -> str:
+    low, high = STORAGE_BOUNDS
+    if not parse_quantity(low) <= parse_quantity(size) <= parse_quantity(high):
+        raise ValueError(f"{size!r} is outside {low}..{high}")
+    return size
+
+
+StorageSize = Annotated[MemoryQuantity, AfterValidator(_storage_in_bounds)]
+STORAGE_RULE = f"Between {STORAGE_BOUNDS[0]} and {STORAGE_BOUNDS[1]}."
+
+_DAYS = {"h": 1 / 24, "d": 1, "w": 7, "m": 30}
+
+
+def _at_most(days: int):
+    def check(duration: str) -> str:
+        count, unit = int(duration[:-1]), duration[-1]
+        if count * _DAYS[unit] > days:
+            raise ValueError(f"{duration!r} is longer than {days} days")
+        return duration
+
+    return AfterValidator(check)
+
+
+# Prometheus keeps samples on local disk; longer history belongs in remote storage.
+MonitoringRetention = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[dhw]$"), _at_most(365)]
+# CloudNativePG retention policy: days, weeks or months, up to ten years of recovery points.
+BackupRetention = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[dwm]$"), _at_most(3650)]
 
 
 # Config keys whose values are secrets. They never enter the model: the program reads them as Pulumi secret
@@ -65,14 +110,11 @@ class ComputeResources(Model):
 
 
 class Resources(Model):
-    requests: ComputeResources = Field(
-        default=ComputeResources(cpu="100m", memory="128Mi"),
-        description="What the scheduler reserves per pod. Default: cpu 100m, memory 128Mi.",
-    )
-    limits: ComputeResources = Field(
-        default=ComputeResources(cpu="500m", memory="256Mi"),
-        description="The most a pod may use. Default: cpu 500m, memory 256Mi.",
-    )
+    """Complete requests and limits. As a default (`defaults.*.resources`) a partial block is accepted: what it
+    leaves out keeps the built-in default of that field (`merge_with_default`)."""
+
+    requests: ComputeResources = Field(description="What the scheduler reserves per pod.")
+    limits: ComputeResources = Field(description="The most a pod may use.")
 
     @model_validator(mode="after")
     def _limits_cover_requests(self) -> Resources:
@@ -83,14 +125,52 @@ class Resources(Model):
         return self
 
 
+def merge_with_default(value: Any, info: ValidationInfo, cls: type[BaseModel]) -> Any:
+    """A partial mapping given for a field, completed from the field's built-in default (merge-patch rules)."""
+    if not isinstance(value, dict):
+        return value
+    default = cls.model_fields[info.field_name].get_default(call_default_factory=True)
+    return merge_patch(default.model_dump(by_alias=True), value)
+
+
+class PartialComputeResources(Model):
+    cpu: CpuQuantity | None = Field(
+        default=None, description="CPU, Kubernetes quantity (e.g. `250m`). Default: from defaults.workload.resources."
+    )
+    memory: MemoryQuantity | None = Field(
+        default=None,
+        description="Memory, Kubernetes quantity (e.g. `256Mi`). Default: from defaults.workload.resources.",
+    )
+
+
+class PartialResources(Model):
+    requests: PartialComputeResources = Field(
+        default_factory=PartialComputeResources, description="What the scheduler reserves per pod."
+    )
+    limits: PartialComputeResources = Field(
+        default_factory=PartialComputeResources, description="The most a pod may use."
+    )
+
+    def over(self, base: Resources) -> dict:
+        """The values given here laid over `base` (validate the result as `Resources`)."""
+        given = self.model_dump(by_alias=True, exclude_none=True)
+        return merge_patch(base.model_dump(by_alias=True), given)
+
+
 class Replicas(Model):
     min: int | None = Field(
         default=None,
         ge=1,
-        description="Fewest pods. Default: defaults.workload.minReplicas, or criticalMinReplicas for a "
-        "critical service.",
+        le=MAX_REPLICAS,
+        description=f"Fewest pods, 1..{MAX_REPLICAS}. Default: defaults.workload.minReplicas, or "
+        "criticalMinReplicas for a critical service.",
     )
-    max: int | None = Field(default=None, ge=1, description="Most pods. Default: defaults.workload.maxReplicas.")
+    max: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_REPLICAS,
+        description=f"Most pods, 1..{MAX_REPLICAS}. Default: defaults.workload.maxReplicas.",
+    )
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Replicas:
@@ -138,7 +218,10 @@ class Expose(Model):
         description="Path prefix on the gateway's hostname routed to this service. Required."
     )
     requests_per_second: int = Field(
-        default=100, ge=1, description="Rate limit per gateway replica, requests per second. Default: 100."
+        default=100,
+        ge=1,
+        le=MAX_REQUESTS_PER_SECOND,
+        description=f"Rate limit per gateway replica, requests per second, 1..{MAX_REQUESTS_PER_SECOND}. Default: 100.",
     )
     timeout_seconds: int = Field(default=10, ge=1, le=300, description="Request timeout. Default: 10.")
     max_connections: int = Field(
@@ -183,8 +266,10 @@ class Service(Model):
     port: Port = Field(default=8080, description="Port the service listens on for traffic. Default: 8080.")
     metrics_port: Port = Field(default=9090, description="Port serving Prometheus metrics. Default: 9090.")
     replicas: Replicas = Field(default_factory=Replicas, description="Replica bounds. Default: from defaults.")
-    resources: Resources | None = Field(
-        default=None, description="Requests and limits per pod. Default: defaults.workload.resources."
+    resources: PartialResources = Field(
+        default_factory=PartialResources,
+        description="Requests and limits per pod; each value not given comes from defaults.workload.resources "
+        "(e.g. only `requests.cpu`). Default: defaults.workload.resources.",
     )
     critical: bool = Field(
         default=False,
@@ -240,7 +325,7 @@ def odd_quorum(replicas: int | None) -> int | None:
 
 
 class Storage(Model):
-    size: MemoryQuantity | None = Field(default=None, description="Volume size. Default: from defaults.")
+    size: StorageSize | None = Field(default=None, description=f"Volume size. {STORAGE_RULE} Default: from defaults.")
     storage_class: str | None = Field(
         default=None,
         description="StorageClass. Default: defaults.*.storageClass (the cluster's default class).",
@@ -283,6 +368,13 @@ class Queue(Model):
     delivery_limit: int = Field(
         default=5, ge=1, le=100, description="Deliveries before a message is dead-lettered. Default: 5."
     )
+    unconsumed: Annotated[str, StringConstraints(min_length=10)] | None = Field(
+        default=None,
+        description="Why no service consumes this queue (a sentence, e.g. `held for the ledger migration, "
+        "consumer lands in 2.4`). A queue that services publish to and none consumes is refused without it: "
+        "its messages pile up and its QueueConsumersAbsent alert would page; with it that alert leaves the "
+        "queue out. Refused on a queue that has a consumer. Default: none.",
+    )
 
 
 class QueueCluster(Model):
@@ -304,12 +396,29 @@ class Subsystem(Model):
 
 
 class WorkloadDefaults(Model):
-    min_replicas: int = Field(default=2, ge=1, description="Default fewest pods per service. Default: 2.")
-    critical_min_replicas: int = Field(
-        default=3, ge=1, description="Fewest pods for a critical (payment-path) service. Default: 3."
+    min_replicas: int = Field(
+        default=2, ge=1, le=MAX_REPLICAS, description=f"Default fewest pods per service, 1..{MAX_REPLICAS}. Default: 2."
     )
-    max_replicas: int = Field(default=6, ge=1, description="Default most pods per service. Default: 6.")
-    resources: Resources = Field(default_factory=Resources, description="Default requests and limits.")
+    critical_min_replicas: int = Field(
+        default=3,
+        ge=1,
+        le=MAX_REPLICAS,
+        description=f"Fewest pods for a critical (payment-path) service, 1..{MAX_REPLICAS}. Default: 3.",
+    )
+    max_replicas: int = Field(
+        default=6, ge=1, le=MAX_REPLICAS, description=f"Default most pods per service, 1..{MAX_REPLICAS}. Default: 6."
+    )
+    resources: Resources = Field(
+        default=Resources(
+            requests=ComputeResources(cpu="100m", memory="128Mi"),
+            limits=ComputeResources(cpu="500m", memory="256Mi"),
+        ),
+        description="Requests and limits of a service's pod; a partial block keeps the rest of the default. "
+        "Default: requests 100m/128Mi, limits 500m/256Mi.",
+    )
+    _resources = field_validator("resources", mode="before")(
+        lambda v, info: merge_with_default(v, info, WorkloadDefaults)
+    )
     cpu_utilization: int = Field(default=70, ge=10, le=100, description="HPA CPU target (%). Default: 70.")
     memory_utilization: int = Field(default=80, ge=10, le=100, description="HPA memory target (%). Default: 80.")
     messages_per_replica: int = Field(
@@ -340,7 +449,7 @@ class WorkloadDefaults(Model):
 
 class PostgresDefaults(Model):
     instances: int = Field(default=3, ge=1, le=9, description="Instances per cluster. Default: 3.")
-    storage_size: MemoryQuantity = Field(default="20Gi", description="Data volume size. Default: 20Gi.")
+    storage_size: StorageSize = Field(default="20Gi", description=f"Data volume size. {STORAGE_RULE} Default: 20Gi.")
     storage_class: str | None = Field(default=None, description="StorageClass. Default: the cluster default.")
     synchronous: bool = Field(
         default=True,
@@ -356,14 +465,20 @@ class PostgresDefaults(Model):
             requests=ComputeResources(cpu="500m", memory="1Gi"),
             limits=ComputeResources(cpu="2", memory="1Gi"),
         ),
-        description="Per instance. Default: requests 500m/1Gi, limits 2/1Gi.",
+        description="Per instance; a partial block keeps the rest of the default. Default: requests 500m/1Gi, "
+        "limits 2/1Gi.",
+    )
+    _resources = field_validator("resources", mode="before")(
+        lambda v, info: merge_with_default(v, info, PostgresDefaults)
     )
 
 
 class QueueDefaults(Model):
     replicas: int = Field(default=3, ge=1, le=9, description="Nodes per cluster (1 or odd). Default: 3.")
     _odd_quorum = field_validator("replicas")(lambda v: odd_quorum(v))
-    storage_size: MemoryQuantity = Field(default="10Gi", description="Per-node volume size. Default: 10Gi.")
+    storage_size: StorageSize = Field(
+        default="10Gi", description=f"Per-node volume size. {STORAGE_RULE} Default: 10Gi."
+    )
     storage_class: str | None = Field(default=None, description="StorageClass. Default: the cluster default.")
     image: str = Field(default="rabbitmq:4.1.4-management", description="Default: rabbitmq:4.1.4-management.")
     resources: Resources = Field(
@@ -371,8 +486,10 @@ class QueueDefaults(Model):
             requests=ComputeResources(cpu="500m", memory="2Gi"),
             limits=ComputeResources(cpu="2", memory="2Gi"),
         ),
-        description="Per node. Default: requests 500m/2Gi, limits 2/2Gi.",
+        description="Per node; a partial block keeps the rest of the default. Default: requests 500m/2Gi, "
+        "limits 2/2Gi.",
     )
+    _resources = field_validator("resources", mode="before")(lambda v, info: merge_with_default(v, info, QueueDefaults))
 
 
 class SloDefaults(Model):
@@ -410,8 +527,10 @@ class ObjectStore(Model):
 
 class Backup(Model):
     object_store: ObjectStore = Field(description="Where base backups and WAL go. Required.")
-    retention: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[dwm]$")] = Field(
-        default="30d", description="How long recovery points are kept (CloudNativePG retention). Default: 30d."
+    retention: BackupRetention = Field(
+        default="30d",
+        description="How long recovery points are kept (CloudNativePG retention: days, weeks or months), at most "
+        "3650 days. Default: 30d.",
     )
     schedule: str = Field(
         default="0 0 2 * * *",
@@ -570,11 +689,14 @@ class Gateway(Model):
 
 
 class Monitoring(Model):
-    retention: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[dhw]$")] = Field(
-        default="15d", description="How long Prometheus keeps samples. Default: 15d."
+    retention: MonitoringRetention = Field(
+        default="15d",
+        description="How long Prometheus keeps samples (hours, days or weeks), at most 365 days. Default: 15d.",
     )
-    storage_size: MemoryQuantity = Field(default="50Gi", description="Prometheus volume. Default: 50Gi.")
-    alertmanager_storage_size: MemoryQuantity = Field(default="2Gi", description="Alertmanager volume. Default: 2Gi.")
+    storage_size: StorageSize = Field(default="50Gi", description=f"Prometheus volume. {STORAGE_RULE} Default: 50Gi.")
+    alertmanager_storage_size: StorageSize = Field(
+        default="2Gi", description=f"Alertmanager volume. {STORAGE_RULE} Default: 2Gi."
+    )
     storage_class: str | None = Field(default=None, description="StorageClass. Default: the cluster default.")
     prometheus_replicas: int = Field(default=2, ge=1, le=5, description="Prometheus replicas. Default: 2.")
     alertmanager_replicas: int = Field(
@@ -656,6 +778,12 @@ class PlatformConfig(Model):
         description="Target Kubernetes minor version (manifests are validated for it). Default: 1.33.",
     )
     subsystems: dict[Name, Subsystem] = Field(description="Application subsystems, keyed by name. Required.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="This stack's changes to `subsystems`, as a JSON merge patch (RFC 7386): mappings merge key "
+        "by key, `null` removes a key, lists and values replace. Applied before validation; it may not add a "
+        "subsystem or a service. Default: none.",
+    )
     infrastructure: Infrastructure = Field(
         default_factory=Infrastructure, description="The shared infrastructure subsystem."
     )

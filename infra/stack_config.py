@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from infra import overrides
 from infra.config import (
     ALERT_SECRET_PATTERN,
     BACKUP_SECRET_KEYS,
@@ -76,19 +77,106 @@ def _strip_secure(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
+# Config namespaces a stack may set: the project's own, the engine's and the Kubernetes provider's. Anything else
+# (`settlement:gateway`) is a typo that nothing would read: refused, not ignored.
+FOREIGN_NAMESPACES_ALLOWED = ("pulumi", "kubernetes")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as Pulumi reads it: a key written twice in one mapping is an error, not "the last one wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"duplicate key {key!r} (first at line {first.line + 1}); Pulumi refuses the file",
+                    problem_mark=key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> ConfigProblem:
+    """`file:line:column: message`, on one line."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if not isinstance(exc, yaml.MarkedYAMLError) or mark is None:
+        return ConfigProblem(path.name, " ".join(f"is not valid YAML: {exc}".split()))
+    message = exc.problem or "is not valid YAML"
+    if exc.context:
+        started = f" started at line {exc.context_mark.line + 1}" if exc.context_mark is not None else ""
+        message += f" ({exc.context}{started})"
+    return ConfigProblem(f"{path.name}:{mark.line + 1}:{mark.column + 1}", " ".join(message.split()))
+
+
 def _load_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
-        raise ConfigError([ConfigProblem(path.name, f"is not valid YAML: {exc}")]) from None
+        raise ConfigError([_yaml_problem(path, exc)]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(path.name, f"cannot be read: {exc}")]) from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError([ConfigProblem(path.name, "must be a YAML mapping")])
+        raise ConfigError([ConfigProblem(path.name, f"must be a YAML mapping (got a {type(data).__name__})")])
+    config = data.get("config")
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    f"{path.name}: config", f"must be a mapping of key to value (got a {type(config).__name__})"
+                )
+            ]
+        )
     return data
+
+
+def _project_file(project_dir: Path) -> dict:
+    if not project_dir.is_dir():
+        state = "is not a directory" if project_dir.exists() else "does not exist"
+        raise ConfigError([ConfigProblem(str(project_dir), f"{state} (the project folder, holding Pulumi.yaml)")])
+    path = project_dir / "Pulumi.yaml"
+    if not path.is_file():
+        raise ConfigError([ConfigProblem(str(project_dir), "holds no Pulumi.yaml (is it the project folder?)")])
+    data = _load_yaml(path)
+    if not data:
+        raise ConfigError([ConfigProblem(path.name, "is empty; a project needs at least `name` and `runtime`")])
+    if not isinstance(data.get("name"), str) or not data["name"]:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    f"{path.name}: name",
+                    f"is required: the project's name, its config namespace (got {data.get('name')!r})",
+                )
+            ]
+        )
+    return data
+
+
+def namespace_problems(keys: list[str], project: str, where: str) -> list[ConfigProblem]:
+    """Config keys in a namespace nothing reads (a typo of the project's name, most likely)."""
+    allowed = (project, *FOREIGN_NAMESPACES_ALLOWED)
+    return [
+        ConfigProblem(
+            where,
+            f"config key {key!r}: namespace {key.partition(':')[0]!r} is not one this program or its providers read "
+            f"(allowed: {', '.join(allowed)})",
+        )
+        for key in keys
+        if key.partition(":")[0] not in allowed
+    ]
 
 
 def read_stack_files(stack: str, project_dir: Path = PROJECT_ROOT) -> StackConfig:
     """Overlay Pulumi.<stack>.yaml on Pulumi.yaml's project-level config, key by key, as the engine does."""
-    project_file = _load_yaml(project_dir / "Pulumi.yaml")
+    project_file = _project_file(project_dir)
     project = project_file["name"]
     stack_path = project_dir / f"Pulumi.{stack}.yaml"
     if not stack_path.exists():
@@ -96,9 +184,15 @@ def read_stack_files(stack: str, project_dir: Path = PROJECT_ROOT) -> StackConfi
         raise ConfigError(
             [ConfigProblem("stack", f"{stack!r} has no Pulumi.{stack}.yaml (stacks: {', '.join(known)})")]
         )
+    project_config = project_file.get("config") or {}
+    stack_config = _load_yaml(stack_path).get("config") or {}
+    problems = namespace_problems([_full_key(project, str(k)) for k in project_config], project, "Pulumi.yaml")
+    problems += namespace_problems([_full_key(project, str(k)) for k in stack_config], project, stack_path.name)
+    if problems:
+        raise ConfigError(problems)
 
     values: dict[str, Any] = {}
-    for key, decl in (project_file.get("config") or {}).items():
+    for key, decl in project_config.items():
         if isinstance(decl, dict) and set(decl) <= _DECLARATION_KEYS:
             if "value" in decl:
                 values[_full_key(project, key)] = decl["value"]
@@ -106,7 +200,7 @@ def read_stack_files(stack: str, project_dir: Path = PROJECT_ROOT) -> StackConfi
                 values[_full_key(project, key)] = decl["default"]
         else:
             values[_full_key(project, key)] = decl
-    for key, value in (_load_yaml(stack_path).get("config") or {}).items():
+    for key, value in stack_config.items():
         values[_full_key(project, key)] = value
 
     secret_keys = set()
@@ -140,9 +234,29 @@ def _runtime_values(project: str) -> tuple[dict[str, Any], frozenset[str]]:
 def parse_platform_config(values: dict[str, Any], secret_keys: frozenset[str] = frozenset()) -> PlatformPlan:
     """Validate raw config values (keyed by config key) and resolve them into a plan, or raise ConfigError.
 
-    Secret keys never enter the model (their values stay Pulumi secrets, read by `read_secrets`); only their
-    presence is checked here.
+    `overrides` (a JSON merge patch) is applied to `subsystems` first; problems it introduces are named by their
+    path under `overrides`. Secret keys never enter the model (their values stay Pulumi secrets, read by
+    `read_secrets`); only their presence is checked here.
     """
+    patch = values.get(overrides.KEY)
+    if patch is None or overrides.KEY in secret_keys:
+        return _parse(values, secret_keys)
+    problems = overrides.shape_problems(values.get("subsystems"), patch)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return _parse({**values, "subsystems": overrides.merge_patch(values.get("subsystems"), patch)}, secret_keys)
+    except ConfigError as error:
+        # Which problems did the patch introduce? Those the same config without it does not have.
+        try:
+            _parse({**values, overrides.KEY: {}}, secret_keys)
+            without_patch = set()
+        except ConfigError as unpatched:
+            without_patch = set(unpatched.problems)
+        raise ConfigError([overrides.attribute(p, patch, without_patch) for p in error.problems]) from None
+
+
+def _parse(values: dict[str, Any], secret_keys: frozenset[str]) -> PlatformPlan:
     problems = []
     values = dict(values)
     secretish = (set(SECRET_CONFIG_KEYS) | {k for k in values if re.match(ALERT_SECRET_PATTERN, k)}) & set(values)
@@ -186,8 +300,19 @@ def parse_platform_config(values: dict[str, Any], secret_keys: frozenset[str] = 
 def load_platform_config() -> PlatformPlan:
     """The plan for the running stack, from the SDK's runtime config (engine or mocks alike)."""
     import pulumi
+    from pulumi.runtime import config as runtime_config
 
-    return parse_platform_config(*_runtime_values(pulumi.get_project()))
+    project = pulumi.get_project()
+    keys = sorted({**runtime_config.get_config_env(), **runtime_config.CONFIG.get()})
+    # Offline, read_stack_files refused these already, naming the file; online the engine does not say which.
+    problems = namespace_problems(keys, project, "stack config")
+    try:
+        plan = parse_platform_config(*_runtime_values(project))
+    except ConfigError as error:
+        raise ConfigError(problems + error.problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return plan
 
 
 def read_secrets(plan: PlatformPlan) -> dict[str, Any]:

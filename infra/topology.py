@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from infra.chart_values import host_agent_namespaces
 from infra.config import Expose, ExternalEgress, ImageBuild, PlatformConfig, ProbePaths, Recovery, Resources
-from infra.errors import ConfigError, ConfigProblem
+from infra.errors import ConfigError, ConfigProblem, problems_from_validation_error
 
 DIGEST_SUFFIX = "@sha256:"
 
@@ -87,6 +89,8 @@ class PostgresPlan:
 class QueueSpec:
     name: str
     delivery_limit: int
+    unconsumed: str | None = None
+    """Why no service consumes it (config `unconsumed`); its consumers-absent alert leaves it out."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,8 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
             problems.append(ConfigProblem(f"subsystems.{name}", f"{name!r} is reserved for shared infrastructure"))
 
     consumers: dict[QueueRef, str] = {}
+    publishers: dict[QueueRef, str] = {}
+    broken_consumes = False
     subsystems: dict[str, SubsystemPlan] = {}
     for sub_name, sub in config.subsystems.items():
         services: dict[str, ServicePlan] = {}
@@ -184,9 +190,12 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                                 f"(declared: {', '.join(declared) or 'none'})",
                             )
                         )
+                        broken_consumes = broken_consumes or direction == "consumes"
                         continue
                     qref = QueueRef(q_sub, q_name)
                     refs.append(qref)
+                    if direction == "publishes":
+                        publishers.setdefault(qref, f"{sub_name}/{svc_name}")
                     if direction == "consumes":
                         if qref in consumers:
                             problems.append(
@@ -234,6 +243,16 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                     )
                 )
 
+            try:
+                resources = Resources.model_validate(svc.resources.over(wl.resources))
+            except ValidationError as exc:
+                resources = wl.resources
+                where = ("subsystems", sub_name, "services", svc_name, "resources")
+                problems += [
+                    ConfigProblem(p.path, f"{p.message} (what is not given comes from defaults.workload.resources)")
+                    for p in problems_from_validation_error(exc, Resources, where)
+                ]
+
             scaling = svc.autoscaling
             services[svc_name] = ServicePlan(
                 subsystem=sub_name,
@@ -244,7 +263,7 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 metrics_port=svc.metrics_port,
                 min_replicas=min_replicas,
                 max_replicas=max_replicas,
-                resources=svc.resources if svc.resources is not None else wl.resources,
+                resources=resources,
                 critical=svc.critical,
                 database=svc.database,
                 calls=tuple(calls),
@@ -297,10 +316,12 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 storage_class=qc.storage.storage_class if qc.storage.storage_class is not None else qd.storage_class,
                 image=qd.image,
                 resources=qd.resources,
-                queues={n: QueueSpec(n, q.delivery_limit) for n, q in qc.queues.items()},
+                queues={n: QueueSpec(n, q.delivery_limit, q.unconsumed) for n, q in qc.queues.items()},
             )
         subsystems[sub_name] = SubsystemPlan(sub_name, services, postgres, queue)
 
+    # A consumer whose reference is broken is already reported; its queue looking unconsumed is the consequence.
+    problems += consumer_problems(config, {} if broken_consumes else publishers, consumers)
     problems += data_safety_problems(config, subsystems)
     problems += exposure_problems(config, subsystems)
     problems += alerting_problems(config)
@@ -350,6 +371,30 @@ def alerting_problems(config: PlatformConfig) -> list[ConfigProblem]:
                         f"alerting.routes.{name}.{severity}",
                         f"{receiver!r} is not a declared receiver (declared: {', '.join(sorted(alerting.receivers))})",
                     )
+                )
+    return problems
+
+
+def consumer_problems(
+    config: PlatformConfig, publishers: dict[QueueRef, str], consumers: dict[QueueRef, str]
+) -> list[ConfigProblem]:
+    """A queue that is published to needs a consumer, or a stated reason (`unconsumed`) why it has none: its
+    messages would pile up and its QueueConsumersAbsent alert would page from the first deploy."""
+    problems = []
+    for sub_name, sub in config.subsystems.items():
+        for q_name, queue in (sub.queue.queues if sub.queue else {}).items():
+            ref, path = QueueRef(sub_name, q_name), f"subsystems.{sub_name}.queue.queues.{q_name}"
+            if ref in publishers and ref not in consumers and queue.unconsumed is None:
+                problems.append(
+                    ConfigProblem(
+                        path,
+                        f"{publishers[ref]} publishes to it but no service consumes it; add the consumer, or state "
+                        "why there is none in `unconsumed` (its QueueConsumersAbsent alert would page)",
+                    )
+                )
+            if ref in consumers and queue.unconsumed is not None:
+                problems.append(
+                    ConfigProblem(f"{path}.unconsumed", f"is set but {consumers[ref]} consumes the queue; remove it")
                 )
     return problems
 

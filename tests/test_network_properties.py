@@ -51,6 +51,9 @@ def graphs(draw):
                 spec["expose"] = {"path": f"/{sub}/{svc}"}
             entry["services"][svc] = spec
         topology[sub] = entry
+    for owner, q in all_queues:
+        if (owner, q) not in consumed:  # a published queue needs a consumer or a stated reason (topology rule)
+            topology[owner]["queue"]["queues"][q] = {"unconsumed": "drawn without a consumer"}
     return topology
 
 
