@@ -10,6 +10,13 @@ import pulumi_kubernetes as k8s
 
 from components.helm_operator import HelmOperator, HelmOperatorArgs
 from components.internal_ca import InternalCA, InternalCAArgs
+from infra.chart_values import (
+    barman_cloud_values,
+    cert_manager_values,
+    cnpg_values,
+    envoy_gateway_values,
+    keda_values,
+)
 from infra.config import HelmChart, Infrastructure, Monitoring
 
 PART_OF = "settlement-platform"
@@ -100,7 +107,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
 
         self.postgres_operator = HelmOperator(
             f"{name}-cnpg",
-            operator_args(operators.cloudnative_pg, args.pod_security_version, {"crds": {"create": True}}),
+            operator_args(operators.cloudnative_pg, args.pod_security_version, cnpg_values()),
             opts=child,
         )
         self.queue_operator = HelmOperator(
@@ -126,12 +133,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
         self.cert_manager = HelmOperator(
             f"{name}-cert-manager",
             dataclasses.replace(
-                operator_args(
-                    operators.cert_manager,
-                    args.pod_security_version,
-                    # Its metrics feed the certificate-expiry alert.
-                    {"crds": {"enabled": True}, "prometheus": {"enabled": True, "servicemonitor": {"enabled": True}}},
-                ),
+                operator_args(operators.cert_manager, args.pod_security_version, cert_manager_values()),
                 # Its ServiceMonitor needs the Prometheus operator's CRDs.
                 depends_on=[self.monitoring.release],
             ),
@@ -140,7 +142,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
         self.backup_plugin = HelmOperator(
             f"{name}-barman-cloud",
             dataclasses.replace(
-                operator_args(operators.barman_cloud, args.pod_security_version, {}),
+                operator_args(operators.barman_cloud, args.pod_security_version, barman_cloud_values()),
                 create_namespace=False,
                 # The plugin serves CloudNativePG over mTLS with certificates from cert-manager.
                 depends_on=[self.postgres_operator.release, self.cert_manager.release],
@@ -158,12 +160,12 @@ class SharedInfrastructure(pulumi.ComponentResource):
         )
         self.gateway_controller = HelmOperator(
             f"{name}-envoy-gateway",
-            operator_args(operators.envoy_gateway, args.pod_security_version, {}),
+            operator_args(operators.envoy_gateway, args.pod_security_version, envoy_gateway_values()),
             opts=child,
         )
         self.autoscaler = HelmOperator(
             f"{name}-keda",
-            operator_args(operators.keda, args.pod_security_version, {}),
+            operator_args(operators.keda, args.pod_security_version, keda_values()),
             opts=child,
         )
 
