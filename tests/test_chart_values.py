@@ -1,11 +1,14 @@
 """The operator charts' values: sizes that fit the dev budget, the version and CRD switches the platform relies
-on."""
+on, and a skip list that names every object exactly and says why."""
 
 from __future__ import annotations
+
+import yaml
 
 from components.pod_security import restricted_violations
 from components.sizing import parse_quantity
 from infra import chart_values as cv
+from infra.stack_config import PROJECT_ROOT
 
 LONG_RUNNING = [
     cv.CNPG_OPERATOR_RESOURCES,
@@ -18,6 +21,7 @@ LONG_RUNNING = [
     cv.CERT_MANAGER_WEBHOOK_RESOURCES,
     cv.ENVOY_GATEWAY_RESOURCES,
 ]
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
 
 
 def test_every_size_has_requests_and_limits_and_limits_cover_requests():
@@ -63,3 +67,16 @@ def test_gateway_crds_come_from_gateway_crds_helm_standard_channel():
 def test_cert_manager_uses_the_current_gateway_api_switch():
     config = cv.cert_manager_values()["config"]
     assert config == {"gatewayAPI": {"enabled": True}}  # not the deprecated top-level enableGatewayAPI
+
+
+def test_every_checkov_skip_names_one_object_and_gives_a_reason():
+    skips = yaml.safe_load((PROJECT_ROOT / "infra" / "offline" / "checkov_skips.yaml").read_text())
+    seen = set()
+    for entry in skips:
+        assert set(entry) <= {"check", "kind", "namespace", "name", "reason"}, entry
+        assert entry["check"].startswith(("CKV_K8S_", "CKV2_K8S_")), entry
+        assert len(entry["reason"]) > 40, entry
+        assert ("namespace" in entry) == (entry["kind"] not in CLUSTER_SCOPED), entry
+        key = (entry["check"], entry["kind"], entry.get("namespace"), entry["name"])
+        assert key not in seen, f"duplicate skip {key}"
+        seen.add(key)
