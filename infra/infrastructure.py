@@ -16,7 +16,13 @@ from components.internal_ca import InternalCA, InternalCAArgs
 from infra.chart_values import (
     GRAFANA_ADMIN_SECRET,
     GRAFANA_ADMIN_USER,
+    barman_cloud_values,
+    cert_manager_values,
+    cnpg_values,
+    envoy_gateway_values,
+    gateway_crds_values,
     host_agent_namespaces,
+    keda_values,
     monitoring_values,
 )
 from infra.config import HelmChart, Infrastructure, Monitoring
@@ -72,7 +78,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
 
         self.postgres_operator = HelmOperator(
             f"{name}-cnpg",
-            operator_args(operators.cloudnative_pg, args.pod_security_version, {"crds": {"create": True}}),
+            operator_args(operators.cloudnative_pg, args.pod_security_version, cnpg_values()),
             opts=child,
         )
         self.queue_operator = HelmOperator(
@@ -130,18 +136,14 @@ class SharedInfrastructure(pulumi.ComponentResource):
                 chart=gateway_crds.chart,
                 version=gateway_crds.version,
                 namespace=gateway_crds.namespace,
-                # Standard channel: the platform uses nothing experimental (gateway-crds-helm values.yaml).
-                values={
-                    "crds": {"gatewayAPI": {"enabled": True, "channel": "standard"}, "envoyGateway": {"enabled": True}}
-                },
+                values=gateway_crds_values(),
             ),
             opts=child,
         )
         self.gateway_controller = HelmOperator(
             f"{name}-envoy-gateway",
             dataclasses.replace(
-                # gateway-helm's crds subchart would install the experimental channel, install-only: off.
-                operator_args(operators.envoy_gateway, args.pod_security_version, {"crds": {"enabled": False}}),
+                operator_args(operators.envoy_gateway, args.pod_security_version, envoy_gateway_values()),
                 skip_crds=True,
                 depends_on=[self.gateway_crds],
             ),
@@ -150,14 +152,10 @@ class SharedInfrastructure(pulumi.ComponentResource):
         self.cert_manager = HelmOperator(
             f"{name}-cert-manager",
             dataclasses.replace(
-                operator_args(
-                    operators.cert_manager,
-                    args.pod_security_version,
-                    # Its metrics feed the certificate-expiry alert.
-                    {"crds": {"enabled": True}, "prometheus": {"enabled": True, "servicemonitor": {"enabled": True}}},
-                ),
+                operator_args(operators.cert_manager, args.pod_security_version, cert_manager_values()),
                 # Its ServiceMonitor needs the Prometheus operator's CRDs; with Gateway API support on, the
-                # controller needs the Gateway API CRDs when it starts, so Envoy Gateway (and its CRDs) come first.
+                # controller exits at start unless the Gateway API CRDs are served (cert-manager v1.21.1
+                # pkg/controller/context.go), so Envoy Gateway and its CRDs come first.
                 depends_on=[self.monitoring.release, self.gateway_controller.release],
             ),
             opts=child,
@@ -165,7 +163,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
         self.backup_plugin = HelmOperator(
             f"{name}-barman-cloud",
             dataclasses.replace(
-                operator_args(operators.barman_cloud, args.pod_security_version, {}),
+                operator_args(operators.barman_cloud, args.pod_security_version, barman_cloud_values()),
                 create_namespace=False,
                 # The plugin serves CloudNativePG over mTLS with certificates from cert-manager.
                 depends_on=[self.postgres_operator.release, self.cert_manager.release],
@@ -183,7 +181,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
         )
         self.autoscaler = HelmOperator(
             f"{name}-keda",
-            operator_args(operators.keda, args.pod_security_version, {}),
+            operator_args(operators.keda, args.pod_security_version, keda_values()),
             opts=child,
         )
 
