@@ -75,6 +75,13 @@ def test_crds_hooks_and_notes():
     assert ("CustomResourceDefinition", "widgets.example.com") not in expand(skipCrds=True)
 
 
+def test_crds_of_a_disabled_subchart_are_not_installed():
+    """Helm prunes a subchart whose condition is false, its crds/ folder included (gateway-helm's `crds.enabled`)."""
+    assert ("CustomResourceDefinition", "gadgets.example.com") in expand()
+    assert ("CustomResourceDefinition", "gadgets.example.com") not in expand(values={"extras": {"enabled": False}})
+    assert ("CustomResourceDefinition", "widgets.example.com") in expand(values={"extras": {"enabled": False}})
+
+
 def test_a_version_missing_from_the_cache_is_named():
     with pytest.raises(charts.ChartCacheError, match=r"chart 'probe' version '9\.9\.9' is not in the offline cache"):
         expand(version="9.9.9")

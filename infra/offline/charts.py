@@ -201,9 +201,13 @@ def _render(folder: str, values_json: str, name: str, namespace: str, kube_versi
     # The wrapper's render() does not expose capabilities; the C ABI takes them in the same options object.
     options = {"name": name, "namespace": namespace, "is_install": True, "kube_version": kube_version}
     rendered = json.loads(_native.call_string("helm_render", chart._raw(), values_json, json.dumps(options)))
+    disabled = disabled_dependencies(
+        chart.metadata.get("dependencies") or [], chart.merge_values(json.loads(values_json))
+    )
     crds = tuple(
         (f"crds/{c['filename'].split('/crds/', 1)[-1]}", obj)
         for c in sorted(chart.crds, key=lambda c: c["filename"])
+        if _subchart_of(c["filename"]) not in disabled
         for obj in load_documents(c["data"])
     )
     templates = tuple(
@@ -213,6 +217,29 @@ def _render(folder: str, values_json: str, name: str, namespace: str, kube_versi
         for obj in load_documents(text)
     )
     return crds, templates
+
+
+def disabled_dependencies(dependencies: list[dict], values: dict) -> set[str]:
+    """Subcharts whose `condition` is false for these values: Helm prunes them, `crds/` folders included, before
+    it installs anything (helm pkg/chart/util/dependencies.go, ProcessDependencies). A condition is a comma-separated
+    list of value paths; the first that holds a boolean decides, and none means enabled."""
+    out = set()
+    for dep in dependencies:
+        for path in filter(None, (p.strip() for p in (dep.get("condition") or "").split(","))):
+            node = values
+            for key in path.split("."):
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, bool):
+                if not node:
+                    out.add(dep.get("alias") or dep["name"])
+                break
+    return out
+
+
+def _subchart_of(filename: str) -> str | None:
+    """`<chart>/charts/<sub>/crds/x.yaml` -> `<sub>`; a file of the chart itself -> None."""
+    parts = filename.split("/")
+    return parts[2] if len(parts) > 3 and parts[1] == "charts" else None
 
 
 def clear_cache() -> None:
