@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 
 import pytest
 
+from components.release_manifest import MIRROR_ENV
 from infra.offline.diff import diff, report
+from infra.offline.mocks import DEFAULT_MANIFEST_MIRROR
 
 
 def resources(run) -> list[dict]:
@@ -102,13 +105,15 @@ def git_project(tmp_path):
 
 
 def run_diff(repo, stack: str) -> subprocess.CompletedProcess:
-    """`python -m infra diff <stack> --base HEAD` in `repo`, as CI runs it on a pull request."""
+    """`python -m infra diff <stack> --base HEAD` in `repo`, as CI runs it on a pull request (the copy has no
+    ../shared beside it, so it is pointed at this checkout's manifest mirror)."""
     return subprocess.run(
         [sys.executable, "-m", "infra", "diff", stack, "--base", "HEAD", "--project-dir", str(repo)],
         cwd=repo,
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, MIRROR_ENV: str(DEFAULT_MANIFEST_MIRROR)},
     )
 
 

@@ -7,6 +7,7 @@ import pytest
 from infra.offline import schemas
 from infra.offline.render import manifests
 from infra.stack_config import plan_for_stack
+from tests.conftest import platform_deployments
 
 APP_SUBSYSTEMS = {"payment", "business", "risk"}
 DATA_OWNERS = {"payment", "business"}
@@ -73,22 +74,35 @@ def test_stateful_resources_are_protected_in_prod_only(dev, prod):
     assert all(p == (False, False) for p in protected(dev).values())
 
 
+def operators(run) -> dict[str, str]:
+    """Operator -> URN of what must exist first: the Helm release, or the Deployment a release manifest applies."""
+    found = {r.inputs["chart"].rsplit("/", 1)[-1]: r.urn for r in run.of_type("kubernetes:helm.sh/v3:Release")}
+    for reg in run.registrations:
+        if reg.inputs.get("kind") == "Deployment" and reg.inputs["metadata"]["namespace"] == "rabbitmq-system":
+            found[reg.inputs["metadata"]["name"]] = reg.urn
+    return found
+
+
 def test_data_clusters_depend_on_their_operator(stack_run):
-    releases = {r.inputs["chart"].rsplit("/", 1)[-1]: r.urn for r in stack_run.of_type("kubernetes:helm.sh/v3:Release")}
+    installed = operators(stack_run)
+    crd = next(
+        r.urn
+        for r in stack_run.registrations
+        if r.inputs.get("kind") == "CustomResourceDefinition"
+        and r.inputs["metadata"]["name"] == "rabbitmqclusters.rabbitmq.com"
+    )
     for reg in stack_run.registrations:
         kind = reg.inputs.get("kind")
         if kind == "Cluster":
-            assert releases["cloudnative-pg"] in reg.dependencies, reg.name
+            assert installed["cloudnative-pg"] in reg.dependencies, reg.name
         elif kind == "RabbitmqCluster":
-            assert releases["rabbitmq-cluster-operator"] in reg.dependencies, reg.name
+            assert {installed["rabbitmq-cluster-operator"], crd} <= set(reg.dependencies), reg.name
+            assert installed["messaging-topology-operator"] not in reg.dependencies, reg.name
 
 
 def test_operators_are_pinned_helm_releases(stack_run):
     releases = stack_run.of_type("kubernetes:helm.sh/v3:Release")
-    assert {r.inputs["chart"].rsplit("/", 1)[-1] for r in releases} >= {
-        "cloudnative-pg",
-        "rabbitmq-cluster-operator",
-    }
+    assert {r.inputs["chart"].rsplit("/", 1)[-1] for r in releases} >= {"cloudnative-pg", "cert-manager"}
     for release in releases:
         assert release.inputs["version"].lstrip("v")[0].isdigit(), release.inputs
 
@@ -109,6 +123,10 @@ def test_every_child_is_named_after_its_parent_component(stack_run):
     by_urn = {r.urn: r for r in stack_run.registrations}
     for reg in stack_run.registrations:
         parent = by_urn.get(reg.parent)
+        if parent is not None and parent.type == "kubernetes:yaml:ConfigGroup":
+            # pulumi-kubernetes names a ConfigGroup's objects "<resource_prefix>-<namespace>/<name>"; the
+            # prefix is the component that owns the ConfigGroup.
+            parent = by_urn[parent.parent]
         if parent is not None:
             assert reg.name.startswith(f"{parent.name}-"), (reg.name, parent.name)
 
@@ -160,7 +178,7 @@ def test_whatever_names_a_priority_class_is_created_after_it(stack_run):
         r.inputs["metadata"]["name"]: r.urn for r in stack_run.registrations if r.inputs.get("kind") == "PriorityClass"
     }
     for reg in stack_run.registrations:
-        if reg.inputs.get("kind") == "Deployment":
+        if reg.inputs.get("kind") == "Deployment" and reg.inputs in platform_deployments(stack_run):
             name = reg.inputs["spec"]["template"]["spec"]["priorityClassName"]
         elif reg.inputs.get("kind") == "Cluster":
             name = reg.inputs["spec"]["priorityClassName"]
@@ -172,18 +190,19 @@ def test_whatever_names_a_priority_class_is_created_after_it(stack_run):
 OPERATOR_OF_GROUP = {
     "postgresql.cnpg.io": "cloudnative-pg",
     "barmancloud.cnpg.io": "plugin-barman-cloud",
-    "rabbitmq.com": "rabbitmq-cluster-operator",
+    "rabbitmq.com": "messaging-topology-operator",  # all but RabbitmqCluster (OPERATOR_OF_KIND)
     "cert-manager.io": "cert-manager",
     "keda.sh": "keda",
     "gateway.networking.k8s.io": "gateway-helm",
     "gateway.envoyproxy.io": "gateway-helm",
     "monitoring.coreos.com": "kube-prometheus-stack",
 }
+OPERATOR_OF_KIND = {"RabbitmqCluster": "rabbitmq-cluster-operator"}
 
 
 def test_every_custom_resource_is_created_after_the_operator_that_serves_it(stack_run):
     by_urn = {r.urn: r for r in stack_run.registrations}
-    releases = {r.inputs["chart"].rsplit("/", 1)[-1]: r.urn for r in stack_run.of_type("kubernetes:helm.sh/v3:Release")}
+    installed = operators(stack_run)
 
     def upstream(urn, seen):
         for dep in by_urn[urn].dependencies:
@@ -196,4 +215,5 @@ def test_every_custom_resource_is_created_after_the_operator_that_serves_it(stac
         if not reg.is_kubernetes_object or schemas.is_builtin(reg.inputs):
             continue
         group = reg.inputs["apiVersion"].split("/")[0]
-        assert releases[OPERATOR_OF_GROUP[group]] in upstream(reg.urn, set()), (reg.inputs["kind"], reg.name)
+        operator = OPERATOR_OF_KIND.get(reg.inputs["kind"], OPERATOR_OF_GROUP[group])
+        assert installed[operator] in upstream(reg.urn, set()), (reg.inputs["kind"], reg.name)

@@ -10,6 +10,7 @@ every change to a field Kubernetes cannot change in place (which forces a replac
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.release_manifest import MIRROR_ENV
+from infra.offline.mocks import DEFAULT_MANIFEST_MIRROR
 from infra.offline.safety import STATEFUL_KINDS
 
 SUBSYSTEM_COMPONENT = "settlement:platform:Subsystem"
@@ -191,6 +194,8 @@ def render_ref(stack: str, ref: str, repo: Path) -> list[dict]:
                 cwd=tree,
                 capture_output=True,
                 text=True,
+                # The worktree has no ../shared beside it: read release manifests from this checkout's mirror.
+                env={**os.environ, MIRROR_ENV: os.environ.get(MIRROR_ENV) or str(DEFAULT_MANIFEST_MIRROR)},
             )
             if result.returncode != 0:
                 raise RuntimeError(f"rendering {stack!r} at {ref} failed:\n{result.stderr.strip()}")
