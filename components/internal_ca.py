@@ -44,6 +44,20 @@ def trust_bundle_spec(issuer: str, namespace: str) -> dict:
     }
 
 
+def trust_bundle(
+    resource_name: str, namespace: str, issuer: str, labels: dict[str, str], opts: pulumi.ResourceOptions
+) -> k8s.apiextensions.CustomResource:
+    """The Certificate that puts the issuer's root into `namespace` as Secret `TRUST_SECRET` (`ca.crt`)."""
+    return k8s.apiextensions.CustomResource(
+        resource_name,
+        api_version=CERT_MANAGER_API,
+        kind="Certificate",
+        metadata={"name": f"{TRUST_SECRET}-trust", "namespace": namespace, "labels": labels},
+        spec=trust_bundle_spec(issuer, namespace),
+        opts=opts,
+    )
+
+
 class InternalCA(pulumi.ComponentResource):
     issuer_name: str
     issuer: pulumi.Resource

@@ -69,13 +69,12 @@ class Namespace(pulumi.ComponentResource):
         )
 
         if args.trust_issuer is not None:
-            k8s.apiextensions.CustomResource(
+            internal_ca.trust_bundle(
                 f"{name}-trust",
-                api_version=internal_ca.CERT_MANAGER_API,
-                kind="Certificate",
-                metadata={"name": "internal-ca-trust", "namespace": args.name, "labels": args.labels},
-                spec=internal_ca.trust_bundle_spec(args.trust_issuer, args.name),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, *args.depends_on]),
+                args.name,
+                args.trust_issuer,
+                args.labels,
+                pulumi.ResourceOptions(parent=self, depends_on=[namespace, *args.depends_on]),
             )
 
         self.name = namespace.metadata.name

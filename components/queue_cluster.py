@@ -30,7 +30,7 @@ class QueueClusterArgs:
     """The Prometheus operator install: when set, a PodMonitor scrapes every node's Prometheus endpoint."""
     protect: bool = True
     """Refuse deletion and replacement (the engine fails the update instead of dropping messages)."""
-    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    depends_on: list[pulumi.Input[pulumi.Resource]] = field(default_factory=list)
     """Created first: the operator install (so its CRD exists) and what the pods reference (priority class)."""
 
 

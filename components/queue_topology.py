@@ -39,7 +39,7 @@ class QueueTopologyArgs:
     retain: bool = True
     """Keep vhost and queues (and their messages) in RabbitMQ if their Kubernetes objects are deleted."""
     labels: dict[str, str] = field(default_factory=dict)
-    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    depends_on: list[pulumi.Input[pulumi.Resource]] = field(default_factory=list)
 
 
 def dead_letter_queue(queue: str) -> str:

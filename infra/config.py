@@ -566,19 +566,47 @@ def _chart(repository: str, chart: str, version: str, namespace: str) -> HelmCha
     return HelmChart(repository=repository, chart=chart, version=version, namespace=namespace)
 
 
+class ManifestRelease(Model):
+    repository: Annotated[str, StringConstraints(pattern=r"^https://github\.com/[-\w.]+/[-\w.]+$")] = Field(
+        description="GitHub repository that publishes the manifest with its releases."
+    )
+    tag: Annotated[str, StringConstraints(pattern=r"^v[0-9]+\.[0-9]+\.[0-9]+$")] = Field(
+        description="Exact release tag (no ranges: what is tested is what deploys)."
+    )
+    asset: Annotated[str, StringConstraints(pattern=r"^[-\w.]+\.ya?ml$")] = Field(
+        description="Manifest file attached to the release; installed from "
+        "`<repository>/releases/download/<tag>/<asset>`."
+    )
+    namespace: Name = Field(description="Namespace the operator runs in; the upstream manifest fixes it.")
+
+
+def _manifest(repository: str, tag: str, asset: str, namespace: str) -> ManifestRelease:
+    return ManifestRelease(repository=repository, tag=tag, asset=asset, namespace=namespace)
+
+
 class Operators(Model):
     cloudnative_pg: HelmChart = Field(
         default=_chart("https://cloudnative-pg.github.io/charts", "cloudnative-pg", "0.29.0", "cnpg-system"),
         description="CloudNativePG operator. Default: chart cloudnative-pg 0.29.0 (app 1.30.0).",
     )
-    rabbitmq_cluster_operator: HelmChart = Field(
-        default=_chart(
-            "oci://registry-1.docker.io/bitnamicharts",
-            "rabbitmq-cluster-operator",
-            "4.4.34",
+    # The RabbitMQ team publishes no chart; Bitnami's withdrew its images (bitnami/charts#35164,
+    # rabbitmq-website#2330). Both operators install from their release manifests and need cert-manager.
+    rabbitmq_cluster_operator: ManifestRelease = Field(
+        default=_manifest(
+            "https://github.com/rabbitmq/cluster-operator", "v2.22.3", "cluster-operator.yml", "rabbitmq-system"
+        ),
+        description="RabbitMQ cluster operator (RabbitmqCluster). Default: release v2.22.3, cluster-operator.yml, "
+        "namespace rabbitmq-system.",
+    )
+    rabbitmq_topology_operator: ManifestRelease = Field(
+        default=_manifest(
+            "https://github.com/rabbitmq/messaging-topology-operator",
+            "v1.20.1",
+            "messaging-topology-operator-with-certmanager.yaml",
             "rabbitmq-system",
         ),
-        description="RabbitMQ cluster and messaging-topology operators. Default: chart 4.4.34.",
+        description="RabbitMQ messaging-topology operator (Queue, User, Permission, ...). Default: release "
+        "v1.20.1, messaging-topology-operator-with-certmanager.yaml, namespace rabbitmq-system.",
     )
     cert_manager: HelmChart = Field(
         default=_chart("https://charts.jetstack.io", "cert-manager", "v1.21.1", "cert-manager"),
@@ -629,7 +657,9 @@ class PriorityClasses(Model):
 
 
 class Infrastructure(Model):
-    operators: Operators = Field(default_factory=Operators, description="Operators, at pinned chart versions.")
+    operators: Operators = Field(
+        default_factory=Operators, description="Operators, at pinned chart or release versions."
+    )
     priority_classes: PriorityClasses = Field(default_factory=PriorityClasses, description="Pod priorities.")
 
 

@@ -12,7 +12,8 @@ from components import pod_security
 from components.crd_chart import CrdChart, CrdChartArgs
 from components.credentials import GeneratedCredentialsArgs
 from components.helm_operator import HelmOperator, HelmOperatorArgs
-from components.internal_ca import InternalCA, InternalCAArgs
+from components.internal_ca import TRUST_SECRET, InternalCA, InternalCAArgs, trust_bundle
+from components.release_manifest import CaMount, ReleaseManifest, ReleaseManifestArgs
 from infra.chart_values import (
     GRAFANA_ADMIN_SECRET,
     GRAFANA_ADMIN_USER,
@@ -25,11 +26,22 @@ from infra.chart_values import (
     keda_values,
     monitoring_values,
 )
-from infra.config import HelmChart, Infrastructure, Monitoring
+from infra.config import HelmChart, Infrastructure, ManifestRelease, Monitoring
 
 PART_OF = "settlement-platform"
 INTERNAL_ISSUER = "settlement-internal-ca"
 INFRASTRUCTURE_LABELS = {"app.kubernetes.io/part-of": PART_OF, "platform.settlement.io/subsystem": "infrastructure"}
+
+# Both RabbitMQ operators call the brokers' management API, over HTTPS when the brokers are TLS-only, and verify
+# it against Go's system pool (x509.SystemCertPool): each gets the internal CA in /etc/ssl/certs.
+# - messaging-topology-operator v1.20.1: internal/controller/topology_controller.go (extractSystemCertPool);
+#   README.md "RabbitMQCluster requirements" points to rabbitmq.com's tls-topology-operator guide, and
+#   test/system/fixtures/patch-test-ca.yaml mounts the CA the same way (subPath under /etc/ssl/certs).
+# - cluster-operator v2.22.3: internal/rabbitmqclient/client.go (managementHTTPSTransport: system pool plus
+#   spec.tls.caSecretName, which the platform's clusters do not set), used for quorum and version checks.
+# Deployment and container names as the pinned manifests have them.
+QUEUE_CLUSTER_OPERATOR_CA = CaMount(deployment="rabbitmq-cluster-operator", container="operator", secret=TRUST_SECRET)
+QUEUE_TOPOLOGY_OPERATOR_CA = CaMount(deployment="messaging-topology-operator", container="manager", secret=TRUST_SECRET)
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,26 @@ def operator_args(chart: HelmChart, pod_security_version: str, values: dict) -> 
     )
 
 
+# Accepted exceptions for the operators' pods, annotated on their Deployments (README: Security checks).
+OPERATOR_CHECKOV_SKIPS = {
+    "CKV_K8S_38": "an operator reconciles through the Kubernetes API with its service account token",
+    "CKV_K8S_43": "the pinned release manifest names the image by its release tag; upstream publishes no digest in it",
+}
+
+
+def manifest_args(release: ManifestRelease, ca: CaMount, depends_on: list[pulumi.Resource]) -> ReleaseManifestArgs:
+    return ReleaseManifestArgs(
+        repository=release.repository,
+        tag=release.tag,
+        asset=release.asset,
+        namespace=release.namespace,
+        labels=INFRASTRUCTURE_LABELS,
+        ca_mounts=[ca],
+        checkov_skips=OPERATOR_CHECKOV_SKIPS,
+        depends_on=depends_on,
+    )
+
+
 def priority_class_name(tier: str) -> str:
     return f"settlement-{tier}"
 
@@ -59,7 +91,10 @@ class SharedInfrastructure(pulumi.ComponentResource):
     """Operators (and, as the platform grows, gateway, certificates and monitoring) for every subsystem."""
 
     postgres_operator: HelmOperator
-    queue_operator: HelmOperator
+    queue_cluster_operator: ReleaseManifest
+    """Serves RabbitmqCluster: queue clusters depend on its `objects`."""
+    queue_topology_operator: ReleaseManifest
+    """Serves Queue, User, Permission, ...: a cluster's topology depends on its `objects`."""
     autoscaler: HelmOperator
     cert_manager: HelmOperator
     gateway_crds: CrdChart
@@ -70,6 +105,8 @@ class SharedInfrastructure(pulumi.ComponentResource):
     priority_classes: dict[str, str]
     priority_class_resources: list[pulumi.Resource]
     """Pods may only name a PriorityClass that exists: whatever uses one depends on these."""
+    operator_namespaces: dict[str, pulumi.Output[str]]
+    """Every namespace the operators (and the host agents) run in, by name."""
 
     def __init__(self, name: str, args: InfrastructureArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:platform:Infrastructure", name, None, opts)
@@ -81,20 +118,10 @@ class SharedInfrastructure(pulumi.ComponentResource):
             operator_args(operators.cloudnative_pg, args.pod_security_version, cnpg_values()),
             opts=child,
         )
-        self.queue_operator = HelmOperator(
-            f"{name}-rabbitmq",
-            operator_args(
-                operators.rabbitmq_cluster_operator,
-                args.pod_security_version,
-                # One chart, two operators: the cluster operator and the messaging-topology operator.
-                {"clusterOperator": {"enabled": True}, "msgTopologyOperator": {"enabled": True}},
-            ),
-            opts=child,
-        )
         # Host agents (node-exporter) run apart, in the only namespaces Pod Security "privileged" admits, so that
         # every other namespace - monitoring included - enforces "restricted".
-        host_agents = [
-            k8s.core.v1.Namespace(
+        host_agents = {
+            namespace: k8s.core.v1.Namespace(
                 f"{name}-{namespace}-namespace",
                 metadata=pod_security.namespace_metadata(
                     namespace,
@@ -105,7 +132,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
                 opts=child,
             )
             for namespace in host_agent_namespaces(operators.monitoring.namespace)
-        ]
+        }
         self.monitoring = HelmOperator(
             f"{name}-monitoring",
             dataclasses.replace(
@@ -124,7 +151,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
                         labels=INFRASTRUCTURE_LABELS,
                     )
                 ],
-                depends_on=host_agents,
+                depends_on=list(host_agents.values()),
             ),
             opts=child,
         )
@@ -179,6 +206,44 @@ class SharedInfrastructure(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # RabbitMQ's operators install from their release manifests, which share one namespace and issue their
+        # webhook certificates with cert-manager (required since cluster-operator 2.22).
+        queue_ns = operators.rabbitmq_cluster_operator.namespace
+        queue_namespace = k8s.core.v1.Namespace(
+            f"{name}-rabbitmq-namespace",
+            metadata=pod_security.namespace_metadata(
+                queue_ns, INFRASTRUCTURE_LABELS, "restricted", args.pod_security_version
+            ),
+            # It belonged to the Helm install's component before: same object, no replacement.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                aliases=[
+                    pulumi.Alias(parent=pulumi.create_urn(f"{name}-rabbitmq", "settlement:core:HelmOperator", self))
+                ],
+            ),
+        )
+        after_cert_manager = [self.cert_manager.release, self.internal_ca.issuer, queue_namespace]
+        queue_trust = trust_bundle(
+            f"{name}-rabbitmq-trust",
+            queue_ns,
+            INTERNAL_ISSUER,
+            INFRASTRUCTURE_LABELS,
+            pulumi.ResourceOptions(parent=self, depends_on=after_cert_manager),
+        )
+        self.queue_cluster_operator = ReleaseManifest(
+            f"{name}-rabbitmq-cluster-operator",
+            manifest_args(
+                operators.rabbitmq_cluster_operator, QUEUE_CLUSTER_OPERATOR_CA, [*after_cert_manager, queue_trust]
+            ),
+            opts=child,
+        )
+        self.queue_topology_operator = ReleaseManifest(
+            f"{name}-rabbitmq-topology-operator",
+            manifest_args(
+                operators.rabbitmq_topology_operator, QUEUE_TOPOLOGY_OPERATOR_CA, [*after_cert_manager, queue_trust]
+            ),
+            opts=child,
+        )
         self.autoscaler = HelmOperator(
             f"{name}-keda",
             operator_args(operators.keda, args.pod_security_version, keda_values()),
@@ -201,28 +266,23 @@ class SharedInfrastructure(pulumi.ComponentResource):
             self.priority_classes[tier] = pc_name
             self.priority_class_resources.append(priority_class)
 
-        self.register_outputs(
-            {
-                "operator_namespaces": [
-                    self.postgres_operator.namespace,
-                    self.queue_operator.namespace,
-                    self.autoscaler.namespace,
-                    self.cert_manager.namespace,
-                    self.gateway_controller.namespace,
-                    self.monitoring.namespace,
-                ],
-                "internal_issuer": self.internal_ca.issuer_name,
-                "priority_classes": self.priority_classes,
-            }
-        )
-
-    def operators(self) -> list[HelmOperator]:
-        return [
+        self.operator_namespaces = {queue_ns: queue_namespace.metadata.name}
+        for operator in (
             self.postgres_operator,
-            self.queue_operator,
             self.cert_manager,
             self.backup_plugin,
             self.gateway_controller,
             self.monitoring,
             self.autoscaler,
-        ]
+        ):
+            self.operator_namespaces.setdefault(operator.namespace_name, operator.namespace)
+        for namespace, resource in host_agents.items():
+            self.operator_namespaces[namespace] = resource.metadata.name
+
+        self.register_outputs(
+            {
+                "operator_namespaces": list(self.operator_namespaces.values()),
+                "internal_issuer": self.internal_ca.issuer_name,
+                "priority_classes": self.priority_classes,
+            }
+        )

@@ -39,15 +39,22 @@ DNS_PORT = 53
 
 GATEWAY_NAME = "settlement"
 
-# Pods the operator charts run, with the labels the pinned chart versions put on them. The reachability model
-# uses the same table to know which pods exist; keep it in step with the charts when a version moves.
+# Pods the operators run (from a Helm chart or a release manifest), with the labels the pinned versions put on
+# them. The reachability model uses the same table to know which chart pods exist; keep it in step with the
+# charts and manifests when a version moves. The RabbitMQ operators' labels: their Deployments' pod templates in
+# cluster-operator.yml v2.22.3 and messaging-topology-operator-with-certmanager.yaml v1.20.1.
 CHART_PODS: dict[str, tuple[str, str, dict[str, str]]] = {
     "cnpg": ("cloudnative_pg", "cloudnative-pg", {"app.kubernetes.io/name": "cloudnative-pg"}),
     "barman": ("barman_cloud", "plugin-barman-cloud", {"app.kubernetes.io/name": "plugin-barman-cloud"}),
-    "rabbitmq": (
+    "rabbitmq-cluster-operator": (
         "rabbitmq_cluster_operator",
-        "rabbitmq-operators",
+        "rabbitmq-cluster-operator",
         {"app.kubernetes.io/name": "rabbitmq-cluster-operator"},
+    ),
+    "rabbitmq-topology-operator": (
+        "rabbitmq_topology_operator",
+        "messaging-topology-operator",
+        {"app.kubernetes.io/name": "messaging-topology-operator"},
     ),
     "keda": ("keda", "keda-operator", {"app.kubernetes.io/name": "keda-operator"}),
     "cert-manager": ("cert_manager", "cert-manager", {"app.kubernetes.io/name": "cert-manager"}),
@@ -166,7 +173,11 @@ def declared_edges(plan: PlatformPlan, groups: Groups) -> set[Edge]:
     for mq in groups.queues.values():
         for port, end in RABBITMQ_CLUSTER_PORTS:
             add(mq, mq, port, end)
-        add(infra["rabbitmq"], mq, RABBITMQ_MANAGEMENT_TLS_PORT)
+        # Both operators call the management API (HTTPS, the brokers are TLS-only): the topology operator to
+        # declare queues, users and permissions; the cluster operator for its quorum and version checks
+        # (cluster-operator v2.22.3 internal/rabbitmqclient/client.go).
+        add(infra["rabbitmq-cluster-operator"], mq, RABBITMQ_MANAGEMENT_TLS_PORT)
+        add(infra["rabbitmq-topology-operator"], mq, RABBITMQ_MANAGEMENT_TLS_PORT)
         add(infra["prometheus"], mq, RABBITMQ_PROMETHEUS_TLS_PORT)
 
     add(infra["grafana"], infra["prometheus"], 9090)

@@ -296,7 +296,7 @@ def postgres_args(
 def queue_args(
     plan: PlatformPlan,
     sub: SubsystemPlan,
-    depends_on: list[pulumi.Resource],
+    depends_on: list[pulumi.Input[pulumi.Resource]],
     tls_issuer: str,
     monitoring: pulumi.Resource | None,
 ) -> QueueClusterArgs:
@@ -385,7 +385,7 @@ class Platform(pulumi.ComponentResource):
                     queue=queue_args(
                         plan,
                         sub,
-                        [infrastructure.queue_operator.release, infrastructure.internal_ca.issuer],
+                        [*infrastructure.queue_cluster_operator.objects, infrastructure.internal_ca.issuer],
                         infrastructure.internal_ca.issuer_name,
                         infrastructure.monitoring.release,
                     )
@@ -414,7 +414,11 @@ class Platform(pulumi.ComponentResource):
                     users={key: user for key, (_, user) in users.items()},
                     retain=plan.config.guardrails.protect_stateful_resources,
                     labels={"app.kubernetes.io/part-of": PART_OF, SUBSYSTEM_LABEL: owner},
-                    depends_on=[subsystems[owner].queue, infrastructure.queue_operator.release, *credentials],
+                    depends_on=[
+                        subsystems[owner].queue,
+                        *infrastructure.queue_topology_operator.objects,
+                        *credentials,
+                    ],
                 ),
                 opts=child,
             )
@@ -435,8 +439,8 @@ class Platform(pulumi.ComponentResource):
             if svc.expose is not None
         }
         namespaces: dict[str, pulumi.Input[str]] = {n: s.namespace for n, s in subsystems.items()}
-        for operator in infrastructure.operators():
-            namespaces.setdefault(operator.namespace_name, operator.namespace)
+        for namespace_name, namespace in infrastructure.operator_namespaces.items():
+            namespaces.setdefault(namespace_name, namespace)
         if routes:
             gateway_config = plan.config.gateway
             gateway = Gateway(

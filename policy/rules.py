@@ -75,9 +75,22 @@ def no_node_ports(resource: Resource) -> list[str]:
     return []
 
 
+SKIP_ANNOTATION = re.compile(r"^checkov\.io/skip\d+$")
+DIGEST_CHECK = "CKV_K8S_43"
+"""checkov's image-digest check: an object that skips it, with a reason, is exempt here too (one record)."""
+
+
+def skips(resource: Resource, check: str) -> bool:
+    annotations = (resource.props.get("metadata") or {}).get("annotations") or {}
+    return any(
+        SKIP_ANNOTATION.match(key) and value.partition("=")[0] == check and value.partition("=")[2].strip()
+        for key, value in annotations.items()
+    )
+
+
 def images_pinned_by_digest(resource: Resource) -> list[str]:
     spec = pod_spec(resource)
-    if spec is None:
+    if spec is None or skips(resource, DIGEST_CHECK):
         return []
     return [
         f"{resource.label}: image {c.get('image')!r} is not pinned by @sha256 digest"

@@ -9,11 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.release_manifest import SOURCE_ANNOTATION
 from infra.offline.mocks import ProgramRun
 from infra.offline.render import render_stack
 from infra.stack_config import PROJECT_ROOT
 
 STACKS = ("dev", "prod")
+
+
+def platform_deployments(run: ProgramRun) -> list[dict]:
+    """The Deployments the platform writes itself; operators applied from upstream release manifests are not
+    platform workloads (they carry the manifest's URL in `SOURCE_ANNOTATION`)."""
+    return [d for d in run.objects("Deployment") if SOURCE_ANNOTATION not in d["metadata"].get("annotations", {})]
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from infra.offline import render
 from infra.offline.mocks import ProgramFailed
 from infra.platform import amqp_credentials
 from infra.stack_config import SECRET_PLACEHOLDER, plan_for_stack
+from tests.conftest import platform_deployments
 
 DB_USERS = {
     "payment": {"payment-api", "risk-warning-handler"},
@@ -270,7 +271,7 @@ def test_queue_clients_connect_over_amqps_and_trust_only_the_ca_certificate(prod
     for ns in ("payment", "business", "risk"):
         trust = prod.object("Certificate", "internal-ca-trust", ns)["spec"]
         assert trust["secretName"] == "internal-ca"
-    for d in prod.objects("Deployment"):
+    for d in platform_deployments(prod):
         for volume in d["spec"]["template"]["spec"]["volumes"]:
             if volume.get("secret", {}).get("secretName") == "internal-ca":
                 assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
@@ -281,7 +282,7 @@ def test_queue_clients_connect_over_amqps_and_trust_only_the_ca_certificate(prod
 
 
 def test_queue_credentials_are_mounted_files_never_env_values(stack_run):
-    for d in stack_run.objects("Deployment"):
+    for d in platform_deployments(stack_run):
         spec = d["spec"]["template"]["spec"]
         container = spec["containers"][0]
         assert all("valueFrom" not in e for e in container["env"]), "no secret reaches a pod as env"

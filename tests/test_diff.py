@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from infra.offline import caches
 from infra.offline.diff import CHART_OBJECT, FieldChange, compare, diff, report
 from infra.offline.render import REDACTED_ALERTMANAGER, redacted_alertmanager
 from infra.stack_config import SECRET_PLACEHOLDER
@@ -107,13 +108,15 @@ def git_project(tmp_path):
 
 
 def run_diff(repo, stack: str, base: str = "HEAD") -> subprocess.CompletedProcess:
-    """`python -m infra diff <stack> --base HEAD` in `repo`, as CI runs it on a pull request."""
+    """`python -m infra diff <stack> --base HEAD` in `repo`, as CI runs it on a pull request (the copy has no
+    ../shared beside it, so it is pointed at this checkout's offline caches)."""
     return subprocess.run(
         [sys.executable, "-m", "infra", "diff", stack, "--base", base, "--project-dir", str(repo)],
         cwd=repo,
         capture_output=True,
         text=True,
         timeout=300,
+        env=caches.child_env(),
     )
 
 

@@ -26,4 +26,10 @@ def test_golden_subsets_carry_the_facts_that_matter(prod):
         "protect": True,
     }
     assert data["deployments"]["payment/payment-api"]["scaling"] == ["hpa", 3, 6]
-    assert data["resource_counts"]["kubernetes:apps/v1:Deployment"] == 7
+    # 7 platform workloads and the two RabbitMQ operators from their release manifests.
+    assert data["resource_counts"]["kubernetes:apps/v1:Deployment"] == 9
+    assert data["manifests"] == [
+        "https://github.com/rabbitmq/cluster-operator/releases/download/v2.22.3/cluster-operator.yml",
+        "https://github.com/rabbitmq/messaging-topology-operator/releases/download/v1.20.1/"
+        "messaging-topology-operator-with-certmanager.yaml",
+    ]

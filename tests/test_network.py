@@ -75,7 +75,8 @@ def test_data_pods_are_reachable_only_from_their_declared_users_operators_and_mo
         "payment/risk-warning-handler",
         "risk/risk-engine",
         "payment/payment-mq",
-        "rabbitmq-system/rabbitmq-operators",
+        "rabbitmq-system/rabbitmq-cluster-operator",
+        "rabbitmq-system/messaging-topology-operator",
         "keda/keda-operator",
         "monitoring/prometheus",
     }

@@ -17,6 +17,7 @@ from infra.dashboards import dashboards, panels
 from infra.metrics import CONTRACT, metric_names
 from infra.offline.mocks import ProgramFailed
 from infra.stack_config import plan_for_stack
+from tests.conftest import platform_deployments
 
 PROMTOOL = shutil.which("promtool") or "promtool"
 AMTOOL = shutil.which("amtool") or "amtool"
@@ -45,7 +46,7 @@ def test_every_workload_database_and_queue_has_a_scrape_target(stack_run):
     pod_monitors = {
         (m["metadata"]["namespace"], m["metadata"]["name"]): m["spec"] for m in stack_run.objects("PodMonitor")
     }
-    for d in stack_run.objects("Deployment"):
+    for d in platform_deployments(stack_run):
         key = (d["metadata"]["namespace"], d["metadata"]["name"])
         monitor = service_monitors[key]
         service = stack_run.object("Service", key[1], key[0])

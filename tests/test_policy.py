@@ -49,13 +49,13 @@ def _pod(resource):
 
 
 def test_restricted_pod_security_fires(prod):
-    bad = _one(prod, "Deployment")
+    bad = _one(prod, "Deployment", "payment-api")
     _pod(bad)["containers"][0]["securityContext"]["privileged"] = True
     assert rules.restricted_pod_security(bad)
 
 
 def test_requests_and_limits_fires(prod):
-    bad = _one(prod, "Deployment")
+    bad = _one(prod, "Deployment", "payment-api")
     del _pod(bad)["containers"][0]["resources"]["limits"]
     assert rules.requests_and_limits(bad) == [f"{bad.label}: container app sets no limits for ['cpu', 'memory']"]
 
@@ -73,9 +73,21 @@ def test_no_node_ports_fires_and_spares_the_gateway():
 
 
 def test_images_pinned_by_digest_fires(prod):
-    bad = _one(prod, "Deployment")
+    bad = _one(prod, "Deployment", "payment-api")
     _pod(bad)["containers"][0]["image"] = "registry.example/app:latest"
     assert rules.images_pinned_by_digest(bad)
+
+
+def test_an_image_digest_exemption_needs_a_listed_skip_with_a_reason(prod):
+    """Operators applied from release manifests name tags; the one accepted exception is the recorded skip."""
+    operator = _one(prod, "Deployment", "messaging-topology-operator")
+    assert rules.images_pinned_by_digest(operator) == []
+    annotations = operator.props["metadata"]["annotations"]
+    skip = next(k for k, v in annotations.items() if v.startswith(f"{rules.DIGEST_CHECK}="))
+    annotations[skip] = f"{rules.DIGEST_CHECK}="
+    assert rules.images_pinned_by_digest(operator), "a skip without a reason exempts nothing"
+    del annotations[skip]
+    assert rules.images_pinned_by_digest(operator)
 
 
 def test_stateful_resources_protected_fires(dev):
@@ -83,7 +95,7 @@ def test_stateful_resources_protected_fires(dev):
 
 
 def test_no_secret_literals_fires(prod):
-    bad = _one(prod, "Deployment")
+    bad = _one(prod, "Deployment", "payment-api")
     _pod(bad)["containers"][0]["env"].append({"name": "DB_PASSWORD", "value": "hunter2"})
     assert rules.no_secret_literals(bad)
     config_map = Resource(

@@ -6,6 +6,7 @@ import pytest
 
 from infra.offline import schemas
 from infra.offline.render import manifests
+from tests.conftest import platform_deployments
 
 APP_SUBSYSTEMS = {"payment", "business", "risk"}
 DATA_OWNERS = {"payment", "business"}
@@ -72,22 +73,35 @@ def test_stateful_resources_are_protected_in_prod_only(dev, prod):
     assert all(p == (False, False) for p in protected(dev).values())
 
 
+def operators(run) -> dict[str, str]:
+    """Operator -> URN of what must exist first: the Helm release, or the Deployment a release manifest applies."""
+    found = {r.inputs["chart"].rsplit("/", 1)[-1]: r.urn for r in run.of_type("kubernetes:helm.sh/v3:Release")}
+    for reg in run.registrations:
+        if reg.inputs.get("kind") == "Deployment" and reg.inputs["metadata"]["namespace"] == "rabbitmq-system":
+            found[reg.inputs["metadata"]["name"]] = reg.urn
+    return found
+
+
 def test_data_clusters_depend_on_their_operator(stack_run):
-    releases = {r.inputs["chart"].rsplit("/", 1)[-1]: r.urn for r in stack_run.of_type("kubernetes:helm.sh/v3:Release")}
+    installed = operators(stack_run)
+    crd = next(
+        r.urn
+        for r in stack_run.registrations
+        if r.inputs.get("kind") == "CustomResourceDefinition"
+        and r.inputs["metadata"]["name"] == "rabbitmqclusters.rabbitmq.com"
+    )
     for reg in stack_run.registrations:
         kind = reg.inputs.get("kind")
         if kind == "Cluster":
-            assert releases["cloudnative-pg"] in reg.dependencies, reg.name
+            assert installed["cloudnative-pg"] in reg.dependencies, reg.name
         elif kind == "RabbitmqCluster":
-            assert releases["rabbitmq-cluster-operator"] in reg.dependencies, reg.name
+            assert {installed["rabbitmq-cluster-operator"], crd} <= set(reg.dependencies), reg.name
+            assert installed["messaging-topology-operator"] not in reg.dependencies, reg.name
 
 
 def test_operators_are_pinned_helm_releases(stack_run):
     releases = stack_run.of_type("kubernetes:helm.sh/v3:Release")
-    assert {r.inputs["chart"].rsplit("/", 1)[-1] for r in releases} >= {
-        "cloudnative-pg",
-        "rabbitmq-cluster-operator",
-    }
+    assert {r.inputs["chart"].rsplit("/", 1)[-1] for r in releases} >= {"cloudnative-pg", "cert-manager"}
     for release in releases:
         assert release.inputs["version"].lstrip("v")[0].isdigit(), release.inputs
 
@@ -108,6 +122,10 @@ def test_every_child_is_named_after_its_parent_component(stack_run):
     by_urn = {r.urn: r for r in stack_run.registrations}
     for reg in stack_run.registrations:
         parent = by_urn.get(reg.parent)
+        if parent is not None and parent.type == "kubernetes:yaml:ConfigGroup":
+            # pulumi-kubernetes names a ConfigGroup's objects "<resource_prefix>-<namespace>/<name>"; the
+            # prefix is the component that owns the ConfigGroup.
+            parent = by_urn[parent.parent]
         if parent is not None:
             assert reg.name.startswith(f"{parent.name}-"), (reg.name, parent.name)
 
@@ -137,7 +155,7 @@ def test_whatever_names_a_priority_class_is_created_after_it(stack_run):
         r.inputs["metadata"]["name"]: r.urn for r in stack_run.registrations if r.inputs.get("kind") == "PriorityClass"
     }
     for reg in stack_run.registrations:
-        if reg.inputs.get("kind") == "Deployment":
+        if reg.inputs.get("kind") == "Deployment" and reg.inputs in platform_deployments(stack_run):
             name = reg.inputs["spec"]["template"]["spec"]["priorityClassName"]
         elif reg.inputs.get("kind") == "Cluster":
             name = reg.inputs["spec"]["priorityClassName"]

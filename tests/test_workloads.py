@@ -9,12 +9,13 @@ import pytest
 from components.pod_security import restricted_violations
 from components.sizing import parse_quantity
 from infra.offline.mocks import ProgramRun
+from tests.conftest import platform_deployments
 
 APP_NAMESPACES = ("payment", "business", "risk")
 
 
 def deployments(run: ProgramRun) -> list[dict]:
-    return run.objects("Deployment")
+    return platform_deployments(run)
 
 
 def pod(deployment: dict) -> dict:

@@ -15,16 +15,14 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from infra.stack_config import PROJECT_ROOT
+from infra.offline.caches import CHARTS_DIR
 
-CHARTS_DIR = Path(os.environ.get("SETTLEMENT_CHARTS_DIR", PROJECT_ROOT.parent / "shared" / "charts"))
 RELEASE_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
 CHART_OBJECT_TYPE = "kubernetes:chart-object"
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from infra.offline import caches
 from infra.offline.render import REDACTED_ALERTMANAGER
 from infra.offline.safety import STATEFUL_KINDS
 
@@ -383,6 +384,8 @@ def render_ref(stack: str, ref: str, repo: Path) -> Rendered:
                 cwd=tree,
                 capture_output=True,
                 text=True,
+                # The worktree has no ../shared beside it: read release manifests from this checkout's mirror.
+                env=caches.child_env(),
             )
             if result.returncode != 0:
                 raise _render_failure(stack, ref, result.stderr)

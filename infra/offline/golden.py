@@ -1,8 +1,9 @@
 """Golden subsets: per stack, the facts a reviewer cares about and the count of every resource type.
 
 Not a snapshot of everything (that would change with every refactor): only what must not drift silently -
-images, scaling bounds, data-cluster sizes and protection, TLS, operator chart versions, exposed paths, the
-NetworkPolicies of each namespace. `python -m infra golden --write` regenerates the files; review the diff.
+images, scaling bounds, data-cluster sizes and protection, TLS, operator chart and release-manifest versions,
+exposed paths, the NetworkPolicies of each namespace. `python -m infra golden --write` regenerates the files;
+review the diff.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from components.release_manifest import SOURCE_ANNOTATION
 from infra.offline.mocks import ProgramRun
 from infra.stack_config import PROJECT_ROOT
 
@@ -60,6 +62,13 @@ def subset(run: ProgramRun) -> dict:
             r.inputs["chart"].rsplit("/", 1)[-1]: r.inputs["version"]
             for r in run.of_type("kubernetes:helm.sh/v3:Release")
         },
+        "manifests": sorted(
+            {
+                o["metadata"]["annotations"][SOURCE_ANNOTATION]
+                for o in run.kubernetes_objects()
+                if SOURCE_ANNOTATION in o["metadata"].get("annotations", {})
+            }
+        ),
         "routes": sorted(
             f"{key(r)} {r['spec']['rules'][0].get('matches', [{}])[0].get('path', {}).get('value', '')}"
             for r in run.objects("HTTPRoute")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +19,13 @@ from pulumi.runtime import mocks as sdk_mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components.release_manifest import MIRROR_ENV, load_documents
+from infra.offline.caches import MANIFESTS_DIR
 from infra.stack_config import StackConfig
 
 SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"
 SECRET_MARKER = "[secret]"
+# Offline copies of the release manifests the platform installs (../shared/manifests/README.md).
 
 
 def fake_digest(*parts: str) -> str:
@@ -100,6 +104,9 @@ class PlatformMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
+        if args.token == "kubernetes:yaml:decode":
+            # What the provider answers for yaml.ConfigGroup/ConfigFile: the text's documents as objects.
+            return {"result": load_documents(args.args["text"])}
         return {}
 
 
@@ -184,7 +191,10 @@ class ProgramFailed(Exception):
 
 
 def run_program(stack_config: StackConfig, program: Callable[[], None]) -> ProgramRun:
-    """Run `program` for one stack under mocks, in a fresh context so runs never share SDK state."""
+    """Run `program` for one stack under mocks, in a fresh context so runs never share SDK state.
+
+    Release manifests are read from the mirror folder ($SETTLEMENT_MANIFEST_MIRROR, else ../shared/manifests),
+    never downloaded."""
 
     def _run() -> ProgramRun:
         monitor = RecordingMonitor(PlatformMocks())
@@ -202,4 +212,10 @@ def run_program(stack_config: StackConfig, program: Callable[[], None]) -> Progr
             raise ProgramFailed(error, monitor.registrations) from error
         return ProgramRun(stack=stack_config.stack, registrations=monitor.registrations)
 
-    return contextvars.Context().run(_run)
+    previous = os.environ.get(MIRROR_ENV)
+    os.environ[MIRROR_ENV] = previous or str(MANIFESTS_DIR)
+    try:
+        return contextvars.Context().run(_run)
+    finally:
+        if previous is None:
+            del os.environ[MIRROR_ENV]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from infra.config import HelmChart
 from infra.network import CHART_PODS, NAMESPACE_LABEL
 from infra.offline.mocks import ProgramRun
 from infra.topology import PlatformPlan
@@ -35,7 +36,8 @@ def _pod(namespace: str, name: str, labels: dict[str, str]) -> Pod:
 
 def inventory(run: ProgramRun, plan: PlatformPlan) -> list[Pod]:
     """The pods the rendered stack will run, with their labels. From the plan only the cluster's facts: where
-    its DNS runs, and which chart each operator comes from."""
+    its DNS runs, and which chart each operator comes from (operators installed from release manifests render
+    their Deployments, so they are counted with the platform's own)."""
     net, operators = plan.config.network, plan.config.infrastructure.operators
     pods = [_pod(net.dns_namespace, "dns", net.dns_pod_labels)]
     for obj in run.kubernetes_objects():
@@ -57,10 +59,12 @@ def inventory(run: ProgramRun, plan: PlatformPlan) -> list[Pod]:
         for r in run.of_type("kubernetes:helm.sh/v3:Release")
     }
     has_gateway = bool(run.objects("Gateway"))
-    for role, (chart_field, name, labels) in CHART_PODS.items():
-        chart = getattr(operators, chart_field).chart
-        if chart in releases and (role != "envoy" or has_gateway):
-            pods.append(_pod(releases[chart], name, labels))
+    for role, (install_field, name, labels) in CHART_PODS.items():
+        install = getattr(operators, install_field)
+        if not isinstance(install, HelmChart):
+            continue  # a release manifest: its Deployments are rendered objects, counted above
+        if install.chart in releases and (role != "envoy" or has_gateway):
+            pods.append(_pod(releases[install.chart], name, labels))
     return pods
 
 

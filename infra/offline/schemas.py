@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,9 +19,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from infra.stack_config import PROJECT_ROOT
-
-CRDS_DIR = Path(os.environ.get("SETTLEMENT_CRDS_DIR", PROJECT_ROOT.parent / "shared" / "crds"))
+from infra.offline.caches import CRDS_DIR
 
 
 class _CrdLoader(yaml.SafeLoader):

@@ -1,0 +1,35 @@
+"""Where the offline tools find upstream bytes: the pinned charts, the operators' release manifests and CRDs.
+
+By default `../shared/` beside the project (read-only, for offline checks only: `pulumi up` never reads it).
+Each can be pointed elsewhere with its environment variable; `child_env` hands the same choice to a render run in
+another folder (the diff renders the base ref in a git worktree, which has no `../shared` beside it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from components.release_manifest import MIRROR_ENV
+from infra.stack_config import PROJECT_ROOT
+
+SHARED = PROJECT_ROOT.parent / "shared"
+CHARTS_ENV = "SETTLEMENT_CHARTS_DIR"
+CRDS_ENV = "SETTLEMENT_CRDS_DIR"
+
+CHARTS_DIR = Path(os.environ.get(CHARTS_ENV) or SHARED / "charts")
+"""`<chart>-<version>/` folders, as `helm pull --untar` gives them."""
+MANIFESTS_DIR = Path(os.environ.get(MIRROR_ENV) or SHARED / "manifests")
+"""Release manifests named `<asset stem>-<tag><ext>`."""
+CRDS_DIR = Path(os.environ.get(CRDS_ENV) or SHARED / "crds")
+"""Upstream CRDs for kinds that nothing the environment installs ships."""
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment with every cache as an absolute path, for a render in another folder."""
+    return {
+        **os.environ,
+        CHARTS_ENV: str(CHARTS_DIR.resolve()),
+        MIRROR_ENV: str(MANIFESTS_DIR.resolve()),
+        CRDS_ENV: str(CRDS_DIR.resolve()),
+    }
