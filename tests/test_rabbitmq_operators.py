@@ -11,7 +11,7 @@ import pytest
 from components import release_manifest
 from components.release_manifest import SOURCE_ANNOTATION
 from infra.config import Operators
-from infra.offline.mocks import DEFAULT_MANIFEST_MIRROR
+from infra.offline.caches import MANIFESTS_DIR as DEFAULT_MANIFEST_MIRROR
 from infra.stack_config import PROJECT_ROOT
 
 NAMESPACE = "rabbitmq-system"
