@@ -64,15 +64,26 @@ def _diff(args: argparse.Namespace) -> int:
 def _reachability(args: argparse.Namespace) -> int:
     from infra.network import declared_edges, pod_groups
     from infra.offline import render
-    from infra.offline.reachability import expand, matrix, platform_edges
+    from infra.offline.reachability import destinations, expand, external_edges, inventory, matrix, platform_edges
     from infra.stack_config import plan_for_stack
 
     plan = plan_for_stack(args.stack, Path(args.project_dir))
     run = render.render_stack(args.stack, Path(args.project_dir))
     declared = expand(declared_edges(plan, pod_groups(plan)))
-    actual = platform_edges(run, plan, {e[2] for e in declared})
+    ports = {e[2] for e in declared}
+    actual = platform_edges(run, plan, ports)
+    # Connections leaving the cluster are listed for the audit; the drift check below is the pod graph's.
+    external = external_edges(run, plan, ports)
+    known = destinations(actual | external, inventory(run, plan))
+    if args.to is not None and args.to not in known:
+        print(
+            f"--to {args.to!r} is not a pod, namespace or external network of stack {args.stack!r}; known:",
+            file=sys.stderr,
+        )
+        print("  " + ", ".join(known), file=sys.stderr)
+        return 2
     print(f"# Who can reach whom in stack {args.stack!r} (from the rendered NetworkPolicies)\n")
-    print(matrix(actual, args.to))
+    print(matrix(actual | external, args.to))
     drift = (actual - declared) | (declared - actual)
     if drift:
         print(f"\n{len(drift)} edges differ from the declared service graph:", file=sys.stderr)
@@ -109,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reachability", help="print which pods can open connections to which (audit matrix); exit 1 on drift"
     )
     reach.add_argument("stack")
-    reach.add_argument("--to", help="only this destination, e.g. payment/payment-db")
+    reach.add_argument(
+        "--to", help="only this destination: a pod (payment/payment-db), a namespace, or 'external <cidr>'"
+    )
     reach.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
     reach.set_defaults(func=_reachability)
     bench = commands.add_parser("bench", help="time the offline render and measure its memory")
