@@ -5,15 +5,16 @@ BIN    := $(VENV)/bin
 STACK  ?= dev
 OUT    ?= out/$(STACK)
 
-.PHONY: help venv tools scanner policy-venv render test lint bench clean
+.PHONY: help venv tools scanner policy-venv render test lint bench golden clean
 CHECKOV_VENV := .venv-checkov
 POLICY_VENV  := .venv-policy
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
-	@echo "make render STACK=dev|prod [OUT=dir]  render a stack offline (no CLI, cluster or cloud account)"
+	@echo "make render STACK=<stack> [OUT=dir] render a stack offline (no CLI, cluster or cloud account)"
 	@echo "make test                             install what the tests need, lint, run every test"
 	@echo "make bench                            time and measure the offline render of every stack"
+	@echo "make golden                           rewrite the generated per-stack files (tests/golden/, policy/config.*.json)"
 
 $(BIN)/.installed: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,11 @@ test: lint tools scanner policy-venv
 
 bench: venv
 	$(BIN)/python -m infra bench
+
+# Every stack (one per Pulumi.<stack>.yaml): after an intended change or a new stack; review the diff.
+golden: venv
+	$(BIN)/python -m infra golden --write
+	$(BIN)/python -m infra policy-config --write
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(POLICY_VENV) out .pytest_cache .ruff_cache
