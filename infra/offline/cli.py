@@ -75,6 +75,14 @@ def _policy_config(args: argparse.Namespace) -> int:
     return 1 if stale else 0
 
 
+def _describe(args: argparse.Namespace) -> int:
+    from infra.offline.describe import describe
+    from infra.stack_config import plan_for_stack
+
+    print(describe(args.stack, plan_for_stack(args.stack, Path(args.project_dir))))
+    return 0
+
+
 def _diff(args: argparse.Namespace) -> int:
     from infra.offline import diff, render
 
@@ -143,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("stacks", nargs="*", help="default: every stack")
     policy.add_argument("--write", action="store_true")
     policy.set_defaults(func=_policy_config)
+    describe = commands.add_parser(
+        "describe", help="the environment at a glance (Markdown tables and a Mermaid graph) from the plan"
+    )
+    describe.add_argument("stack")
+    describe.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
+    describe.set_defaults(func=_describe)
     diff = commands.add_parser(
         "diff", help="offline preview diff against a git ref (Markdown for a PR); exit 1 if danger was found"
     )
