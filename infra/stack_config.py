@@ -174,16 +174,32 @@ def namespace_problems(keys: list[str], project: str, where: str) -> list[Config
     ]
 
 
+class UnknownStack(ConfigError):
+    """A stack name without a stack file: one line is the whole story, so it is reported as one."""
+
+    def report(self, stack: str) -> str:
+        return f"stack {self.problems[0].message}"
+
+
+def stack_names(project_dir: Path = PROJECT_ROOT) -> list[str]:
+    """Every stack of the project, one per `Pulumi.<stack>.yaml`: the files are the only list of stacks."""
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
+
+
+def require_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> Path:
+    """The stack's file, or UnknownStack naming the stacks that exist."""
+    path = project_dir / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        known = ", ".join(stack_names(project_dir)) or "none"
+        raise UnknownStack([ConfigProblem("stack", f"{stack!r} has no Pulumi.{stack}.yaml (stacks: {known})")])
+    return path
+
+
 def read_stack_files(stack: str, project_dir: Path = PROJECT_ROOT) -> StackConfig:
     """Overlay Pulumi.<stack>.yaml on Pulumi.yaml's project-level config, key by key, as the engine does."""
     project_file = _project_file(project_dir)
     project = project_file["name"]
-    stack_path = project_dir / f"Pulumi.{stack}.yaml"
-    if not stack_path.exists():
-        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
-        raise ConfigError(
-            [ConfigProblem("stack", f"{stack!r} has no Pulumi.{stack}.yaml (stacks: {', '.join(known)})")]
-        )
+    stack_path = require_stack(stack, project_dir)
     project_config = project_file.get("config") or {}
     stack_config = _load_yaml(stack_path).get("config") or {}
     problems = namespace_problems([_full_key(project, str(k)) for k in project_config], project, "Pulumi.yaml")

@@ -12,9 +12,10 @@ import yaml
 from components.release_manifest import SOURCE_ANNOTATION
 from infra.offline.mocks import ProgramRun
 from infra.offline.render import render_stack
-from infra.stack_config import PROJECT_ROOT
+from infra.stack_config import PROJECT_ROOT, stack_names
 
-STACKS = ("dev", "prod")
+# Every Pulumi.<stack>.yaml: a new stack file is under every whole-stack test without editing one.
+STACKS = tuple(stack_names())
 
 
 def platform_deployments(run: ProgramRun) -> list[dict]:
@@ -49,7 +50,7 @@ class ProjectCopy:
 
     def __init__(self, root: Path):
         self.root = root
-        for name in ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
+        for name in ("Pulumi.yaml", *(f"Pulumi.{stack}.yaml" for stack in STACKS)):
             shutil.copy(PROJECT_ROOT / name, root / name)
 
     def load(self, name: str) -> dict:

@@ -9,7 +9,7 @@ import pytest
 from infra.network import declared_edges, pod_groups
 from infra.offline.mocks import ProgramRun
 from infra.offline.reachability import expand, platform_edges
-from infra.stack_config import plan_for_stack
+from infra.stack_config import plan_for_stack, stack_names
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_every_namespace_the_program_creates_denies_by_default(stack_run):
     assert namespaces == deny
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", stack_names())
 def test_reachability_equals_the_declared_graph_exactly(graphs, stack):
     declared, actual = graphs[stack]
     assert not declared - actual, f"missing edges: {sorted(declared - actual)[:10]}"

@@ -16,7 +16,7 @@ from infra.config import alert_secret_keys
 from infra.dashboards import dashboards, panels
 from infra.metrics import CONTRACT, metric_names
 from infra.offline.mocks import ProgramFailed
-from infra.stack_config import plan_for_stack
+from infra.stack_config import plan_for_stack, stack_names
 from tests.conftest import platform_deployments
 
 PROMTOOL = shutil.which("promtool") or "promtool"
@@ -31,7 +31,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture(scope="module", params=["dev", "prod"])
+@pytest.fixture(scope="module", params=stack_names())
 def plan(request):
     return plan_for_stack(request.param)
 

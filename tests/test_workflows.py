@@ -49,13 +49,14 @@ def test_pull_requests_get_the_offline_diff_as_a_sticky_comment_and_a_pulumi_pre
     assert "pull_request" in wf["on"]
     steps = wf["jobs"]["offline-diff"]["steps"]
     script = next(s["run"] for s in steps if s.get("id") == "diff")
-    assert "python -m infra diff" in script and "for stack in dev prod" in script
+    # Every stack file, found by the script itself (tests/test_stacks_discovery.py runs the discovery).
+    assert "python -m infra diff" in script and "for file in Pulumi.*.yaml" in script
     sticky = next(s for s in steps if "sticky-pull-request-comment" in s.get("uses", ""))
     assert sticky["with"]["path"] == "preview.md"
     preview = wf["jobs"]["pulumi-preview"]
     action = next(s for s in preview["steps"] if s.get("uses", "").startswith("pulumi/actions"))
     assert action["with"]["command"] == "preview" and action["with"]["comment-on-pr"] is True
-    assert preview["strategy"]["matrix"]["stack"] == ["dev", "prod"]
+    assert preview["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.stacks.outputs.stacks) }}"
     # Credentials exist only for branches of this repository, not for forks.
     assert "head.repo.full_name == github.repository" in preview["if"]
 

@@ -11,7 +11,7 @@ import pulumi
 
 from infra.errors import ConfigError
 from infra.offline.mocks import ProgramFailed
-from infra.stack_config import PROJECT_ROOT
+from infra.stack_config import PROJECT_ROOT, require_stack, stack_names
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -26,24 +26,61 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stacks(requested: list[str]) -> list[str]:
+    """The stacks a command runs on: those named (each must have its file, checked before any work), else all."""
+    for stack in requested:
+        require_stack(stack)
+    return requested or stack_names()
+
+
 def _bench(args: argparse.Namespace) -> int:
     from infra.offline import bench
 
-    print(bench.report(bench.measure(args.stacks, args.repeat)))
+    print(bench.report(bench.measure(_stacks(args.stacks), args.repeat)))
     return 0
 
 
 def _golden(args: argparse.Namespace) -> int:
     from infra.offline import golden, render
 
-    for stack in args.stacks:
+    stale = 0
+    for stack in _stacks(args.stacks):
         run = render.render_stack(stack)
         if args.write:
             golden.write(stack, run)
             print(f"wrote {golden.path(stack)}")
+        elif not golden.path(stack).exists():
+            print(
+                f"{stack}: no golden subset {golden.path(stack)}; write it with: {golden.REGENERATE}", file=sys.stderr
+            )
+            stale += 1
         elif json.loads(golden.path(stack).read_text()) != json.loads(json.dumps(golden.subset(run))):
             print(f"{stack}: golden subset differs; regenerate with: {golden.REGENERATE}", file=sys.stderr)
-            return 1
+            stale += 1
+    return 1 if stale else 0
+
+
+def _policy_config(args: argparse.Namespace) -> int:
+    from infra.offline import golden, policy_config
+    from infra.stack_config import plan_for_stack
+
+    stale = 0
+    for stack in _stacks(args.stacks):
+        expected, target = policy_config.text(plan_for_stack(stack)), policy_config.path(stack)
+        if args.write:
+            target.write_text(expected)
+            print(f"wrote {target}")
+        elif not target.exists() or target.read_text() != expected:
+            print(f"{stack}: {target} is missing or stale; regenerate with: {golden.REGENERATE}", file=sys.stderr)
+            stale += 1
+    return 1 if stale else 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from infra.offline.describe import describe
+    from infra.stack_config import plan_for_stack
+
+    print(describe(args.stack, plan_for_stack(args.stack, Path(args.project_dir))))
     return 0
 
 
@@ -81,15 +118,26 @@ def _diff(args: argparse.Namespace) -> int:
 def _reachability(args: argparse.Namespace) -> int:
     from infra.network import declared_edges, pod_groups
     from infra.offline import render
-    from infra.offline.reachability import expand, matrix, platform_edges
+    from infra.offline.reachability import destinations, expand, external_edges, inventory, matrix, platform_edges
     from infra.stack_config import plan_for_stack
 
     plan = plan_for_stack(args.stack, Path(args.project_dir))
     run = render.render_stack(args.stack, Path(args.project_dir))
     declared = expand(declared_edges(plan, pod_groups(plan)))
-    actual = platform_edges(run, plan, {e[2] for e in declared})
+    ports = {e[2] for e in declared}
+    actual = platform_edges(run, plan, ports)
+    # Connections leaving the cluster are listed for the audit; the drift check below is the pod graph's.
+    external = external_edges(run, plan, ports)
+    known = destinations(actual | external, inventory(run, plan))
+    if args.to is not None and args.to not in known:
+        print(
+            f"--to {args.to!r} is not a pod, namespace or external network of stack {args.stack!r}; known:",
+            file=sys.stderr,
+        )
+        print("  " + ", ".join(known), file=sys.stderr)
+        return 2
     print(f"# Who can reach whom in stack {args.stack!r} (from the rendered NetworkPolicies)\n")
-    print(matrix(actual, args.to))
+    print(matrix(actual | external, args.to))
     drift = (actual - declared) | (declared - actual)
     if drift:
         print(f"\n{len(drift)} edges differ from the declared service graph:", file=sys.stderr)
@@ -111,9 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
     render.set_defaults(func=_render)
     gold = commands.add_parser("golden", help="check (or --write) the golden subsets in tests/golden/")
-    gold.add_argument("stacks", nargs="*", default=["dev", "prod"])
+    gold.add_argument("stacks", nargs="*", help="default: every stack (every Pulumi.<stack>.yaml)")
     gold.add_argument("--write", action="store_true")
     gold.set_defaults(func=_golden)
+    policy = commands.add_parser(
+        "policy-config", help="check (or --write) policy/config.<stack>.json, derived from the stack's guardrails"
+    )
+    policy.add_argument("stacks", nargs="*", help="default: every stack")
+    policy.add_argument("--write", action="store_true")
+    policy.set_defaults(func=_policy_config)
+    describe = commands.add_parser(
+        "describe", help="the environment at a glance (Markdown tables and a Mermaid graph) from the plan"
+    )
+    describe.add_argument("stack")
+    describe.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
+    describe.set_defaults(func=_describe)
     diff = commands.add_parser(
         "diff",
         help="offline preview diff against a git ref (Markdown for a PR); exit 1 if danger was found, 2 if the diff"
@@ -128,11 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reachability", help="print which pods can open connections to which (audit matrix); exit 1 on drift"
     )
     reach.add_argument("stack")
-    reach.add_argument("--to", help="only this destination, e.g. payment/payment-db")
+    reach.add_argument(
+        "--to", help="only this destination: a pod (payment/payment-db), a namespace, or 'external <cidr>'"
+    )
     reach.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
     reach.set_defaults(func=_reachability)
     bench = commands.add_parser("bench", help="time the offline render and measure its memory")
-    bench.add_argument("stacks", nargs="*", default=["dev", "prod"])
+    bench.add_argument("stacks", nargs="*", help="default: every stack")
     bench.add_argument("--repeat", type=int, default=5)
     bench.set_defaults(func=_bench)
     return parser

@@ -2,8 +2,8 @@
 
 Not a snapshot of everything (that would change with every refactor): only what must not drift silently -
 images, scaling bounds, data-cluster sizes and protection, TLS, operator chart and release-manifest versions,
-exposed paths, the NetworkPolicies of each namespace. `python -m infra golden --write` regenerates the files;
-review the diff.
+exposed paths, the NetworkPolicies of each namespace. `make golden` regenerates the files of every stack; review
+the diff.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from infra.offline.mocks import ProgramRun
 from infra.stack_config import PROJECT_ROOT
 
 GOLDEN_DIR = PROJECT_ROOT / "tests" / "golden"
-REGENERATE = ".venv/bin/python -m infra golden --write"
+REGENERATE = "make golden"
 
 
 def subset(run: ProgramRun) -> dict:

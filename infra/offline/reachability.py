@@ -9,6 +9,7 @@ allow it. It is the answer to an auditor's "who can reach the payment database?"
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from infra.offline.mocks import ProgramRun
 from infra.topology import PlatformPlan
 
 PROTOCOLS = ("TCP", "UDP")
+EXTERNAL = "external "  # destination ids outside the pod network: "external 203.0.113.0/24"
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,52 @@ class Model:
                     return True
         return False
 
+    def _applicable_egress(self, pod: Pod) -> list[dict] | None:
+        """The egress rules that apply to `pod`, or None when no policy isolates its egress."""
+        policies = [
+            p
+            for p in self.policies
+            if p["metadata"]["namespace"] == pod.namespace
+            and selects(p["spec"].get("podSelector") or {}, pod.label_map())
+            and "Egress" in p["spec"].get("policyTypes", ["Ingress"])
+        ]
+        return None if not policies else [rule for p in policies for rule in p["spec"].get("egress") or []]
+
+    @staticmethod
+    def _block_contains(block: dict, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+        """An ipBlock peer covers a whole destination network: inside `cidr`, clear of every `except`."""
+        cidr = ipaddress.ip_network(block["cidr"], strict=False)
+        if cidr.version != network.version or not network.subnet_of(cidr):
+            return False
+        return not any(network.overlaps(ipaddress.ip_network(e, strict=False)) for e in block.get("except") or [])
+
+    def external_destinations(self) -> list[str]:
+        """Every network an egress ipBlock names: the candidates for connections leaving the pod network."""
+        cidrs = {
+            peer["ipBlock"]["cidr"]
+            for policy in self.policies
+            for rule in policy["spec"].get("egress") or []
+            for peer in rule.get("to") or []
+            if "ipBlock" in peer
+        }
+        return sorted(
+            cidrs, key=lambda c: (ipaddress.ip_network(c, strict=False).version, ipaddress.ip_network(c, strict=False))
+        )
+
+    def allows_external(self, pod: Pod, cidr: str, port: int, protocol: str) -> bool:
+        """May `pod` open a connection to every address of `cidr`? Only its own egress decides: the far end is
+        outside the cluster, where no NetworkPolicy applies."""
+        rules = self._applicable_egress(pod)
+        if rules is None:
+            return True
+        network = ipaddress.ip_network(cidr, strict=False)
+        for rule in rules:
+            peers = rule.get("to")
+            peer_ok = not peers or any("ipBlock" in p and self._block_contains(p["ipBlock"], network) for p in peers)
+            if peer_ok and self._port_matches(rule.get("ports"), port, protocol):
+                return True
+        return False
+
     def probe_ports(self, extra: set[int]) -> set[int]:
         ports = set(extra) | {1, 65535}  # sentinels catch rules that allow every port
         for policy in self.policies:
@@ -174,6 +222,18 @@ class Model:
                             out.add((src.id, dst.id, port, protocol))
         return out
 
+    def external_edges(self, extra_ports: set[int] = frozenset()) -> set[tuple[str, str, int, str]]:
+        """Every (source pod, "external <cidr>", port, protocol) the source's egress allows."""
+        out = set()
+        ports = sorted(self.probe_ports(set(extra_ports)))
+        for cidr in self.external_destinations():
+            for src in self.pods:
+                for protocol in PROTOCOLS:
+                    for port in ports:
+                        if self.allows_external(src, cidr, port, protocol):
+                            out.add((src.id, f"{EXTERNAL}{cidr}", port, protocol))
+        return out
+
 
 def model_of(run: ProgramRun, plan: PlatformPlan) -> Model:
     return Model(inventory(run, plan), run.objects("NetworkPolicy"), namespace_labels(run))
@@ -184,6 +244,18 @@ def platform_edges(run: ProgramRun, plan: PlatformPlan, extra_ports: set[int]):
     managed = {ns["metadata"]["name"] for ns in run.objects("Namespace")}
     edges = model_of(run, plan).edges(extra_ports)
     return {e for e in edges if e[0].split("/")[0] in managed or e[1].split("/")[0] in managed}
+
+
+def external_edges(run: ProgramRun, plan: PlatformPlan, extra_ports: set[int] = frozenset()):
+    """Connections leaving the pod network (ipBlock destinations) from pods in namespaces the stack creates."""
+    managed = {ns["metadata"]["name"] for ns in run.objects("Namespace")}
+    return {e for e in model_of(run, plan).external_edges(extra_ports) if e[0].split("/")[0] in managed}
+
+
+def destinations(edges: set[tuple[str, str, int, str]], pods: list[Pod]) -> list[str]:
+    """What `--to` may name: every pod, every external network, every namespace."""
+    names = {p.id for p in pods} | {e[1] for e in edges}
+    return sorted(names | {n.split("/")[0] for n in names if not n.startswith(EXTERNAL)})
 
 
 def expand(edges) -> set[tuple[str, str, int, str]]:
@@ -197,10 +269,11 @@ def matrix(edges: set[tuple[str, str, int, str]], destination: str | None = None
     """Markdown: for each destination pod, who may connect and on which ports."""
     inbound: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for src, dst, port, protocol in edges:
-        if destination is None or dst == destination or dst.startswith(f"{destination}"):
+        if destination is None or dst == destination or dst.startswith(f"{destination}/"):
             inbound[dst][src].add(f"{port}/{protocol}")
     lines = ["| destination | may be reached by | ports |", "|---|---|---|"]
-    for dst in sorted(inbound):
+    # Pods first, then the networks outside the cluster.
+    for dst in sorted(inbound, key=lambda d: (d.startswith(EXTERNAL), d)):
         for src in sorted(inbound[dst]):
             ports = sorted(inbound[dst][src], key=lambda p: (p.split("/")[1], int(p.split("/")[0])))
             lines.append(f"| {dst} | {src} | {', '.join(_compress(ports))} |")

@@ -1,0 +1,201 @@
+"""Stacks are the `Pulumi.<stack>.yaml` files: tests, golden files, policy config, bench and workflows follow them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from infra.offline import cli, golden, policy_config
+from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
+from policy import rules
+from tests.conftest import STACKS
+
+WORKFLOWS = PROJECT_ROOT / ".github" / "workflows"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "infra", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def workflow(name: str) -> dict:
+    data = yaml.safe_load((WORKFLOWS / name).read_text())
+    data["on"] = data.pop(True)
+    return data
+
+
+def stack_project(tmp_path, *stacks: str):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "Pulumi.yaml").write_text((PROJECT_ROOT / "Pulumi.yaml").read_text())
+    for stack in stacks:
+        (tmp_path / f"Pulumi.{stack}.yaml").write_text((PROJECT_ROOT / "Pulumi.dev.yaml").read_text())
+    return tmp_path
+
+
+def test_stacks_are_the_stack_files(tmp_path):
+    project = stack_project(tmp_path, "qa", "dev", "staging")
+    (project / "Pulumi.yaml.bak").write_text("")
+    assert stack_names(project) == ["dev", "qa", "staging"]
+    assert list(STACKS) == stack_names() and "dev" in STACKS and "prod" in STACKS
+
+
+def test_a_new_stack_file_is_a_stack_every_tool_accepts(tmp_path):
+    project = stack_project(tmp_path, "dev", "staging")
+    assert plan_for_stack("staging", project).config == plan_for_stack("dev", project).config
+
+
+def test_golden_of_an_unknown_stack_is_one_line_and_exit_2():
+    result = run_cli("golden", "staging")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "stack 'staging' has no Pulumi.staging.yaml (stacks: dev, prod)"
+
+
+def test_an_unknown_stack_among_known_ones_is_refused_before_anything_is_written(monkeypatch):
+    written = []
+    monkeypatch.setattr(golden, "write", lambda stack, run: written.append(stack))
+    assert cli.main(["golden", "dev", "staging", "--write"]) == 2
+    assert written == []
+
+
+@pytest.mark.parametrize("command", ["golden", "bench", "policy-config"])
+def test_commands_over_stacks_default_to_every_stack_file(monkeypatch, command):
+    from infra.offline import bench, render
+
+    seen = []
+    monkeypatch.setattr(cli, "stack_names", lambda: ["alpha", "beta", "gamma"])
+    monkeypatch.setattr(render, "render_stack", lambda stack, *a: seen.append(stack) or SimpleNamespace())
+    monkeypatch.setattr(golden, "write", lambda stack, run: None)
+    monkeypatch.setattr(golden, "path", lambda stack: PROJECT_ROOT / "README.md")
+    monkeypatch.setattr(bench, "measure", lambda stacks, repeat: seen.extend(stacks) or [])
+    monkeypatch.setattr(bench, "report", lambda results: "")
+    monkeypatch.setattr(policy_config, "text", lambda plan: "{}\n")
+    monkeypatch.setattr(policy_config, "path", lambda stack: SimpleNamespace(write_text=lambda text: None))
+    monkeypatch.setattr("infra.stack_config.plan_for_stack", lambda stack, *a: seen.append(stack))
+    assert cli.main([command, "--write"] if command != "bench" else [command]) == 0
+    assert seen == ["alpha", "beta", "gamma"]
+
+
+def test_every_stack_has_a_golden_subset_and_no_other_golden_file_exists():
+    assert sorted(p.stem for p in golden.GOLDEN_DIR.glob("*.json")) == stack_names()
+    assert golden.REGENERATE == "make golden"
+
+
+def test_make_golden_rewrites_every_generated_per_stack_file():
+    result = subprocess.run(["make", "-n", "golden"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "-m infra golden --write" in result.stdout
+    assert "-m infra policy-config --write" in result.stdout
+
+
+# --- Policy pack configuration ------------------------------------------------------------------------------
+
+
+def test_every_stack_has_its_generated_policy_config():
+    for stack in stack_names():
+        path = policy_config.path(stack)
+        assert path.exists(), f"{path} is missing: run `make golden`"
+        assert path.read_text() == policy_config.text(plan_for_stack(stack)), f"{path} is stale: run `make golden`"
+    assert sorted(p.name for p in (PROJECT_ROOT / "policy").glob("config.*.json")) == [
+        f"config.{s}.json" for s in stack_names()
+    ]
+
+
+def test_only_configurable_rules_follow_a_guardrail():
+    assert set(policy_config.RELAXED_BY_GUARDRAIL) == {r.name for r in rules.RULES if r.configurable}
+
+
+def test_a_relaxed_guardrail_disables_exactly_its_rule(project):
+    project.set_stack_key("prod", "guardrails", {"requireImageDigest": False})
+    assert policy_config.policy_config(plan_for_stack("prod", project.root)) == {
+        "images-pinned-by-digest": {"enforcementLevel": "disabled"}
+    }
+    project.set_stack_key("prod", "guardrails", {"protectStatefulResources": False})
+    assert policy_config.policy_config(plan_for_stack("prod", project.root)) == {
+        "stateful-resources-protected": {"enforcementLevel": "disabled"}
+    }
+    project.set_stack_key("prod", "guardrails", {})
+    assert policy_config.policy_config(plan_for_stack("prod", project.root)) == {}
+
+
+def test_a_stale_policy_config_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(policy_config, "path", lambda stack: tmp_path / f"config.{stack}.json")
+    (tmp_path / "config.dev.json").write_text("{}\n")
+    assert cli.main(["policy-config", "dev"]) == 1
+    assert cli.main(["policy-config", "dev", "--write"]) == 0
+    assert cli.main(["policy-config", "dev"]) == 0
+
+
+# --- Workflows ----------------------------------------------------------------------------------------------
+
+
+def _discover(directory, output) -> list[str]:
+    """Run the preview workflow's stack discovery step as GitHub would, in `directory`."""
+    step = next(s for s in workflow("preview.yml")["jobs"]["stacks"]["steps"] if s.get("id") == "stacks")
+    output.write_text("")
+    subprocess.run(
+        ["bash", "-e", "-c", step["run"]],
+        cwd=directory,
+        env={**os.environ, "GITHUB_OUTPUT": str(output)},
+        check=True,
+        timeout=60,
+    )
+    key, _, value = output.read_text().strip().partition("=")
+    assert key == "stacks"
+    return json.loads(value)
+
+
+def test_the_preview_matrix_is_derived_from_the_stack_files(tmp_path):
+    output = tmp_path / "github-output"
+    assert _discover(PROJECT_ROOT, output) == stack_names()
+    project = stack_project(tmp_path / "project", "dev", "prod", "staging")
+    assert _discover(project, output) == ["dev", "prod", "staging"]
+    job = workflow("preview.yml")["jobs"]["pulumi-preview"]
+    assert job["needs"] == "stacks"
+    assert job["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.stacks.outputs.stacks) }}"
+
+
+def test_the_offline_diff_loops_over_the_stack_files(tmp_path):
+    steps = workflow("preview.yml")["jobs"]["offline-diff"]["steps"]
+    script = next(s["run"] for s in steps if s.get("id") == "diff")
+    loop = script.split("for file in", 1)[1].split("; do", 1)[0]
+    listed = subprocess.run(
+        ["bash", "-c", f'for file in {loop}; do stack="${{file#Pulumi.}}"; echo "${{stack%.yaml}}"; done'],
+        cwd=stack_project(tmp_path, "dev", "staging"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert listed == ["dev", "staging"]
+
+
+def test_every_stack_is_deployed_exactly_once():
+    jobs = workflow("deploy.yml")["jobs"]
+    deployed = [s for job in ("up", "up-prod") for s in jobs[job]["strategy"]["matrix"]["stack"]]
+    assert sorted(deployed) == stack_names(), (
+        "deploy.yml names its stacks on purpose (before or behind the production approval gate): add the new "
+        "stack to the `up` or `up-prod` matrix"
+    )
+
+
+@pytest.mark.parametrize(("workflow_name", "job"), [("deploy.yml", "up"), ("preview.yml", "pulumi-preview")])
+def test_each_stack_is_previewed_and_deployed_with_its_policy_config(workflow_name, job):
+    steps = workflow(workflow_name)["jobs"][job]["steps"]
+    action = next(s for s in steps if s.get("uses", "").startswith("pulumi/actions"))
+    assert action["with"]["policyPackConfigs"] == "policy/config.${{ matrix.stack }}.json"
+
+
+# --- README -------------------------------------------------------------------------------------------------
+
+
+def test_readme_explains_adding_a_stack():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("## Adding a stack", 1)[1].split("\n## ", 1)[0]
+    for step in ("Pulumi.dev.yaml", "make golden", "policy/config.", "deploy.yml", "tests/golden/"):
+        assert step in section, f"'Adding a stack' does not mention {step}"
