@@ -139,8 +139,9 @@ def keda_values() -> dict:
     }
 
 
-def cert_manager_values() -> dict:
-    """cert-manager v1.21.1: CRDs, metrics for the certificate-expiry alert, and the Gateway API integration."""
+def cert_manager_values(namespace: str) -> dict:
+    """cert-manager v1.21.1 in `namespace`: CRDs, metrics for the certificate-expiry alert, the Gateway API
+    integration, and leader election in its own namespace."""
     pod, container = hardened(NONROOT_UID)
     # values.yaml `securityContext` is the pod's, `containerSecurityContext` the container's (also under `webhook`,
     # `cainjector` and `startupapicheck`). `networkPolicy` (also under `webhook` and `cainjector`) stays off: the
@@ -148,6 +149,9 @@ def cert_manager_values() -> dict:
     security = {"securityContext": pod, "containerSecurityContext": container}
     pull = {"image": {"pullPolicy": PULL_ALWAYS}}
     return {
+        # values.yaml `global.leaderElection.namespace` defaults to kube-system: its leases (and the Roles that
+        # grant them) stay in cert-manager's own namespace instead.
+        "global": {"leaderElection": {"namespace": namespace}},
         "crds": {"enabled": True},
         # Its metrics feed the certificate-expiry alert.
         "prometheus": {"enabled": True, "servicemonitor": {"enabled": True}},

@@ -179,7 +179,11 @@ class SharedInfrastructure(pulumi.ComponentResource):
         self.cert_manager = HelmOperator(
             f"{name}-cert-manager",
             dataclasses.replace(
-                operator_args(operators.cert_manager, args.pod_security_version, cert_manager_values()),
+                operator_args(
+                    operators.cert_manager,
+                    args.pod_security_version,
+                    cert_manager_values(operators.cert_manager.namespace),
+                ),
                 # Its ServiceMonitor needs the Prometheus operator's CRDs; with Gateway API support on, the
                 # controller exits at start unless the Gateway API CRDs are served (cert-manager v1.21.1
                 # pkg/controller/context.go), so Envoy Gateway and its CRDs come first.

@@ -65,7 +65,7 @@ def test_gateway_crds_come_from_gateway_crds_helm_standard_channel():
 
 
 def test_cert_manager_uses_the_current_gateway_api_switch():
-    config = cv.cert_manager_values()["config"]
+    config = cv.cert_manager_values("cert-manager")["config"]
     assert config == {"gatewayAPI": {"enabled": True}}  # not the deprecated top-level enableGatewayAPI
 
 

@@ -12,7 +12,7 @@ from infra.stack_config import parse_platform_config
 
 # The smallest complete config besides subsystems: cluster facts and someone to tell.
 MINIMAL = {
-    "network": {"apiServerCidrs": ["10.0.0.1/32"]},
+    "network": {"apiServerCidrs": ["10.0.0.1/32"], "nodeCidrs": ["10.0.16.0/20"]},
     "alerting": {
         "receivers": {"chat": {"webhook": {"urlSecret": "alertChat"}}},
         "routes": {"a": {"page": "chat", "ticket": "chat"}, "platform": {"page": "chat", "ticket": "chat"}},

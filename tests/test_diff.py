@@ -171,7 +171,7 @@ def test_a_bad_base_ref_exits_2_with_a_message_not_a_traceback(git_project):
 def test_a_base_that_fails_to_render_exits_2_with_its_error(git_project):
     stack_file = git_project / "Pulumi.dev.yaml"
     good = stack_file.read_text()
-    stack_file.write_text(good + "  settlement-platform:defaults:\n    queue:\n      replicas: 4\n")
+    stack_file.write_text("config:\n  settlement-platform:defaults: {queue: {replicas: 4}}\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     subprocess.run([*git, "commit", "-qam", "broken"], cwd=git_project, check=True)
     stack_file.write_text(good)

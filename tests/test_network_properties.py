@@ -62,7 +62,7 @@ def plan_of(topology: dict):
     return parse_platform_config(
         {
             "subsystems": topology,
-            "network": {"apiServerCidrs": ["10.0.0.1/32"]},
+            "network": {"apiServerCidrs": ["10.0.0.1/32"], "nodeCidrs": ["10.0.16.0/20"]},
             "gateway": {"hostname": "api.example.com"},
             "guardrails": {"requireBackups": False},
             "alerting": {"receivers": {"chat": {"webhook": {"urlSecret": "alertChat"}}}, "routes": routes},

@@ -12,6 +12,7 @@ import yaml
 
 from infra.alertmanager import alertmanager_config
 from infra.alerts import rule_groups
+from infra.chart_values import ALERTMANAGER_SECRET
 from infra.config import alert_secret_keys
 from infra.dashboards import dashboards, panels
 from infra.metrics import CONTRACT, metric_names
@@ -68,20 +69,22 @@ def test_every_workload_database_and_queue_has_a_scrape_target(stack_run):
 
 
 def test_prometheus_picks_up_the_platforms_monitors_and_keeps_configured_retention(stack_run):
-    release = next(
-        r for r in stack_run.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "kube-prometheus-stack"
+    """What the chart renders for the operator (not the values we pass): the Prometheus and Alertmanager CRs."""
+    monitoring = plan_for_stack(stack_run.stack).config.monitoring
+    (prometheus,) = [o for o in stack_run.all_objects() if o["kind"] == "Prometheus"]
+    spec = prometheus["spec"]
+    assert spec["retention"] == monitoring.retention
+    assert spec["replicas"] == monitoring.prometheus_replicas
+    assert spec["storage"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == (
+        monitoring.storage_size
     )
-    spec = release.inputs["values"]["prometheus"]["prometheusSpec"]
-    assert spec["retention"] == "15d"
-    assert spec["storageSpec"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "50Gi"
-    for key in (
-        "serviceMonitorSelectorNilUsesHelmValues",
-        "podMonitorSelectorNilUsesHelmValues",
-        "ruleSelectorNilUsesHelmValues",
-    ):
-        assert spec[key] is False
-    assert release.inputs["values"]["alertmanager"]["alertmanagerSpec"]["configSecret"] == "alertmanager-settlement"
-    assert release.inputs["version"] == "79.0.0"
+    # Empty selectors: every ServiceMonitor, PodMonitor and PrometheusRule, in every namespace.
+    for kind in ("serviceMonitor", "podMonitor", "rule"):
+        assert spec[f"{kind}Selector"] == {}, kind
+        assert spec[f"{kind}NamespaceSelector"] == {}, kind
+    (alertmanager,) = [o for o in stack_run.all_objects() if o["kind"] == "Alertmanager"]
+    assert alertmanager["spec"]["configSecret"] == ALERTMANAGER_SECRET
+    assert alertmanager["spec"]["replicas"] == monitoring.alertmanager_replicas
 
 
 # --- Alert rules --------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def test_patched_paths_are_the_leaves_a_patch_writes():
 # The smallest complete config: one subsystem, cluster facts, someone to tell.
 IMAGE = "registry.example/app@sha256:" + "0" * 64
 BASE = {
-    "network": {"apiServerCidrs": ["10.0.0.1/32"]},
+    "network": {"apiServerCidrs": ["10.0.0.1/32"], "nodeCidrs": ["10.0.16.0/20"]},
     "alerting": {
         "receivers": {"chat": {"webhook": {"urlSecret": "alertChat"}}},
         "routes": {"shop": {"page": "chat", "ticket": "chat"}, "platform": {"page": "chat", "ticket": "chat"}},

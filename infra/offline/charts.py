@@ -287,10 +287,11 @@ def cluster_scoped_kinds(objects: list[dict]) -> set[str]:
 
 
 def expand_run(registrations, kube_version: str, charts_dir: Path = CHARTS_DIR) -> list[ChartObject]:
-    """The objects of every release a program run registered, in registration order, each namespaced object
+    """The objects of every release a program run registered, ordered by release, each namespaced object
     placed in its release's namespace when its template leaves the namespace out."""
     out = []
-    for registration in registrations:
+    # By URN: registration order under the SDK is asynchronous, and renders must be identical.
+    for registration in sorted(registrations, key=lambda r: r.urn):
         if registration.type in RELEASE_TYPES:
             out.extend(expand(release_of(registration), kube_version, charts_dir))
     every = [o.object for o in out] + [r.inputs for r in registrations if r.is_kubernetes_object]

@@ -104,7 +104,7 @@ def _diff(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    changes = diff.diff(base.resources, [r.to_json() for r in head.registrations])
+    changes = diff.diff(base.resources, render.resources(head))
     alertmanager = (base.alertmanager, render.redacted_alertmanager(args.stack, project))
     text = diff.report(args.stack, args.base, changes, alertmanager)
     if args.out:

@@ -75,6 +75,12 @@ def manifests(result: ProgramRun) -> dict[str, dict]:
     return out
 
 
+def resources(result: ProgramRun) -> list[dict]:
+    """resources.json: every registered resource and every object its Helm releases install, by URN."""
+    entries = [r.to_json() for r in result.registrations] + [c.to_json() for c in result.chart_objects]
+    return sorted(entries, key=lambda r: r["urn"])
+
+
 def write(result: ProgramRun, out_dir: Path) -> None:
     manifest_dir = out_dir / "manifests"
     if manifest_dir.exists():
@@ -83,9 +89,7 @@ def write(result: ProgramRun, out_dir: Path) -> None:
         target = manifest_dir / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(yaml.safe_dump(canonical(obj), sort_keys=False))
-    entries = [r.to_json() for r in result.registrations] + [c.to_json() for c in result.chart_objects]
-    resources = sorted(entries, key=lambda r: r["urn"])
-    (out_dir / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
+    (out_dir / "resources.json").write_text(json.dumps(resources(result), indent=2, sort_keys=True) + "\n")
 
 
 def redacted_alertmanager(stack: str, project_dir: Path = PROJECT_ROOT) -> dict:
