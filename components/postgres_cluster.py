@@ -27,6 +27,14 @@ class BackupArgs:
     """(access key id, secret access key) as Pulumi secrets; None: the pods' cloud identity (IAM role)."""
     service_account_annotations: dict[str, str] = field(default_factory=dict)
     """For the IAM-role case, e.g. `eks.amazonaws.com/role-arn`."""
+    sidecar_resources: dict = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        }
+    )
+    """Of the archiving sidecar the plugin injects into every instance pod (without it the namespace's
+    LimitRange defaults apply)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,12 @@ def object_store_spec(args: PostgresClusterArgs, credentials_secret: str | None)
     }
     if backup.endpoint_url is not None:
         configuration["endpointURL"] = backup.endpoint_url
-    return {"configuration": configuration, "retentionPolicy": backup.retention}
+    return {
+        "configuration": configuration,
+        "retentionPolicy": backup.retention,
+        # ObjectStore spec.instanceSidecarConfiguration (plugin-barman-cloud 0.7.0 CRD): the injected sidecar.
+        "instanceSidecarConfiguration": {"resources": backup.sidecar_resources},
+    }
 
 
 def scheduled_backup_spec(args: PostgresClusterArgs) -> dict:

@@ -65,6 +65,8 @@ class ReleaseManifestArgs:
     """Hold the manifest's pods to the platform's hardening (`components.pod_security`): high UID, read-only root."""
     checkov_skips: dict[str, str] = field(default_factory=dict)
     """checkov check id -> why it cannot hold for this software; annotated on its pod templates' owners."""
+    resources: dict[str, dict] = field(default_factory=dict)
+    """`<workload>/<container>` -> requests and limits in place of upstream's (sized for the platform)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What every object needs first (cert-manager for the manifest's Issuer and Certificates)."""
 
@@ -188,6 +190,18 @@ def hardened(obj: dict) -> dict:
     return out
 
 
+def with_resources(obj: dict, resources: dict[str, dict]) -> dict:
+    """Requests and limits of the named containers replaced by the platform's sizes."""
+    if obj.get("kind") not in POD_TEMPLATE_KINDS:
+        return obj
+    out = copy.deepcopy(obj)
+    for container in out["spec"]["template"]["spec"]["containers"]:
+        sized = resources.get(f"{out['metadata']['name']}/{container['name']}")
+        if sized is not None:
+            container["resources"] = copy.deepcopy(sized)
+    return out
+
+
 def with_checkov_skips(obj: dict, skips: dict[str, str]) -> dict:
     """`checkov.io/skipN: <check>=<reason>` on workloads: an accepted exception, visible on the object."""
     if obj.get("kind") not in POD_TEMPLATE_KINDS or not skips:
@@ -204,6 +218,7 @@ def transform(obj: dict, args: ReleaseManifestArgs, source: str) -> dict:
     obj = with_checkov_skips(with_metadata(drop_namespace(obj), args.labels, source), args.checkov_skips)
     if args.restricted:
         obj = hardened(obj)
+    obj = with_resources(obj, args.resources)
     for mount in args.ca_mounts:
         obj = with_ca(obj, mount)
     return obj

@@ -30,7 +30,7 @@ DASHBOARD_SIDECAR_HEALTH_PORT = 8081
 DATASOURCE_SIDECAR_HEALTH_PORT = 8082
 
 
-def _resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> dict:
+def resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> dict:
     return {
         "requests": {"cpu": cpu_request, "memory": memory_request},
         "limits": {"cpu": cpu_limit, "memory": memory_limit},
@@ -38,18 +38,18 @@ def _resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_lim
 
 
 # Sizes for a small cluster; dev must fit the whole environment in 3 CPU / 6 GiB, so requests stay near idle use.
-PROMETHEUS_RESOURCES = _resources("200m", "512Mi", "1", "1536Mi")
-ALERTMANAGER_RESOURCES = _resources("20m", "64Mi", "100m", "128Mi")
+PROMETHEUS_RESOURCES = resources("200m", "512Mi", "1", "1536Mi")
+ALERTMANAGER_RESOURCES = resources("20m", "64Mi", "100m", "128Mi")
 # Every Prometheus and Alertmanager pod runs a config-reloader sidecar and init container with these.
-CONFIG_RELOADER_RESOURCES = _resources("10m", "32Mi", "50m", "64Mi")
-OPERATOR_RESOURCES = _resources("50m", "128Mi", "200m", "256Mi")
-KUBE_STATE_METRICS_RESOURCES = _resources("50m", "64Mi", "200m", "256Mi")
-GRAFANA_RESOURCES = _resources("100m", "128Mi", "500m", "512Mi")
-GRAFANA_SIDECAR_RESOURCES = _resources("20m", "64Mi", "100m", "128Mi")
-NODE_EXPORTER_RESOURCES = _resources("20m", "32Mi", "100m", "64Mi")
+CONFIG_RELOADER_RESOURCES = resources("10m", "32Mi", "50m", "64Mi")
+OPERATOR_RESOURCES = resources("50m", "128Mi", "200m", "256Mi")
+KUBE_STATE_METRICS_RESOURCES = resources("50m", "64Mi", "200m", "256Mi")
+GRAFANA_RESOURCES = resources("100m", "128Mi", "500m", "512Mi")
+GRAFANA_SIDECAR_RESOURCES = resources("20m", "64Mi", "100m", "128Mi")
+NODE_EXPORTER_RESOURCES = resources("20m", "32Mi", "100m", "64Mi")
 # The admission webhook's certificate jobs (kube-webhook-certgen) and the CRD upgrade job (busybox + kubectl).
-ADMISSION_JOB_RESOURCES = _resources("10m", "32Mi", "50m", "64Mi")
-CRD_UPGRADE_JOB_RESOURCES = _resources("50m", "64Mi", "500m", "256Mi")
+ADMISSION_JOB_RESOURCES = resources("10m", "32Mi", "50m", "64Mi")
+CRD_UPGRADE_JOB_RESOURCES = resources("50m", "64Mi", "500m", "256Mi")
 
 # Chart images are tags (digests cannot be resolved offline): pull them every time, as components/workload.py does.
 PULL_ALWAYS = "Always"
@@ -68,17 +68,17 @@ NONROOT_UID = 65532
 
 # Sizes for a dev cluster of 3 CPU / 6 GiB shared with everything else; together these requests are
 # 0.6 CPU and 768 MiB. Limits leave room for start-up and for a burst of reconciles.
-CNPG_OPERATOR_RESOURCES = _resources("100m", "128Mi", "500m", "512Mi")
-BARMAN_CLOUD_RESOURCES = _resources("50m", "64Mi", "200m", "256Mi")
-KEDA_OPERATOR_RESOURCES = _resources("100m", "128Mi", "500m", "512Mi")
-KEDA_METRICS_SERVER_RESOURCES = _resources("50m", "64Mi", "200m", "256Mi")
-KEDA_WEBHOOKS_RESOURCES = _resources("50m", "64Mi", "200m", "128Mi")
-CERT_MANAGER_CONTROLLER_RESOURCES = _resources("50m", "64Mi", "200m", "256Mi")
-CERT_MANAGER_CAINJECTOR_RESOURCES = _resources("50m", "64Mi", "200m", "256Mi")
-CERT_MANAGER_WEBHOOK_RESOURCES = _resources("50m", "64Mi", "200m", "128Mi")
-ENVOY_GATEWAY_RESOURCES = _resources("100m", "128Mi", "500m", "512Mi")
+CNPG_OPERATOR_RESOURCES = resources("100m", "128Mi", "500m", "512Mi")
+BARMAN_CLOUD_RESOURCES = resources("50m", "64Mi", "200m", "256Mi")
+KEDA_OPERATOR_RESOURCES = resources("100m", "128Mi", "500m", "512Mi")
+KEDA_METRICS_SERVER_RESOURCES = resources("50m", "64Mi", "200m", "256Mi")
+KEDA_WEBHOOKS_RESOURCES = resources("50m", "64Mi", "200m", "128Mi")
+CERT_MANAGER_CONTROLLER_RESOURCES = resources("50m", "64Mi", "200m", "256Mi")
+CERT_MANAGER_CAINJECTOR_RESOURCES = resources("50m", "64Mi", "200m", "256Mi")
+CERT_MANAGER_WEBHOOK_RESOURCES = resources("50m", "64Mi", "200m", "128Mi")
+ENVOY_GATEWAY_RESOURCES = resources("100m", "128Mi", "500m", "512Mi")
 # Install-time hook jobs (cert-manager startupapicheck, gateway-helm certgen): seconds of work.
-HOOK_JOB_RESOURCES = _resources("10m", "32Mi", "100m", "64Mi")
+HOOK_JOB_RESOURCES = resources("10m", "32Mi", "100m", "64Mi")
 
 
 def hardened(uid: int) -> tuple[dict, dict]:

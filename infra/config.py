@@ -802,6 +802,11 @@ class Alerting(Model):
     )
 
 
+class Budget(Model):
+    cpu: CpuQuantity = Field(description="Most CPU the environment may request at minimum scale. Required.")
+    memory: MemoryQuantity = Field(description="Most memory it may request at minimum scale. Required.")
+
+
 class PlatformConfig(Model):
     kubernetes_version: Annotated[str, StringConstraints(pattern=r"^1\.(2[5-9]|3[0-7])$")] = Field(
         default="1.33",
@@ -827,4 +832,11 @@ class PlatformConfig(Model):
         default=None,
         description="Continuous WAL archiving and scheduled base backups for every PostgreSQL "
         "cluster (Barman Cloud plugin). Default: none (refused while guardrails.requireBackups is true).",
+    )
+    budget: Budget | None = Field(
+        default=None,
+        description="What the whole environment (applications, data, operators, monitoring, and the pods operators "
+        "create) may request at minimum scale, DaemonSets counted once (a one-node cluster). The offline render "
+        "refuses an environment over budget, naming the largest consumers (`python -m infra footprint`). "
+        "Default: none.",
     )

@@ -25,6 +25,7 @@ from infra.chart_values import (
     host_agent_namespaces,
     keda_values,
     monitoring_values,
+    resources,
 )
 from infra.config import HelmChart, Infrastructure, ManifestRelease, Monitoring
 
@@ -70,6 +71,14 @@ OPERATOR_CHECKOV_SKIPS = {
 }
 
 
+# Upstream asks 200m/500Mi for the cluster operator and 300m/128Mi for the topology operator; a handful of queue
+# clusters needs far less, and dev must fit a laptop (the figures: `python -m infra footprint <stack>`).
+RABBITMQ_OPERATOR_RESOURCES = {
+    "rabbitmq-cluster-operator/operator": resources("50m", "128Mi", "500m", "512Mi"),
+    "messaging-topology-operator/manager": resources("50m", "128Mi", "500m", "512Mi"),
+}
+
+
 def manifest_args(release: ManifestRelease, ca: CaMount, depends_on: list[pulumi.Resource]) -> ReleaseManifestArgs:
     return ReleaseManifestArgs(
         repository=release.repository,
@@ -79,6 +88,7 @@ def manifest_args(release: ManifestRelease, ca: CaMount, depends_on: list[pulumi
         labels=INFRASTRUCTURE_LABELS,
         ca_mounts=[ca],
         checkov_skips=OPERATOR_CHECKOV_SKIPS,
+        resources=RABBITMQ_OPERATOR_RESOURCES,
         depends_on=depends_on,
     )
 

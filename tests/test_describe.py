@@ -183,6 +183,9 @@ def topologies(draw):
                     spec["consumes"] = [f"{pick[0]}/{pick[1]}"]
             entry["services"][name] = spec
         topology[sub] = entry
+    for owner, queue in queues:
+        if (owner, queue) not in consumed:  # a queue nobody consumes must say why (infra.topology)
+            topology[owner]["queue"]["queues"][queue] = {"unconsumed": "drawn without a consumer"}
     return topology
 
 

@@ -115,6 +115,26 @@ def _diff(args: argparse.Namespace) -> int:
     return 1 if any(c.dangers for c in changes) else 0
 
 
+def _footprint(args: argparse.Namespace) -> int:
+    from infra.offline import diff, footprint, render
+
+    project = Path(args.project_dir)
+    head = footprint.footprint(render.render_stack(args.stack, project).all_objects())
+    base = None
+    if args.base:
+        try:
+            base_resources = diff.render_ref(args.stack, args.base, project).resources
+        except diff.DiffError as error:
+            print(f"footprint {args.stack!r} against {args.base!r}: {error}", file=sys.stderr)
+            return 2
+        base = footprint.footprint(footprint.objects_of(base_resources))
+    text = footprint.markdown(args.stack, head, base)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def _reachability(args: argparse.Namespace) -> int:
     from infra.network import declared_edges, pod_groups
     from infra.offline import render
@@ -184,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--out", help="also write the Markdown to this file")
     diff.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml (a git work tree)")
     diff.set_defaults(func=_diff)
+    foot = commands.add_parser(
+        "footprint",
+        help="CPU, memory and storage the environment asks of the cluster, per subsystem (Markdown), at minimum "
+        "and maximum scale; --base adds the change against a git ref",
+    )
+    foot.add_argument("stack")
+    foot.add_argument("--base", help="git ref to compare with, e.g. origin/main")
+    foot.add_argument("--out", help="also write the Markdown to this file")
+    foot.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
+    foot.set_defaults(func=_footprint)
     reach = commands.add_parser(
         "reachability", help="print which pods can open connections to which (audit matrix); exit 1 on drift"
     )

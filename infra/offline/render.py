@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 
 from infra.alertmanager import alertmanager_config
-from infra.config import PlatformConfig, alert_secret_keys
-from infra.offline import charts
+from infra.config import Budget, PlatformConfig, alert_secret_keys
+from infra.offline import charts, footprint
 from infra.offline.mocks import ProgramRun, run_program
 from infra.stack_config import PROJECT_ROOT, StackConfig, plan_for_stack, read_stack_files
 
@@ -29,6 +29,9 @@ def render_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> ProgramRun:
     config = read_stack_files(stack, project_dir)
     result = run_program(config, run)
     result.chart_objects = charts.expand_run(result.registrations, f"v{kubernetes_version(config)}.0")
+    budget = config.values.get(f"{config.project}:budget")
+    if budget is not None:
+        footprint.check_budget(stack, footprint.footprint(result.all_objects()), Budget.model_validate(budget))
     return result
 
 

@@ -1,0 +1,188 @@
+"""What an environment asks of the cluster (`python -m infra footprint`), and the stack budget that bounds it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from components.sizing import parse_quantity
+from infra.config import Budget
+from infra.offline import footprint
+from infra.stack_config import PROJECT_ROOT
+
+MI = 2**20
+
+
+def container(cpu: str | None = None, memory: str | None = None, **extra) -> dict:
+    requests = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
+    return {"name": "c", "resources": {"requests": requests} if requests else {}, **extra}
+
+
+def deployment(name: str, namespace: str, *containers: dict, replicas: int | None = None, init=()) -> dict:
+    spec: dict = {"template": {"spec": {"containers": list(containers), "initContainers": list(init)}}}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def namespace(name: str, subsystem: str | None = None) -> dict:
+    labels = {footprint.SUBSYSTEM_LABEL: subsystem} if subsystem else {}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def test_a_pod_asks_the_sum_of_its_containers_or_its_largest_init_container():
+    spec = {
+        "containers": [container("100m", "64Mi"), container("50m", "32Mi")],
+        "initContainers": [container("500m", "16Mi")],
+    }
+    usage = footprint.pod_usage(spec, {})
+    assert usage.cpu_requests == pytest.approx(0.5)  # the init container's CPU is the larger
+    assert usage.memory_requests == 96 * MI  # the containers' memory is the larger
+    sidecar = {
+        "containers": [container("100m", "64Mi")],
+        "initContainers": [container("10m", "8Mi", restartPolicy="Always")],
+    }
+    assert footprint.pod_usage(sidecar, {}).cpu_requests == pytest.approx(0.11)
+
+
+def test_containers_without_requests_get_their_namespaces_limit_range_defaults():
+    defaults = {"defaultRequest": {"cpu": "100m", "memory": "128Mi"}, "default": {"cpu": "1", "memory": "1Gi"}}
+    usage = footprint.pod_usage({"containers": [container()]}, defaults)
+    assert (usage.cpu_requests, usage.memory_requests) == (pytest.approx(0.1), 128 * MI)
+    assert (usage.cpu_limits, usage.memory_limits) == (pytest.approx(1.0), 1024 * MI)
+
+
+def test_replicas_come_from_the_autoscaler_daemonsets_count_once_and_groups_follow_the_namespace_label():
+    objects = [
+        namespace("shop", "shop"),
+        namespace("tools"),
+        deployment("api", "shop", container("100m", "100Mi")),
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "api", "namespace": "shop"},
+            "spec": {"scaleTargetRef": {"name": "api"}, "minReplicas": 2, "maxReplicas": 5},
+        },
+        deployment("operator", "tools", container("50m", "10Mi"), replicas=1),
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": "tools"},
+            "spec": {"template": {"spec": {"containers": [container("10m", "1Mi")]}}},
+        },
+    ]
+    fp = footprint.footprint(objects)
+    assert fp.groups["shop"]["min"].cpu_requests == pytest.approx(0.2)
+    assert fp.groups["shop"]["max"].cpu_requests == pytest.approx(0.5)
+    assert fp.groups[footprint.SHARED]["min"].cpu_requests == pytest.approx(0.06)
+    assert fp.groups["shop"]["objects"] == 2  # the Deployment and its HPA; a Namespace is cluster-scoped: shared
+
+
+def test_operator_created_pods_are_counted_from_their_custom_resources():
+    objects = [
+        namespace("data", "data"),
+        {
+            "apiVersion": "postgresql.cnpg.io/v1",
+            "kind": "Cluster",
+            "metadata": {"name": "db", "namespace": "data"},
+            "spec": {
+                "instances": 3,
+                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
+                "storage": {"size": "20Gi"},
+                "plugins": [{"name": "barman-cloud.cloudnative-pg.io", "parameters": {"barmanObjectName": "store"}}],
+            },
+        },
+        {
+            "apiVersion": "barmancloud.cnpg.io/v1",
+            "kind": "ObjectStore",
+            "metadata": {"name": "store", "namespace": "data"},
+            "spec": {"instanceSidecarConfiguration": {"resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}}},
+        },
+        {
+            "apiVersion": "rabbitmq.com/v1beta1",
+            "kind": "RabbitmqCluster",
+            "metadata": {"name": "mq", "namespace": "data"},
+            "spec": {
+                "replicas": 3,
+                "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
+                "persistence": {"storage": "10Gi"},
+            },
+        },
+    ]
+    fp = footprint.footprint(objects)
+    data = fp.groups["data"]["min"]
+    assert data.cpu_requests == pytest.approx(3 * 0.55 + 3 * 1.0)
+    assert data.storage == 3 * 20 * 2**30 + 3 * 10 * 2**30
+
+
+def test_a_budget_refuses_naming_the_largest_consumers():
+    objects = [namespace("shop", "shop"), deployment("big", "shop", container("2", "4Gi"), replicas=2)]
+    fp = footprint.footprint(objects)
+    footprint.check_budget("s", fp, Budget(cpu="4", memory="8Gi"))
+    with pytest.raises(footprint.BudgetExceeded, match=r"CPU 4\.00 > 3.*Deployment shop/big \(2 x 2\.00 CPU"):
+        footprint.check_budget("s", fp, Budget(cpu="3", memory="8Gi"))
+
+
+def test_every_container_of_every_stack_requests_cpu_and_memory(stack_run):
+    """Operators, monitoring and run-time pods included: nothing is scheduled on a best-effort basis."""
+    for pod in footprint.pod_groups(stack_run.all_objects()):
+        assert pod.per_pod.cpu_requests > 0 and pod.per_pod.memory_requests > 0, (pod.kind, pod.namespace, pod.name)
+    objects = stack_run.all_objects()
+    limit_ranges = {o["metadata"]["namespace"] for o in objects if o["kind"] == "LimitRange"}
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "StatefulSet", "DaemonSet"):
+            continue
+        spec = obj["spec"]["template"]["spec"]
+        for c in [*spec["containers"], *(spec.get("initContainers") or [])]:
+            requests = (c.get("resources") or {}).get("requests") or {}
+            covered = {"cpu", "memory"} <= set(requests) or obj["metadata"]["namespace"] in limit_ranges
+            assert covered, f"{obj['kind']} {obj['metadata']['namespace']}/{obj['metadata']['name']} {c['name']}"
+
+
+def test_every_stack_with_a_budget_fits_it(rendered):
+    from infra.stack_config import plan_for_stack
+
+    for stack, run in rendered.items():
+        budget = plan_for_stack(stack).config.budget
+        if budget is not None:
+            total = footprint.footprint(run.all_objects()).total("min")
+            assert total.cpu_requests <= float(parse_quantity(budget.cpu)), stack
+            assert total.memory_requests <= float(parse_quantity(budget.memory)), stack
+
+
+def test_an_environment_over_its_budget_is_not_rendered(project, tmp_path):
+    project.set_stack_key("dev", "budget", {"cpu": "500m", "memory": "1Gi"})
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "infra", "render", "dev", "--out", str(out), "--project-dir", str(project.root)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "requests more than its budget" in result.stderr and "Largest consumers:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_the_footprint_command_prints_a_table_per_group(stack_run):
+    result = subprocess.run(
+        [sys.executable, "-m", "infra", "footprint", stack_run.stack],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    fp = footprint.footprint(stack_run.all_objects())
+    for group in fp.groups:
+        assert f"| {group} |" in result.stdout
+    assert f"| total | {footprint.cpu(fp.total('min').cpu_requests)} |" in result.stdout
