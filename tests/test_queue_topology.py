@@ -111,11 +111,12 @@ def test_each_user_imports_generated_credentials_kept_as_secrets(stack_run):
             assert name in secrets, f"{name} must exist beside the User in {owner}"
             assert set(secrets[name]["stringData"].values()) == {"[secret]"}
     imported = {u["spec"]["importCredentialsSecret"]["name"] for u in stack_run.objects("User")}
-    generators = {
-        r.parent
+    passwords = [
+        r
         for r in stack_run.of_type("random:index/randomPassword:RandomPassword")
         if r.parent.endswith(tuple(f"-{name}" for name in imported))
-    }
+    ]
+    generators = {p.parent for p in passwords}
     # One generated identity per service and queue cluster it uses.
     assert len(generators) == len(stack_run.objects("User")) == len(imported)
     assert all(p.inputs["length"] >= 32 for p in passwords)
