@@ -106,3 +106,65 @@ def test_no_chart_opens_the_network(stack_run):
             for rule in o.object["spec"].get(direction) or []:
                 peers = rule.get("to" if direction == "egress" else "from")
                 assert peers, f"{o.object['metadata']['name']}: {direction} rule open to everyone"
+
+
+def test_cert_manager_serves_the_gateway_after_the_gateway_api_exists(stack_run):
+    """cert-manager's Gateway API support is off by default; on, its controller exits at start unless the
+    Gateway API CRDs are served (cert-manager v1.21.1 pkg/controller/context.go), so it comes after them."""
+    import yaml
+
+    cert_manager = [o for o in stack_run.chart_objects if o.release.chart == "cert-manager"]
+    (controller,) = [
+        o.object
+        for o in cert_manager
+        if o.object["kind"] == "Deployment" and o.object["metadata"]["name"] == o.release.name
+    ]
+    args = controller["spec"]["template"]["spec"]["containers"][0]["args"]
+    config_path = next(a.split("=", 1)[1] for a in args if a.startswith("--config="))
+    mounts = controller["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    mount = next(m for m in mounts if config_path.startswith(m["mountPath"]))
+    volume = next(v for v in controller["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    (config_map,) = [
+        o.object
+        for o in cert_manager
+        if o.object["kind"] == "ConfigMap" and o.object["metadata"]["name"] == volume["configMap"]["name"]
+    ]
+    config = yaml.safe_load(config_map["data"][config_path.rsplit("/", 1)[-1]])
+    assert config["kind"] == "ControllerConfiguration" and config["gatewayAPI"]["enabled"] is True
+
+    by_urn = {r.urn: r for r in stack_run.registrations}
+    release = next(r for r in stack_run.registrations if r.urn == cert_manager[0].release.urn)
+
+    def upstream(urn: str, seen: set[str]) -> set[str]:
+        for dep in by_urn[urn].dependencies:
+            if dep in by_urn and dep not in seen:
+                seen.add(dep)
+                upstream(dep, seen)
+        return seen
+
+    gateway_crds = {
+        o.release.urn
+        for o in stack_run.chart_objects
+        if o.object["kind"] == "CustomResourceDefinition" and o.object["spec"]["group"] == "gateway.networking.k8s.io"
+    }
+    assert gateway_crds and gateway_crds <= upstream(release.urn, set())
+
+
+def test_acme_self_check_may_reach_the_gateways_public_addresses_on_port_80_only(stack_run):
+    from infra.stack_config import plan_for_stack
+
+    gateway = plan_for_stack(stack_run.stack).config.gateway
+    policies = [p for p in stack_run.objects("NetworkPolicy") if p["metadata"]["name"] == "allow-cert-manager"]
+    port_80 = [
+        rule
+        for p in policies
+        for rule in p["spec"].get("egress", [])
+        if any(port.get("port") == 80 for port in rule.get("ports", []))
+    ]
+    if gateway.acme_email is None:
+        assert not port_80
+        return
+    assert [sorted(peer["ipBlock"]["cidr"] for peer in rule["to"]) for rule in port_80] == [
+        sorted(gateway.public_addresses)
+    ]
+    assert all([port["port"] for port in rule["ports"]] == [80] for rule in port_80)
