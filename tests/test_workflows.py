@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -78,3 +79,20 @@ def test_merges_deploy_dev_then_prod_behind_an_approval_gate():
 def test_workflows_use_the_readme_commands(workflow):
     text = (PROJECT_ROOT / ".github" / "workflows" / workflow).read_text()
     assert "make " in text
+
+
+# --- The policy pack's virtualenv ---------------------------------------------------------------------------
+
+
+def makefile_variable(name: str) -> str:
+    match = re.search(rf"^{name}\s*:?=\s*(\S+)\s*$", (PROJECT_ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert match, f"Makefile does not set {name}"
+    return match.group(1)
+
+
+def test_the_policy_pack_runs_in_the_virtualenv_make_builds():
+    # The Python language host joins a relative `virtualenv` to the pack's folder (pulumi
+    # sdk/python/toolchain/pip.go resolveVirtualEnvironmentPath, root = the policy pack path).
+    pack = PROJECT_ROOT / "policy"
+    options = yaml.safe_load((pack / "PulumiPolicy.yaml").read_text())["runtime"]["options"]
+    assert (pack / options["virtualenv"]).resolve() == (PROJECT_ROOT / makefile_variable("POLICY_VENV")).resolve()
