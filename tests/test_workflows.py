@@ -94,28 +94,28 @@ def test_workflows_use_the_readme_commands(workflow):
 # --- The policy pack's virtualenv ---------------------------------------------------------------------------
 
 
-def makefile_variable(name: str) -> str:
-    match = re.search(rf"^{name}\s*:?=\s*(\S+)\s*$", (PROJECT_ROOT / "Makefile").read_text(), re.MULTILINE)
-    assert match, f"Makefile does not set {name}"
-    return match.group(1)
+def policy_venv_disagreement(policy_yaml: str, makefile: str) -> list[str]:
+    """The virtualenv Pulumi starts the pack with must be the one `make policy-venv` builds.
+
+    The Python language host joins a relative `virtualenv` to the pack's folder (pulumi
+    sdk/python/toolchain/pip.go resolveVirtualEnvironmentPath; the root is the policy pack's path).
+    """
+    pack = PROJECT_ROOT / "policy"
+    named = (yaml.safe_load(policy_yaml)["runtime"].get("options") or {}).get("virtualenv")
+    built = re.search(r"^POLICY_VENV\s*:?=\s*(\S+)\s*$", makefile, re.MULTILINE)
+    if named is None or built is None:
+        return ["PulumiPolicy.yaml names no virtualenv, or the Makefile sets no POLICY_VENV"]
+    if (pack / named).resolve() != (PROJECT_ROOT / built.group(1)).resolve():
+        return [f"PulumiPolicy.yaml's virtualenv {named!r} is policy/{named}, make builds {built.group(1)}"]
+    return []
 
 
 def test_the_policy_pack_runs_in_the_virtualenv_make_builds():
-    # The Python language host joins a relative `virtualenv` to the pack's folder (pulumi
-    # sdk/python/toolchain/pip.go resolveVirtualEnvironmentPath, root = the policy pack path).
-    pack = PROJECT_ROOT / "policy"
-    options = yaml.safe_load((pack / "PulumiPolicy.yaml").read_text())["runtime"]["options"]
-    assert (pack / options["virtualenv"]).resolve() == (PROJECT_ROOT / makefile_variable("POLICY_VENV")).resolve()
-
-
-def test_the_cloud_jobs_build_the_policy_virtualenv_before_pulumi_runs():
-    for name in ("preview.yml", "deploy.yml"):
-        assert policy_venv_problems(load(name)) == []
-    wf = load("deploy.yml")
-    wf["jobs"]["up"]["steps"][2]["run"] = "make venv"
-    # up-prod runs the same steps (a YAML alias), so both jobs lose the build.
-    assert policy_venv_problems(wf) == [
-        f"{job}: no `make policy-venv` before the pulumi step" for job in ("up", "up-prod")
+    policy_yaml = (PROJECT_ROOT / "policy" / "PulumiPolicy.yaml").read_text()
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert policy_venv_disagreement(policy_yaml, makefile) == []
+    assert policy_venv_disagreement(policy_yaml.replace("../.venv-policy", "venv"), makefile) == [
+        "PulumiPolicy.yaml's virtualenv 'venv' is policy/venv, make builds .venv-policy"
     ]
 
 
@@ -181,6 +181,16 @@ def unpinned_actions(workflow_text: str) -> list[str]:
         elif not TAG_COMMENT.search(rest):
             problems.append(f"{ref}: no `# vX.Y.Z` comment naming the tag the SHA was taken from")
     return problems
+
+
+def checkout_problems(wf: dict) -> list[str]:
+    """No job leaves the run's token in .git/config, where the code it checked out (a pull request's) could read it."""
+    return [
+        f"{name}: checkout without persist-credentials: false"
+        for name, job in wf["jobs"].items()
+        for step in job.get("steps", [])
+        if action(step) == CHECKOUT and (step.get("with") or {}).get("persist-credentials") is not False
+    ]
 
 
 def permission_problems(wf: dict) -> list[str]:
@@ -323,6 +333,7 @@ def secrets_check_problems(wf: dict) -> list[str]:
 
 
 WORKFLOW_CHECKS = [
+    checkout_problems,
     permission_problems,
     oidc_problems,
     secret_problems,
@@ -426,6 +437,7 @@ def _add_step(job: str, step: dict) -> Callable[[dict], None]:
 PREVIEW_ENV = ("jobs", "pulumi-preview", "environment")
 BROKEN = [
     # (workflow, checker, what breaks it, the problem it must name)
+    ("preview.yml", checkout_problems, _set(("jobs", "test", "steps", 0, "with"), {}), "test: checkout without"),
     ("deploy.yml", permission_problems, _set(("permissions",), {"contents": "write"}), "workflow: permissions"),
     ("deploy.yml", permission_problems, _set(("jobs", "test", "permissions"), {"id-token": "write"}), "test:"),
     ("preview.yml", permission_problems, _set(("jobs", "pulumi-preview", "permissions", "id-token"), "none"), "id"),
