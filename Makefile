@@ -64,7 +64,8 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt $(CHECKOV_VENV)/.python
 
 scanner: $(CHECKOV_VENV)/.installed
 
-# The policy pack runs in its own virtualenv too (pulumi-policy pins older grpcio/protobuf than pulumi).
+# The policy pack runs in its own virtualenv too (pulumi-policy pins older grpcio/protobuf than pulumi). Pulumi starts
+# the pack with the virtualenv policy/PulumiPolicy.yaml names (`../.venv-policy`, relative to policy/): this one.
 $(POLICY_VENV)/.installed: policy/requirements.txt $(POLICY_VENV)/.python
 	$(call announce,the policy pack's runtime,$(POLICY_VENV))
 	$(POLICY_VENV)/bin/pip install $(PIP_QUIET) --disable-pip-version-check -r policy/requirements.txt

@@ -1,10 +1,18 @@
-"""GitHub workflows: valid against GitHub's schema (offline), and doing what the team relies on."""
+"""GitHub workflows: valid against GitHub's schema (offline), and doing what the team relies on.
+
+Each security property is a function from a workflow to the problems it finds: the tests run it on the real
+workflows (no problem) and on a copy broken on purpose (the problem is named). Issue 12, README "CI and deploys".
+"""
 
 from __future__ import annotations
 
+import copy
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,9 +33,13 @@ def check(paths: list[Path]) -> subprocess.CompletedProcess:
     )
 
 
+def text(name: str) -> str:
+    return (PROJECT_ROOT / ".github" / "workflows" / name).read_text()
+
+
 def load(name: str) -> dict:
     # PyYAML reads the `on:` key as True (YAML 1.1); GitHub reads it as "on".
-    data = yaml.safe_load((PROJECT_ROOT / ".github" / "workflows" / name).read_text())
+    data = yaml.safe_load(text(name))
     data["on"] = data.pop(True)
     return data
 
@@ -71,10 +83,420 @@ def test_merges_deploy_dev_then_prod_behind_an_approval_gate():
     for job in ("up", "up-prod"):
         action = next(s for s in jobs[job]["steps"] if s.get("uses", "").startswith("pulumi/actions"))
         assert action["with"]["command"] == "up" and action["with"]["policyPacks"] == "policy"
-    assert wf["concurrency"]["cancel-in-progress"] is False, "never cancel a deployment half-way"
 
 
 @pytest.mark.parametrize("workflow", ["preview.yml", "deploy.yml"])
 def test_workflows_use_the_readme_commands(workflow):
     text = (PROJECT_ROOT / ".github" / "workflows" / workflow).read_text()
     assert "make " in text
+
+
+# --- The policy pack's virtualenv ---------------------------------------------------------------------------
+
+
+def policy_venv_disagreement(policy_yaml: str, makefile: str) -> list[str]:
+    """The virtualenv Pulumi starts the pack with must be the one `make policy-venv` builds.
+
+    The Python language host joins a relative `virtualenv` to the pack's folder (pulumi
+    sdk/python/toolchain/pip.go resolveVirtualEnvironmentPath; the root is the policy pack's path).
+    """
+    pack = PROJECT_ROOT / "policy"
+    named = (yaml.safe_load(policy_yaml)["runtime"].get("options") or {}).get("virtualenv")
+    built = re.search(r"^POLICY_VENV\s*:?=\s*(\S+)\s*$", makefile, re.MULTILINE)
+    if named is None or built is None:
+        return ["PulumiPolicy.yaml names no virtualenv, or the Makefile sets no POLICY_VENV"]
+    if (pack / named).resolve() != (PROJECT_ROOT / built.group(1)).resolve():
+        return [f"PulumiPolicy.yaml's virtualenv {named!r} is policy/{named}, make builds {built.group(1)}"]
+    return []
+
+
+def test_the_policy_pack_runs_in_the_virtualenv_make_builds():
+    policy_yaml = (PROJECT_ROOT / "policy" / "PulumiPolicy.yaml").read_text()
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert policy_venv_disagreement(policy_yaml, makefile) == []
+    assert policy_venv_disagreement(policy_yaml.replace("../.venv-policy", "venv"), makefile) == [
+        "PulumiPolicy.yaml's virtualenv 'venv' is policy/venv, make builds .venv-policy"
+    ]
+
+
+# --- Security properties (issue 12) -------------------------------------------------------------------------
+# Action names, without their ref.
+CHECKOUT, AWS, DOCKER_LOGIN, PULUMI = (
+    "actions/checkout",
+    "aws-actions/configure-aws-credentials",
+    "docker/login-action",
+    "pulumi/actions",
+)
+STICKY = "marocchino/sticky-pull-request-comment"
+SECRETS_CHECK = '.venv/bin/python -m infra secrets "$STACK" --check'
+DEPLOY_GROUP = "pulumi-up-${{ matrix.stack }}"
+
+
+def action(step: dict) -> str:
+    return step.get("uses", "").split("@", 1)[0]
+
+
+def cloud_jobs(wf: dict) -> Iterator[tuple[str, dict]]:
+    """The jobs that run the Pulumi CLI against a real backend and cluster."""
+    for name, job in wf["jobs"].items():
+        if any(action(s) == PULUMI for s in job.get("steps", [])):
+            yield name, job
+
+
+def first(job: dict, predicate: Callable[[dict], bool]) -> int | None:
+    return next((i for i, step in enumerate(job["steps"]) if predicate(step)), None)
+
+
+def pulumi_index(job: dict) -> int:
+    return first(job, lambda s: action(s) == PULUMI)
+
+
+def strings(node) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from strings(value)
+    else:
+        yield str(node)
+
+
+def on_pull_requests(wf: dict) -> bool:
+    return bool({"pull_request", "pull_request_target"} & set(wf["on"]))
+
+
+# `uses: owner/repo[/path]@<40 hex> # vX[.Y.Z]`: a tag can be moved, a commit cannot.
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", re.MULTILINE)
+PINNED = re.compile(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}")
+TAG_COMMENT = re.compile(r"#\s*v\d+(\.\d+)*\s*$")
+
+
+def unpinned_actions(workflow_text: str) -> list[str]:
+    problems = []
+    for ref, rest in USES.findall(workflow_text):
+        if not PINNED.fullmatch(ref):
+            problems.append(f"{ref}: not pinned by a full commit SHA")
+        elif not TAG_COMMENT.search(rest):
+            problems.append(f"{ref}: no `# vX.Y.Z` comment naming the tag the SHA was taken from")
+    return problems
+
+
+def checkout_problems(wf: dict) -> list[str]:
+    """No job leaves the run's token in .git/config, where the code it checked out (a pull request's) could read it."""
+    return [
+        f"{name}: checkout without persist-credentials: false"
+        for name, job in wf["jobs"].items()
+        for step in job.get("steps", [])
+        if action(step) == CHECKOUT and (step.get("with") or {}).get("persist-credentials") is not False
+    ]
+
+
+def permission_problems(wf: dict) -> list[str]:
+    """`contents: read` for the workflow; a job widens it only by what it does (OIDC login, PR comment)."""
+    problems = []
+    if wf.get("permissions") != {"contents": "read"}:
+        problems.append(f"workflow: permissions {wf.get('permissions')}, want exactly contents: read")
+    for name, job in wf["jobs"].items():
+        steps = job.get("steps", [])
+        wanted = {"contents": "read"}
+        if any(action(s) == AWS for s in steps):
+            wanted["id-token"] = "write"
+        if any(action(s) == STICKY or (action(s) == PULUMI and s["with"].get("comment-on-pr")) for s in steps):
+            wanted["pull-requests"] = "write"
+        have = job.get("permissions", wf.get("permissions"))
+        if have != wanted:
+            problems.append(f"{name}: permissions {have}, want {wanted}")
+    return problems
+
+
+def oidc_problems(wf: dict) -> list[str]:
+    """Every cloud job logs in through OIDC, to the role its GitHub environment names, before Pulumi runs."""
+    problems = []
+    for name, job in cloud_jobs(wf):
+        login = first(job, lambda s: action(s) == AWS)
+        if login is None or login > pulumi_index(job):
+            problems.append(f"{name}: no OIDC login before the pulumi step")
+            continue
+        inputs = job["steps"][login]["with"]
+        if inputs.get("role-to-assume") != "${{ vars.PULUMI_ROLE_ARN }}":
+            problems.append(f"{name}: role-to-assume must be the environment's vars.PULUMI_ROLE_ARN")
+        if {"aws-access-key-id", "aws-secret-access-key", "aws-session-token"} & set(inputs):
+            problems.append(f"{name}: static AWS keys instead of the OIDC token")
+        if not job.get("environment"):
+            problems.append(f"{name}: no environment (the role and its trust are per environment)")
+    return problems
+
+
+def secret_problems(wf: dict) -> list[str]:
+    """No stored credential at all (only the run's GITHUB_TOKEN); pull requests only in preview environments."""
+    problems = sorted(
+        {
+            f"stored secret `{ref}` (credentials come from OIDC)"
+            for value in strings(wf)
+            for ref in re.findall(r"secrets\.(\w+)", value)
+            if ref != "GITHUB_TOKEN"
+        }
+    )
+    for word in ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_ACCESS_TOKEN", "KUBECONFIG"):
+        if any(word in value for value in strings(wf)):
+            problems.append(f"{word}: a long-lived credential")
+    if on_pull_requests(wf):
+        if "pull_request_target" in wf["on"]:
+            problems.append("pull_request_target runs with the base repository's secrets")
+        for name, job in wf["jobs"].items():
+            if job.get("environment") and not str(job["environment"]).startswith("preview-"):
+                problems.append(f"{name}: pull requests run in preview-<stack> environments only")
+    return problems
+
+
+def environment_problems(wf: dict) -> list[str]:
+    """Prod is deployed only from `production`, previewed only from `preview-prod` (both with reviewers)."""
+    problems = []
+    for name, job in cloud_jobs(wf):
+        environment = job.get("environment")
+        if on_pull_requests(wf):
+            if environment != "preview-${{ matrix.stack }}":
+                problems.append(f"{name}: environment {environment!r}, want preview-${{{{ matrix.stack }}}}")
+        elif "prod" in job["strategy"]["matrix"]["stack"] and environment != "production":
+            problems.append(f"{name}: deploys prod outside the `production` environment")
+    return problems
+
+
+def pulumi_pin() -> str:
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    return next(d.split("==", 1)[1] for d in pyproject["project"]["dependencies"] if d.startswith("pulumi=="))
+
+
+def cli_version_problems(wf: dict, sdk: str) -> list[str]:
+    return [
+        f"{name}: pulumi-version {step['with'].get('pulumi-version')!r}, the SDK is pulumi=={sdk}"
+        for name, job in cloud_jobs(wf)
+        for step in job["steps"]
+        if action(step) == PULUMI and str(step["with"].get("pulumi-version")) != sdk
+    ]
+
+
+def policy_venv_problems(wf: dict) -> list[str]:
+    problems = []
+    for name, job in cloud_jobs(wf):
+        build = first(job, lambda s: re.search(r"\bmake\b.*\bpolicy-venv\b", s.get("run", "")) is not None)
+        if build is None or build > pulumi_index(job):
+            problems.append(f"{name}: no `make policy-venv` before the pulumi step")
+    return problems
+
+
+def registry_problems(wf: dict) -> list[str]:
+    """Pull requests never log in to a registry nor push; deploys log in just before Pulumi builds and pushes."""
+    problems = []
+    for name, job in wf["jobs"].items():
+        login = first(job, lambda s: action(s) == DOCKER_LOGIN)
+        if login is None:
+            continue
+        if on_pull_requests(wf):
+            problems.append(f"{name}: a pull request job logs in to a registry")
+        elif name not in dict(cloud_jobs(wf)) or login > pulumi_index(job):
+            problems.append(f"{name}: registry login outside a deploy, or after it")
+    if on_pull_requests(wf) and wf.get("env", {}).get("SETTLEMENT_IMAGE_PUSH") != "false":
+        problems.append("pull requests must build without pushing: env SETTLEMENT_IMAGE_PUSH: 'false'")
+    return problems
+
+
+def concurrency_problems(wf: dict) -> list[str]:
+    """Deploys: one update per stack at a time, never cancelled; previews never join (or cancel) that queue."""
+    problems = []
+    for name, job in cloud_jobs(wf):
+        concurrency = job.get("concurrency") or {}
+        # `concurrency: <group>` is GitHub's short form (cancel-in-progress then defaults to false).
+        concurrency = {"group": concurrency} if isinstance(concurrency, str) else concurrency
+        group = concurrency.get("group", "")
+        if on_pull_requests(wf):
+            if group.startswith(DEPLOY_GROUP.split("$", 1)[0]):
+                problems.append(f"{name}: a preview in the deploy queue could cancel a pending deploy")
+        elif group != DEPLOY_GROUP or concurrency.get("cancel-in-progress") is not False:
+            problems.append(f"{name}: concurrency must be group {DEPLOY_GROUP}, cancel-in-progress: false")
+    return problems
+
+
+def secrets_check_problems(wf: dict) -> list[str]:
+    """The stack's secrets are checked for placeholders before any credential is fetched and Pulumi runs."""
+    problems = []
+    for name, job in cloud_jobs(wf):
+        checked = first(job, lambda s: s.get("run") == SECRETS_CHECK)
+        login = first(job, lambda s: action(s) == AWS)
+        if checked is None or checked > min(i for i in (login, pulumi_index(job)) if i is not None):
+            problems.append(f"{name}: no `{SECRETS_CHECK}` before the credentials and the pulumi step")
+        elif job["steps"][checked].get("env", {}).get("STACK") != "${{ matrix.stack }}":
+            problems.append(f"{name}: the secrets check must get the stack through env STACK")
+    return problems
+
+
+WORKFLOW_CHECKS = [
+    checkout_problems,
+    permission_problems,
+    oidc_problems,
+    secret_problems,
+    environment_problems,
+    policy_venv_problems,
+    registry_problems,
+    concurrency_problems,
+    secrets_check_problems,
+]
+
+
+@pytest.mark.parametrize("workflow", ["preview.yml", "deploy.yml"])
+@pytest.mark.parametrize("checker", WORKFLOW_CHECKS, ids=lambda f: f.__name__)
+def test_the_workflows_have_the_property(workflow, checker):
+    assert checker(load(workflow)) == []
+
+
+@pytest.mark.parametrize("workflow", ["preview.yml", "deploy.yml"])
+def test_every_action_is_pinned_by_commit_with_its_tag(workflow):
+    assert unpinned_actions(text(workflow)) == []
+    # Every `uses:` the regex saw is every `uses:` GitHub runs.
+    seen = {ref for ref, _ in USES.findall(text(workflow))}
+    used = {s["uses"] for job in load(workflow)["jobs"].values() for s in job.get("steps", []) if "uses" in s}
+    assert used and used == seen
+
+
+def test_unpinned_actions_are_named():
+    sha = "3d3c42e5aac5ba805825da76410c181273ba90b1"
+    workflow = f"""steps:
+      - uses: actions/checkout@v4
+      - uses: actions/checkout@{sha}
+      - uses: actions/checkout@{sha} # v7.0.1
+"""
+    assert unpinned_actions(workflow) == [
+        "actions/checkout@v4: not pinned by a full commit SHA",
+        f"actions/checkout@{sha}: no `# vX.Y.Z` comment naming the tag the SHA was taken from",
+    ]
+
+
+def test_the_cli_is_the_version_of_the_sdk():
+    sdk = pulumi_pin()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", sdk)
+    for name in ("preview.yml", "deploy.yml"):
+        assert cli_version_problems(load(name), sdk) == []
+    assert cli_version_problems(load("preview.yml"), "3.0.0") == [
+        f"pulumi-preview: pulumi-version '{sdk}', the SDK is pulumi==3.0.0"
+    ]
+
+
+def test_id_token_is_granted_only_where_a_role_is_assumed():
+    deploy, preview = load("deploy.yml"), load("preview.yml")
+    granted = {
+        f"{file}:{name}"
+        for file, wf in (("deploy", deploy), ("preview", preview))
+        for name, job in wf["jobs"].items()
+        if job.get("permissions", {}).get("id-token") == "write"
+    }
+    assert granted == {"deploy:up", "deploy:up-prod", "preview:pulumi-preview"}
+
+
+def test_deploys_log_in_to_the_registry_and_previews_do_not_push():
+    deploy = load("deploy.yml")
+    for name, job in cloud_jobs(deploy):
+        login = first(job, lambda s: action(s) == DOCKER_LOGIN)
+        assert login is not None and first(job, lambda s: action(s) == AWS) < login < pulumi_index(job), name
+        # An ECR registry: docker/login-action takes the role's credentials, no stored password.
+        assert set(job["steps"][login]["with"]) == {"registry"}
+    assert load("preview.yml")["env"]["SETTLEMENT_IMAGE_PUSH"] == "false"
+    assert "SETTLEMENT_IMAGE_PUSH" not in text("deploy.yml")
+
+
+def _set(path: tuple, value) -> Callable[[dict], None]:
+    def mutate(wf: dict) -> None:
+        node = wf
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return mutate
+
+
+def _drop_step(job: str, uses: str) -> Callable[[dict], None]:
+    def mutate(wf: dict) -> None:
+        wf["jobs"][job]["steps"] = [s for s in wf["jobs"][job]["steps"] if action(s) != uses]
+
+    return mutate
+
+
+def _move_pulumi_first(job: str) -> Callable[[dict], None]:
+    def mutate(wf: dict) -> None:
+        steps = wf["jobs"][job]["steps"]
+        steps.insert(0, steps.pop(pulumi_index(wf["jobs"][job])))
+
+    return mutate
+
+
+def _add_step(job: str, step: dict) -> Callable[[dict], None]:
+    return lambda wf: wf["jobs"][job]["steps"].insert(0, step)
+
+
+PREVIEW_ENV = ("jobs", "pulumi-preview", "environment")
+BROKEN = [
+    # (workflow, checker, what breaks it, the problem it must name)
+    ("preview.yml", checkout_problems, _set(("jobs", "test", "steps", 0, "with"), {}), "test: checkout without"),
+    ("deploy.yml", permission_problems, _set(("permissions",), {"contents": "write"}), "workflow: permissions"),
+    ("deploy.yml", permission_problems, _set(("jobs", "test", "permissions"), {"id-token": "write"}), "test:"),
+    ("preview.yml", permission_problems, _set(("jobs", "pulumi-preview", "permissions", "id-token"), "none"), "id"),
+    ("deploy.yml", oidc_problems, _drop_step("up", AWS), "up: no OIDC login"),
+    ("preview.yml", oidc_problems, _set(("jobs", "pulumi-preview", "environment"), None), "no environment"),
+    (
+        "deploy.yml",
+        oidc_problems,
+        lambda wf: wf["jobs"]["up"]["steps"][4]["with"].update({"aws-access-key-id": "${{ secrets.KEY }}"}),
+        "static AWS keys",
+    ),
+    ("preview.yml", secret_problems, _set(PREVIEW_ENV, "production"), "preview-<stack> environments only"),
+    (
+        "preview.yml",
+        secret_problems,
+        _add_step("pulumi-preview", {"run": "true", "env": {"PULUMI_CONFIG_PASSPHRASE": "${{ secrets.PASS }}"}}),
+        "stored secret `PASS`",
+    ),
+    ("preview.yml", secret_problems, _set(("on",), {"pull_request_target": None}), "pull_request_target"),
+    (
+        "deploy.yml",
+        environment_problems,
+        _set(("jobs", "up-prod", "environment"), "prod"),
+        "outside the `production` environment",
+    ),
+    ("preview.yml", environment_problems, _set(PREVIEW_ENV, "preview"), "environment 'preview'"),
+    ("preview.yml", policy_venv_problems, _move_pulumi_first("pulumi-preview"), "no `make policy-venv`"),
+    (
+        "preview.yml",
+        registry_problems,
+        _add_step("pulumi-preview", {"uses": f"{DOCKER_LOGIN}@x", "with": {"registry": "r"}}),
+        "logs in to a registry",
+    ),
+    ("preview.yml", registry_problems, _set(("env",), {}), "SETTLEMENT_IMAGE_PUSH"),
+    ("deploy.yml", registry_problems, _add_step("test", {"uses": f"{DOCKER_LOGIN}@x"}), "test: registry login"),
+    ("deploy.yml", concurrency_problems, _set(("jobs", "up", "concurrency", "cancel-in-progress"), True), "up:"),
+    ("deploy.yml", concurrency_problems, _set(("jobs", "up-prod", "concurrency"), {"group": "deploy"}), "up-prod"),
+    (
+        "preview.yml",
+        concurrency_problems,
+        _set(("jobs", "pulumi-preview", "concurrency"), {"group": DEPLOY_GROUP}),
+        "could cancel a pending deploy",
+    ),
+    ("deploy.yml", secrets_check_problems, _move_pulumi_first("up"), "up: no `.venv/bin/python -m infra secrets"),
+    (
+        "preview.yml",
+        secrets_check_problems,
+        _set(("jobs", "pulumi-preview", "steps", 3, "env"), {}),
+        "through env STACK",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("workflow", "checker", "mutate", "problem"),
+    BROKEN,
+    ids=[f"{w}-{c.__name__}-{i}" for i, (w, c, _, _) in enumerate(BROKEN)],
+)
+def test_each_property_fires_on_a_broken_workflow(workflow, checker, mutate, problem):
+    wf = copy.deepcopy(load(workflow))
+    mutate(wf)
+    assert any(problem in found for found in checker(wf)), checker(wf)
