@@ -2,8 +2,9 @@
 
 Some operators ship no Helm chart: their supported install is a YAML file attached to each GitHub release
 (`https://github.com/<owner>/<repo>/releases/download/<tag>/<asset>`). This component reads that file at the
-pinned tag and applies it with pulumi-kubernetes' `yaml.ConfigGroup`, so every object is its own resource in
-`pulumi preview` and in the offline render. Transformations adapt it to the platform without forking it:
+pinned tag, decodes it here, and registers every object as its own pulumi-kubernetes resource
+(`kubernetes:<apiVersion>:<kind>`, as `yaml.ConfigGroup` would), so each shows in `pulumi preview` and in the
+offline render. Transformations adapt it to the platform without forking it:
 the manifest's own Namespace is dropped (the platform creates namespaces, with Pod Security labels), every
 object carries the platform's labels and the URL it came from, and a CA bundle can be mounted into a container.
 
@@ -14,7 +15,7 @@ Offline (no network) the same file is read from a mirror folder named by `SETTLE
 from __future__ import annotations
 
 import copy
-import operator
+import importlib.metadata
 import os
 import urllib.error
 import urllib.request
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pulumi
-import pulumi_kubernetes as k8s
 import yaml
 
 from components import pod_security
@@ -126,7 +126,7 @@ def decode(text: str) -> list[dict]:
 # --- Transformations: plain functions from an object to the object the platform applies ----------------------
 
 EMPTY = {"apiVersion": "v1", "kind": "List"}
-"""What ConfigGroup registers nothing for (pulumi-kubernetes yaml.py: the omit-a-resource pattern)."""
+"""An object the platform does not apply (an empty `v1 List`, pulumi-kubernetes yaml.py's omit pattern)."""
 
 
 def drop_namespace(obj: dict) -> dict:
@@ -245,21 +245,13 @@ def manifest_problems(objects: list[dict], args: ReleaseManifestArgs) -> list[st
     return problems
 
 
-def resource_key(obj: dict, prefix: str) -> str:
-    """The key of an object in ConfigGroup's `resources`: "<apiVersion>/<kind>:<prefix>-[<namespace>/]<name>"."""
-    meta = obj["metadata"]
-    identity = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
-    return f"{obj['apiVersion']}/{obj['kind']}:{prefix}-{identity}"
-
-
 class ReleaseManifest(pulumi.ComponentResource):
     """An upstream release manifest, one resource per object. Whatever needs the installed software (its CRDs,
     webhooks, controller) depends on `objects`."""
 
     url: str
-    objects: list[pulumi.Output[pulumi.Resource]]
-    """Every applied object. Depend on these, not on the component: ConfigGroup creates them once the YAML is
-    decoded, and a dependency on a component only covers the children it has at that moment."""
+    objects: list[pulumi.Resource]
+    """Every applied object: whatever needs the installed software depends on these."""
 
     def __init__(self, name: str, args: ReleaseManifestArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:core:ReleaseManifest", name, None, opts)
@@ -271,25 +263,27 @@ class ReleaseManifest(pulumi.ComponentResource):
             raise ManifestUnavailable(f"release manifest {args.asset} {args.tag}: " + "; ".join(problems))
         applied = [o for o in (transform(o, args, self.url) for o in upstream) if o != EMPTY]
 
-        def apply_transformations(obj: dict, opts: pulumi.ResourceOptions) -> None:
-            # ConfigGroup hands each object over to be changed in place.
-            result = transform(obj, args, self.url)
-            obj.clear()
-            obj.update(result)
-            opts.depends_on = list(args.depends_on)
-            if result.get("kind") == "CustomResourceDefinition":
+        # Each object is registered as itself, already decoded and transformed here: the resource type and inputs
+        # pulumi-kubernetes' yaml.ConfigGroup would register (`kubernetes:<apiVersion>:<kind>`, the whole object),
+        # without ConfigGroup's Output-wrapped decode of the whole manifest, which costs seconds on these CRDs.
+        plugin = pulumi.ResourceOptions(version=importlib.metadata.version("pulumi-kubernetes"))
+        self.objects = []
+        for obj in applied:
+            meta = obj["metadata"]
+            identity = f"{meta['namespace']}-{meta['name']}" if meta.get("namespace") else meta["name"]
+            options = pulumi.ResourceOptions(
+                parent=self,
+                depends_on=list(args.depends_on),
                 # Deleting a CRD deletes every custom resource of it (every queue cluster): never on a refactor.
                 # Helm leaves CRDs behind for the same reason.
-                opts.retain_on_delete = True
-
-        objects = k8s.yaml.ConfigGroup(
-            "objects",
-            yaml=[text],
-            transformations=[apply_transformations],
-            # Children are named "<name>-<namespace>/<object>": a second manifest never collides with this one.
-            resource_prefix=name,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        # (ConfigGroup.get_resource ignores resource_prefix, so look the keys up directly.)
-        self.objects = [objects.resources.apply(operator.itemgetter(resource_key(o, name))) for o in applied]
+                retain_on_delete=obj["kind"] == "CustomResourceDefinition",
+            )
+            self.objects.append(
+                pulumi.CustomResource(
+                    f"kubernetes:{obj['apiVersion']}:{obj['kind']}",
+                    f"{name}-{obj['kind'].lower()}-{identity}",
+                    obj,
+                    pulumi.ResourceOptions.merge(plugin, options),
+                )
+            )
         self.register_outputs({"url": self.url, "objects": len(self.objects)})

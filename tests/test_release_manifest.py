@@ -111,13 +111,13 @@ def test_each_object_is_its_own_resource_and_the_namespace_is_left_out(tmp_path,
     kinds = sorted(o["kind"] for o in run.kubernetes_objects())
     assert kinds == ["CustomResourceDefinition", "CustomResourceDefinition", "Deployment", "Deployment"]
     names_ = {r.name for r in run.registrations if r.inputs.get("kind")}
+    # Children named after their component: two manifests never collide.
     assert names_ == {
-        "demo-widgets.example.com",
-        "demo-demo-system/demo",
-        "again-widgets.example.com",
-        "again-demo-system/demo",
+        "demo-customresourcedefinition-widgets.example.com",
+        "demo-deployment-demo-system-demo",
+        "again-customresourcedefinition-widgets.example.com",
+        "again-deployment-demo-system-demo",
     }
-    assert {r.name for r in run.of_type("kubernetes:yaml:ConfigGroup")} == {"demo-objects", "again-objects"}
     deployment = run.objects("Deployment")[0]
     assert deployment["metadata"]["labels"] == {"app": "demo", "team": "platform"}
     assert deployment["metadata"]["annotations"][SOURCE_ANNOTATION] == (

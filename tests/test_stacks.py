@@ -122,10 +122,6 @@ def test_every_child_is_named_after_its_parent_component(stack_run):
     by_urn = {r.urn: r for r in stack_run.registrations}
     for reg in stack_run.registrations:
         parent = by_urn.get(reg.parent)
-        if parent is not None and parent.type == "kubernetes:yaml:ConfigGroup":
-            # pulumi-kubernetes names a ConfigGroup's objects "<resource_prefix>-<namespace>/<name>"; the
-            # prefix is the component that owns the ConfigGroup.
-            parent = by_urn[parent.parent]
         if parent is not None:
             assert reg.name.startswith(f"{parent.name}-"), (reg.name, parent.name)
 

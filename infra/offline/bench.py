@@ -1,47 +1,157 @@
-"""`make bench`: how long the offline render of each stack takes and how much memory it needs.
+"""`make bench`: what the program costs over the floor any Pulumi Python program pays, at today's size and at 10x
+the services, and how long rendering every stack and the test suite take.
 
 Speed and footprint are measured here, on purpose, rather than asserted by timed tests that would flake on a
 loaded CI machine.
+
+- **Program vs baseline.** The program for a stack runs under mock mode; the baseline registers the same number
+  of plain resources, of the same types and with the same inputs, flat (no components around them), with the
+  same SDK in the same process. Both are timed alternately and the medians compared: the ratio is the program's
+  own overhead (validation, planning, components, `apply` chains).
+- **10x.** The same for a generated topology with ten copies of the stack's subsystems (renamed, their calls and
+  queue references renamed with them).
+- **Render.** `render_stack` per stack: the program plus the offline chart expansion.
+- **Tests.** With `--tests`, the wall time of the test suite as `make test` runs it.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
+import pulumi
+
+from infra.offline.mocks import ProgramRun, run_program
 from infra.offline.render import render_stack
+from infra.stack_config import PROJECT_ROOT, StackConfig, read_stack_files
 
 
 @dataclass(frozen=True)
-class Measurement:
-    stack: str
+class Comparison:
+    label: str
     resources: int
-    seconds: list[float]
+    program: list[float]
+    baseline: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.program) / statistics.median(self.baseline)
 
 
-def measure(stacks: list[str], repeat: int) -> list[Measurement]:
-    results = []
+def baseline_program(run: ProgramRun):
+    """A program registering the run's resources again as plain, flat resources: the floor."""
+    recorded = [(r.type, r.name, r.custom, r.inputs) for r in run.registrations]
+
+    def program() -> None:
+        for i, (typ, name, custom, inputs) in enumerate(recorded):
+            if custom:
+                pulumi.CustomResource(typ, f"{name}-{i}", dict(inputs))
+            else:
+                pulumi.ComponentResource(typ, f"{name}-{i}", None)
+
+    return program
+
+
+def compare(label: str, config: StackConfig, repeat: int) -> Comparison:
+    from infra.program import run
+
+    first = run_program(config, run)  # warm-up: imports and first-time SDK setup are not the program's cost
+    floor = baseline_program(first)
+    run_program(config, floor)
+    program_s, baseline_s = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run_program(config, run)
+        program_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        run_program(config, floor)
+        baseline_s.append(time.perf_counter() - start)
+    return Comparison(label, len(first.registrations), program_s, baseline_s)
+
+
+def scaled(config: StackConfig, copies: int) -> StackConfig:
+    """`config` with `copies` copies of its subsystems: `payment` stays, `payment2`..`paymentN` join, each copy's
+    references (calls, queues) and exposed paths renamed to stay within the copy; alert routes follow."""
+    key = f"{config.project}:subsystems"
+    original = config.values[key]
+    names = list(original)
+    subsystems = {}
+    for i in range(1, copies + 1):
+        suffix = "" if i == 1 else str(i)
+        for name, sub in original.items():
+            sub = copy.deepcopy(sub)
+            for service in (sub.get("services") or {}).values():
+                for field in ("calls", "publishes", "consumes"):
+                    service[field] = [_rename(ref, names, suffix) for ref in service.get(field, [])]
+                if service.get("expose"):
+                    service["expose"]["path"] = service["expose"]["path"] + suffix
+            subsystems[f"{name}{suffix}"] = sub
+    values = dict(config.values)
+    values[key] = subsystems
+    alerting_key = f"{config.project}:alerting"
+    if alerting_key in values:
+        alerting = copy.deepcopy(values[alerting_key])
+        routes = alerting.get("routes", {})
+        for name in names:
+            for i in range(2, copies + 1):
+                if name in routes:
+                    routes[f"{name}{i}"] = routes[name]
+        values[alerting_key] = alerting
+    return dataclasses.replace(config, values=values)
+
+
+def _rename(ref: str, names: list[str], suffix: str) -> str:
+    subsystem, sep, rest = ref.partition("/")
+    return f"{subsystem}{suffix}/{rest}" if sep and subsystem in names else ref
+
+
+def render_seconds(stacks: list[str], repeat: int) -> dict[str, float]:
+    out = {}
     for stack in stacks:
-        render_stack(stack)  # warm-up: imports and first-time SDK setup are not the render's cost
-        seconds, count = [], 0
+        render_stack(stack)  # warm-up, and the chart renders cached as they are in a test session
+        samples = []
         for _ in range(repeat):
             start = time.perf_counter()
-            count = len(render_stack(stack).registrations)
-            seconds.append(time.perf_counter() - start)
-        results.append(Measurement(stack, count, seconds))
-    return results
+            render_stack(stack)
+            samples.append(time.perf_counter() - start)
+        out[stack] = statistics.median(samples)
+    return out
 
 
-def report(results: list[Measurement]) -> str:
-    lines = ["| stack | resources | median s | min s | max s | resources/s |", "|---|---|---|---|---|---|"]
-    for m in results:
-        median = statistics.median(m.seconds)
+def test_seconds() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=PROJECT_ROOT, check=False)
+    return time.perf_counter() - start
+
+
+def report(comparisons: list[Comparison], renders: dict[str, float], tests: float | None) -> str:
+    lines = [
+        "| program | resources | program median s | baseline median s | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for c in comparisons:
         lines.append(
-            f"| {m.stack} | {m.resources} | {median:.3f} | {min(m.seconds):.3f} | {max(m.seconds):.3f} "
-            f"| {m.resources / median:.0f} |"
+            f"| {c.label} | {c.resources} | {statistics.median(c.program):.3f} | "
+            f"{statistics.median(c.baseline):.3f} | {c.ratio:.2f} |"
         )
+    lines += ["", "| stack | render median s (program + chart expansion, warm) |", "|---|---|"]
+    lines += [f"| {stack} | {seconds:.3f} |" for stack, seconds in renders.items()]
+    if tests is not None:
+        lines.append(f"\ntest suite wall time: {tests:.1f} s")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines.append(f"\npeak resident memory of the whole run: {peak_mib:.0f} MiB")
     return "\n".join(lines)
+
+
+def measure(stacks: list[str], repeat: int, scale_stack: str, copies: int, tests: bool) -> str:
+    comparisons = []
+    config = read_stack_files(scale_stack)
+    comparisons.append(compare(scale_stack, config, repeat))
+    comparisons.append(compare(f"{scale_stack} x{copies}", scaled(config, copies), max(1, repeat // 2)))
+    return report(comparisons, render_seconds(stacks, repeat), test_seconds() if tests else None)

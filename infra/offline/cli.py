@@ -36,7 +36,9 @@ def _stacks(requested: list[str]) -> list[str]:
 def _bench(args: argparse.Namespace) -> int:
     from infra.offline import bench
 
-    print(bench.report(bench.measure(_stacks(args.stacks), args.repeat)))
+    stacks = _stacks(args.stacks)
+    scale = args.scale_stack or ("prod" if "prod" in stacks else stacks[-1])
+    print(bench.measure(stacks, args.repeat, scale, args.copies, args.tests))
     return 0
 
 
@@ -226,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="time the offline render and measure its memory")
     bench.add_argument("stacks", nargs="*", help="default: every stack")
     bench.add_argument("--repeat", type=int, default=5)
+    bench.add_argument("--scale-stack", help="stack whose program is compared with the baseline (default: prod)")
+    bench.add_argument("--copies", type=int, default=10, help="the scaled comparison's copies of the topology")
+    bench.add_argument("--tests", action="store_true", help="also time the test suite")
     bench.set_defaults(func=_bench)
     return parser
 

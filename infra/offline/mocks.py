@@ -19,7 +19,7 @@ from pulumi.runtime import mocks as sdk_mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.release_manifest import MIRROR_ENV, load_documents
+from components.release_manifest import MIRROR_ENV
 from infra.offline.caches import MANIFESTS_DIR
 from infra.stack_config import StackConfig
 
@@ -104,9 +104,6 @@ class PlatformMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
-        if args.token == "kubernetes:yaml:decode":
-            # What the provider answers for yaml.ConfigGroup/ConfigFile: the text's documents as objects.
-            return {"result": load_documents(args.args["text"])}
         return {}
 
 
