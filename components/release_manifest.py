@@ -67,6 +67,8 @@ class ReleaseManifestArgs:
     """checkov check id -> why it cannot hold for this software; annotated on its pod templates' owners."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What every object needs first (cert-manager for the manifest's Issuer and Certificates)."""
+    protect_crds: bool = False
+    """The CRDs define data (queue clusters): protect them too, so no edit or destroy can delete them."""
 
 
 # --- Where the text comes from --------------------------------------------------------------------------------
@@ -266,6 +268,7 @@ class ReleaseManifest(pulumi.ComponentResource):
                 # Deleting a CRD deletes every custom resource of it (every queue cluster): never on a refactor.
                 # Helm leaves CRDs behind for the same reason.
                 opts.retain_on_delete = True
+                opts.protect = args.protect_crds
 
         objects = k8s.yaml.ConfigGroup(
             "objects",
