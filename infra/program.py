@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -12,6 +14,10 @@ from infra.stack_config import load_platform_config, read_secrets
 from infra.topology import PlatformPlan
 
 PROVIDER_NAME = "platform-kubernetes"
+BUILD_ON_PREVIEW = "SETTLEMENT_BUILD_ON_PREVIEW"
+"""`true` in pull-request preview jobs: built services' images are built (not pushed) during the preview, so it
+shows their new image and a broken build fails there; deploy jobs leave it unset (`up` builds, pushes, deploys
+the digest)."""
 
 
 def deployment_refusal(plan: PlatformPlan, stack: str) -> str | None:
@@ -61,7 +67,12 @@ def run(offline: bool = False) -> None:
     provider = kubernetes_provider(plan.config.cluster)
     platform = Platform(
         "platform",
-        PlatformArgs(plan=plan, secrets=read_secrets(plan)),
+        PlatformArgs(
+            plan=plan,
+            secrets=read_secrets(plan),
+            # Which job runs the program, not what the stack is: an environment variable, not stack config.
+            build_on_preview=os.environ.get(BUILD_ON_PREVIEW) == "true",
+        ),
         # Every child inherits it (parent chain); `pulumi:disable-default-providers` in Pulumi.yaml makes the
         # engine refuse any Kubernetes resource that would still reach for the default provider.
         opts=pulumi.ResourceOptions(providers={"kubernetes": provider}),

@@ -8,6 +8,7 @@ pulumi-kubernetes (provider/pkg/...) and pulumi (pkg/..., sdk/...) as fetched on
 from __future__ import annotations
 
 import ast
+import copy
 import subprocess
 import sys
 
@@ -17,8 +18,11 @@ import yaml
 
 from components.readiness import WAIT_FOR, wait_for
 from components.release_manifest import SOURCE_ANNOTATION
+from infra.offline.diff import diff
 from infra.offline.mocks import ProgramFailed, ProgramRun, run_program
-from infra.program import PROVIDER_NAME, run
+from infra.offline.render import resources
+from infra.offline.safety import stateful_removals
+from infra.program import BUILD_ON_PREVIEW, PROVIDER_NAME, run
 from infra.stack_config import PROJECT_ROOT, read_stack_files
 
 PROVIDER_TYPE = "pulumi:providers:kubernetes"
@@ -281,3 +285,153 @@ def test_readme_gives_the_first_deploy_sequence():
     readme = (PROJECT_ROOT / "README.md").read_text()
     for step in ("pulumi login", "--secrets-provider", "python -m infra secrets", "pulumi config set --secret"):
         assert step in readme, step
+
+
+# --- 5. The offline diff flags what the engine or the operators would do badly -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def prod_resources(rendered):
+    return resources(rendered["prod"])
+
+
+def _find(head, kind, name=None):
+    return next(
+        r for r in head if r["inputs"].get("kind") == kind and (name is None or r["inputs"]["metadata"]["name"] == name)
+    )
+
+
+def test_a_renamed_fixed_name_object_is_danger_naming_the_alias(prod_resources):
+    head = copy.deepcopy(prod_resources)
+    secret = next(r for r in head if r["type"] == "kubernetes:core/v1:ConfigMap")
+    old_urn = secret["urn"]
+    secret["urn"] = old_urn + "-renamed"
+    changes = diff(prod_resources, head)
+    created = next(c for c in changes if c.action == "created")
+    assert "AlreadyExists" in created.dangers[0]
+    assert f'aliases=[pulumi.Alias(urn="{old_urn}")]' in created.dangers[0]
+
+
+def test_a_custom_resource_is_replaced_only_when_its_name_or_namespace_changes(prod_resources):
+    head = copy.deepcopy(prod_resources)
+    cluster = _find(head, "Cluster", "payment-db")
+    cluster["inputs"]["spec"]["instances"] = 5
+    (change,) = diff(prod_resources, head)
+    assert change.action == "changed" and change.dangers == []
+    cluster["inputs"]["metadata"]["namespace"] = "elsewhere"
+    (change,) = diff(prod_resources, head)
+    assert change.action == "replaced"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "mutate", "reason"),
+    [
+        ("Cluster", "payment-db", lambda s: s["storage"].update(size="1Gi"), "storage cannot shrink"),
+        ("Cluster", "payment-db", lambda s: s["storage"].update(storageClass="fast"), "only new instances"),
+        ("Cluster", "payment-db", lambda s: s.update(bootstrap={"initdb": {"database": "x"}}), "only at creation"),
+        ("RabbitmqCluster", "payment-mq", lambda s: s.update(replicas=1), "scale down is not supported"),
+        ("RabbitmqCluster", "payment-mq", lambda s: s["persistence"].update(storage="1Gi"), "cannot shrink"),
+        ("RabbitmqCluster", "payment-mq", lambda s: s["persistence"].update(storageClassName="x"), "keep their class"),
+    ],
+)
+def test_changes_the_data_operators_refuse_or_ignore_are_danger(prod_resources, kind, name, mutate, reason):
+    head = copy.deepcopy(prod_resources)
+    mutate(_find(head, kind, name)["inputs"]["spec"])
+    (change,) = diff(prod_resources, head)
+    assert change.action == "changed"
+    assert any(reason in d for d in change.dangers), change.dangers
+
+
+def test_secret_data_is_patched_in_place_unless_the_secret_is_immutable(prod_resources):
+    head = copy.deepcopy(prod_resources)
+    secret = next(r for r in head if r["inputs"].get("kind") == "Secret" and "stringData" in r["inputs"])
+    secret["inputs"]["stringData"] = {"k": "v"}
+    (change,) = diff(prod_resources, head)
+    assert change.action == "changed"
+    secret["inputs"]["immutable"] = True
+    (change,) = diff(prod_resources, head)
+    assert change.action == "replaced"
+
+
+# --- 6. Protection in depth: what could cascade to the data is protected too -------------------------------------
+
+
+def _protected(run: ProgramRun, type_token: str, name: str) -> bool:
+    found = [
+        r
+        for r in run.registrations
+        if r.type == type_token
+        and ((r.inputs.get("metadata") or {}).get("name") == name or r.inputs.get("name") == name)
+    ]
+    assert found, (type_token, name)
+    return all(r.protect for r in found)
+
+
+@pytest.mark.parametrize(
+    ("type_token", "name", "why"),
+    [
+        ("kubernetes:core/v1:Namespace", "payment", "deleting a namespace deletes its database and queue"),
+        ("kubernetes:core/v1:Namespace", "business", "deleting a namespace deletes its database and queue"),
+        ("kubernetes:core/v1:Namespace", "cnpg-system", "the database operator's namespace"),
+        ("kubernetes:core/v1:Namespace", "rabbitmq-system", "the queue operator's namespace"),
+        ("kubernetes:helm.sh/v3:Release", "cloudnative-pg", "an uninstall leaves every database unmanaged"),
+        ("kubernetes:helm.sh/v3:Release", "plugin-barman-cloud", "an uninstall stops the WAL archive"),
+        (
+            "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+            "rabbitmqclusters.rabbitmq.com",
+            "deleting a CRD deletes every queue cluster",
+        ),
+        ("kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition", "queues.rabbitmq.com", "and every queue"),
+    ],
+)
+def test_in_prod_every_path_that_cascades_to_the_data_is_protected(prod, dev, type_token, name, why):
+    assert _protected(prod, type_token, name), why
+    assert not _protected(dev, type_token, name), "dev opts out (guardrails.protectStatefulResources: false)"
+
+
+def test_the_database_operators_chart_keeps_its_crds_on_uninstall(prod):
+    """The CloudNativePG chart's CRDs are templates (deleted on uninstall) but carry helm.sh/resource-policy
+    keep (cloudnative-pg 0.29.0 templates/crds/crds.yaml); the protected release is the second line."""
+    crds = [c.object for c in prod.chart_objects if c.object["kind"] == "CustomResourceDefinition"]
+    cnpg = [c for c in crds if c["spec"]["group"] == "postgresql.cnpg.io"]
+    assert cnpg and all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in cnpg)
+
+
+def test_a_destroy_or_a_dropped_subsystem_is_blocked_at_the_namespace(prod):
+    removal = stateful_removals(prod, ProgramRun(stack="prod", registrations=[]))
+    namespaces = {r.name: r for r in removal if r.kind == "Namespace"}
+    assert namespaces["payment"].blocked and namespaces["payment"].retained
+
+
+# --- 7. Built images in preview -----------------------------------------------------------------------------------
+
+
+def _built(project, monkeypatch, env: str | None):
+    subsystems = project.topology()
+    service = subsystems["payment"]["services"]["payment-api"]
+    service.pop("image")
+    service["build"] = {"context": "services/payment-api", "repository": "registry.example/payment-api"}
+    project.set_topology(subsystems)
+    if env is None:
+        monkeypatch.delenv(BUILD_ON_PREVIEW, raising=False)
+    else:
+        monkeypatch.setenv(BUILD_ON_PREVIEW, env)
+    return project.render("dev")
+
+
+def test_pull_request_previews_build_the_image_without_pushing(project, monkeypatch):
+    run = _built(project, monkeypatch, "true")
+    [image] = run.of_type("docker:index/image:Image")
+    assert image.inputs["buildOnPreview"] is True
+    assert image.inputs.get("skipPush") in (None, False), "up pushes; a preview never does (image.go dockerBuild)"
+    deployment = run.object("Deployment", "payment-api", "payment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].startswith("registry.example/payment-api@")
+
+
+def test_deploy_jobs_do_not_build_at_preview(project, monkeypatch):
+    [image] = _built(project, monkeypatch, None).of_type("docker:index/image:Image")
+    assert image.inputs["buildOnPreview"] is False
+
+
+def test_readme_documents_built_images_in_preview():
+    assert BUILD_ON_PREVIEW in (PROJECT_ROOT / "README.md").read_text()
