@@ -13,6 +13,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import internal_ca, pod_security
+from components.readiness import CERTIFICATE_TIMEOUTS, READY
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 ENVOY_API = "gateway.envoyproxy.io/v1alpha1"
@@ -173,11 +174,14 @@ class Gateway(pulumi.ComponentResource):
                 },
                 opts=after,
             )
+        # An internal certificate is issued in seconds: wait for it. A public one waits on Let's Encrypt reaching
+        # the gateway's address over HTTP-01, which needs this very update to finish (and DNS): never wait on it.
+        public = args.acme_email is not None
         certificate = k8s.apiextensions.CustomResource(
             f"{name}-certificate",
             api_version=internal_ca.CERT_MANAGER_API,
             kind="Certificate",
-            metadata={**meta, "name": TLS_SECRET},
+            metadata={**meta, "name": TLS_SECRET, **({} if public else {"annotations": READY})},
             spec={
                 "secretName": TLS_SECRET,
                 "dnsNames": [args.hostname],
@@ -185,7 +189,9 @@ class Gateway(pulumi.ComponentResource):
                 "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
                 "renewBefore": "720h",
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=in_namespace),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=in_namespace, custom_timeouts=None if public else CERTIFICATE_TIMEOUTS
+            ),
         )
         gateway = k8s.apiextensions.CustomResource(
             f"{name}-gateway",

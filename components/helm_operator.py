@@ -30,6 +30,10 @@ class HelmOperatorArgs:
     """Credentials the chart expects to exist (its `existingSecret`-style values), generated in the namespace
     before the release."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
+    protect: bool = False
+    """The operator runs data (databases): the release and its namespace are protected, so neither an edit nor a
+    destroy uninstalls it (an uninstall deletes the chart's templated objects, CRDs included unless they carry
+    `helm.sh/resource-policy: keep`, and every custom resource with a CRD)."""
 
 
 def chart_reference(repository: str, chart: str) -> tuple[str, str | None]:
@@ -55,7 +59,7 @@ class HelmOperator(pulumi.ComponentResource):
                 metadata=pod_security.namespace_metadata(
                     args.namespace, args.extra_labels, args.pod_security_level, args.pod_security_version
                 ),
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
             )
             namespace_name = namespace.metadata.name
             in_namespace.append(namespace)
@@ -84,7 +88,12 @@ class HelmOperator(pulumi.ComponentResource):
             atomic=True,
             cleanup_on_fail=True,
             max_history=5,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *secrets]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*args.depends_on, *secrets],
+                protect=args.protect,
+                retain_on_delete=args.protect,
+            ),
         )
         self.namespace = namespace_name
         self.namespace_name = args.namespace

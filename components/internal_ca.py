@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.readiness import CERTIFICATE_TIMEOUTS, READY
+
 CERT_MANAGER_API = "cert-manager.io/v1"
 TRUST_SECRET = "internal-ca"
 """Secret name, in every namespace that trusts the CA, whose `ca.crt` is the root certificate."""
@@ -52,9 +54,10 @@ def trust_bundle(
         resource_name,
         api_version=CERT_MANAGER_API,
         kind="Certificate",
-        metadata={"name": f"{TRUST_SECRET}-trust", "namespace": namespace, "labels": labels},
+        # Pods mount the Secret it writes: `pulumi up` waits until it is issued.
+        metadata={"name": f"{TRUST_SECRET}-trust", "namespace": namespace, "labels": labels, "annotations": READY},
         spec=trust_bundle_spec(issuer, namespace),
-        opts=opts,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(custom_timeouts=CERTIFICATE_TIMEOUTS)),
     )
 
 
@@ -64,14 +67,17 @@ class InternalCA(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: InternalCAArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:security:InternalCA", name, None, opts)
-        after_cert_manager = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+        # Each step waits until cert-manager reports it Ready, so what depends on the issuer finds it working.
+        after_cert_manager = pulumi.ResourceOptions(
+            parent=self, depends_on=args.depends_on, custom_timeouts=CERTIFICATE_TIMEOUTS
+        )
         root_secret = f"{args.issuer_name}-root"
 
         bootstrap = k8s.apiextensions.CustomResource(
             f"{name}-bootstrap-issuer",
             api_version=CERT_MANAGER_API,
             kind="ClusterIssuer",
-            metadata={"name": f"{args.issuer_name}-bootstrap"},
+            metadata={"name": f"{args.issuer_name}-bootstrap", "annotations": READY},
             spec={"selfSigned": {}},
             opts=after_cert_manager,
         )
@@ -79,7 +85,7 @@ class InternalCA(pulumi.ComponentResource):
             f"{name}-root",
             api_version=CERT_MANAGER_API,
             kind="Certificate",
-            metadata={"name": root_secret, "namespace": args.cert_manager_namespace},
+            metadata={"name": root_secret, "namespace": args.cert_manager_namespace, "annotations": READY},
             spec={
                 "isCA": True,
                 "commonName": f"{args.issuer_name} root",
@@ -88,15 +94,19 @@ class InternalCA(pulumi.ComponentResource):
                 "privateKey": {"algorithm": "ECDSA", "size": 384},
                 "issuerRef": issuer_ref(f"{args.issuer_name}-bootstrap"),
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[bootstrap, *args.depends_on]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[bootstrap, *args.depends_on], custom_timeouts=CERTIFICATE_TIMEOUTS
+            ),
         )
         self.issuer = k8s.apiextensions.CustomResource(
             f"{name}-issuer",
             api_version=CERT_MANAGER_API,
             kind="ClusterIssuer",
-            metadata={"name": args.issuer_name},
+            metadata={"name": args.issuer_name, "annotations": READY},
             spec={"ca": {"secretName": root_secret}},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[root, *args.depends_on]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[root, *args.depends_on], custom_timeouts=CERTIFICATE_TIMEOUTS
+            ),
         )
         self.issuer_name = args.issuer_name
         self.register_outputs({"issuer_name": self.issuer_name})

@@ -27,6 +27,9 @@ class NamespaceArgs:
     """A cert-manager ClusterIssuer whose root CA the namespace's pods trust (Secret `internal-ca`, `ca.crt`)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What the namespace's own objects need first (the trust issuer)."""
+    protect: bool = False
+    """It holds data (database or queue clusters): deleting the namespace deletes everything in it, protection or
+    not, so the namespace itself is protected and retained on delete."""
 
 
 class Namespace(pulumi.ComponentResource):
@@ -39,12 +42,11 @@ class Namespace(pulumi.ComponentResource):
         metadata = pod_security.namespace_metadata(
             args.name, args.labels, args.pod_security_level, args.pod_security_version
         )
-        child = pulumi.ResourceOptions(parent=self)
 
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata={**metadata, "annotations": args.annotations},
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         k8s.core.v1.ResourceQuota(

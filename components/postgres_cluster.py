@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import labels as labels_lib
+from components.readiness import DATA_CLUSTER_TIMEOUTS, READY
 from components.stateful import stateful_options
 
 BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
@@ -232,9 +233,10 @@ class PostgresCluster(pulumi.ComponentResource):
             f"{name}-cluster",
             api_version="postgresql.cnpg.io/v1",
             kind="Cluster",
-            metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
+            # `pulumi up` returns once every instance is up and replicating (Ready), not when the object exists.
+            metadata={"name": args.name, "namespace": args.namespace, "labels": labels, "annotations": READY},
             spec=cluster_spec(args),
-            opts=stateful_options(self, args.protect, [*args.depends_on, *before_cluster]),
+            opts=stateful_options(self, args.protect, [*args.depends_on, *before_cluster], DATA_CLUSTER_TIMEOUTS),
         )
         if args.monitoring is not None:
             k8s.apiextensions.CustomResource(

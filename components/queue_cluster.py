@@ -9,6 +9,7 @@ import pulumi_kubernetes as k8s
 
 from components import internal_ca
 from components import labels as labels_lib
+from components.readiness import ALL_REPLICAS_READY, CERTIFICATE_TIMEOUTS, DATA_CLUSTER_TIMEOUTS, READY
 from components.stateful import stateful_options
 
 
@@ -129,18 +130,31 @@ class QueueCluster(pulumi.ComponentResource):
                     f"{name}-certificate",
                     api_version=internal_ca.CERT_MANAGER_API,
                     kind="Certificate",
-                    metadata={"name": tls_secret_name(args), "namespace": args.namespace, "labels": labels},
+                    metadata={
+                        "name": tls_secret_name(args),
+                        "namespace": args.namespace,
+                        "labels": labels,
+                        "annotations": READY,
+                    },
                     spec=pulumi.Output.from_input(args.namespace).apply(lambda ns: certificate_spec(args, ns)),
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+                    opts=pulumi.ResourceOptions(
+                        parent=self, depends_on=args.depends_on, custom_timeouts=CERTIFICATE_TIMEOUTS
+                    ),
                 )
             )
         cluster = k8s.apiextensions.CustomResource(
             f"{name}-cluster",
             api_version="rabbitmq.com/v1beta1",
             kind="RabbitmqCluster",
-            metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
+            # `pulumi up` returns once every node is ready, not when the object is merely accepted.
+            metadata={
+                "name": args.name,
+                "namespace": args.namespace,
+                "labels": labels,
+                "annotations": ALL_REPLICAS_READY,
+            },
             spec=cluster_spec(args),
-            opts=stateful_options(self, args.protect, [*args.depends_on, *before_cluster]),
+            opts=stateful_options(self, args.protect, [*args.depends_on, *before_cluster], DATA_CLUSTER_TIMEOUTS),
         )
         if args.monitoring is not None:
             endpoint: dict = {"port": "prometheus", "interval": "30s"}

@@ -69,6 +69,8 @@ class ReleaseManifestArgs:
     """`<workload>/<container>` -> requests and limits in place of upstream's (sized for the platform)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What every object needs first (cert-manager for the manifest's Issuer and Certificates)."""
+    protect_crds: bool = False
+    """The CRDs define data (queue clusters): protect them too, so no edit or destroy can delete them."""
 
 
 # --- Where the text comes from --------------------------------------------------------------------------------
@@ -277,6 +279,7 @@ class ReleaseManifest(pulumi.ComponentResource):
                 # Deleting a CRD deletes every custom resource of it (every queue cluster): never on a refactor.
                 # Helm leaves CRDs behind for the same reason.
                 retain_on_delete=obj["kind"] == "CustomResourceDefinition",
+                protect=obj["kind"] == "CustomResourceDefinition" and args.protect_crds,
             )
             self.objects.append(
                 pulumi.CustomResource(

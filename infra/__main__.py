@@ -1,19 +1,10 @@
-"""Entry point, two ways.
+"""`python -m infra <command> ...`: the offline tools (render, diff, secrets, ...): see `python -m infra --help`.
 
-- `pulumi up` / `pulumi preview` run this file as the program (Pulumi.yaml: `main: infra/`).
-- `python -m infra <command> ...` runs the offline tools (render, ...): see `python -m infra --help`.
+The Pulumi program itself is ./__main__.py at the project root.
 """
 
 import sys
 
-from pulumi.runtime.settings import get_monitor
+from infra.offline.cli import main
 
-if get_monitor() is not None:
-    # The engine configured the SDK before running us: this is a deployment.
-    from infra.program import run
-
-    run()
-else:
-    from infra.offline.cli import main
-
-    sys.exit(main(sys.argv[1:]))
+sys.exit(main(sys.argv[1:]))

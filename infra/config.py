@@ -807,7 +807,28 @@ class Budget(Model):
     memory: MemoryQuantity = Field(description="Most memory it may request at minimum scale. Required.")
 
 
+class Cluster(Model):
+    """Which cluster the stack deploys to. Every Kubernetes resource goes through one explicit provider built
+    from this, never through the default provider (which follows whatever kubeconfig context is current)."""
+
+    context: str = Field(
+        min_length=1,
+        description="kubeconfig context of the target cluster (the kubeconfig itself: `$KUBECONFIG` or "
+        "~/.kube/config where `pulumi` runs). Required.",
+    )
+    identifier: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.:/]*$")] = Field(
+        description="Stable identity of the cluster (e.g. its EKS cluster name), the provider's "
+        "`clusterIdentifier`: a kubeconfig change (new context name, rotated credentials) then updates the "
+        "provider in place instead of replacing every resource; changing this value replaces them all. Required.",
+    )
+
+
 class PlatformConfig(Model):
+    cluster: Cluster | None = Field(
+        default=None,
+        description="The target cluster. Default: none - the stack renders offline, but `pulumi preview` and "
+        "`pulumi up` refuse to run (README: Deploying).",
+    )
     kubernetes_version: Annotated[str, StringConstraints(pattern=r"^1\.(2[5-9]|3[0-7])$")] = Field(
         default="1.33",
         description="Target Kubernetes minor version (manifests are validated for it). Default: 1.33.",

@@ -50,6 +50,8 @@ class InfrastructureArgs:
     config: Infrastructure
     pod_security_version: str
     monitoring: Monitoring
+    protect_data: bool = True
+    """guardrails.protectStatefulResources: the data operators' releases, namespaces and CRDs are protected."""
 
 
 def operator_args(chart: HelmChart, pod_security_version: str, values: dict) -> HelmOperatorArgs:
@@ -79,7 +81,9 @@ RABBITMQ_OPERATOR_RESOURCES = {
 }
 
 
-def manifest_args(release: ManifestRelease, ca: CaMount, depends_on: list[pulumi.Resource]) -> ReleaseManifestArgs:
+def manifest_args(
+    release: ManifestRelease, ca: CaMount, depends_on: list[pulumi.Resource], protect_crds: bool = False
+) -> ReleaseManifestArgs:
     return ReleaseManifestArgs(
         repository=release.repository,
         tag=release.tag,
@@ -90,6 +94,7 @@ def manifest_args(release: ManifestRelease, ca: CaMount, depends_on: list[pulumi
         checkov_skips=OPERATOR_CHECKOV_SKIPS,
         resources=RABBITMQ_OPERATOR_RESOURCES,
         depends_on=depends_on,
+        protect_crds=protect_crds,
     )
 
 
@@ -123,9 +128,15 @@ class SharedInfrastructure(pulumi.ComponentResource):
         operators = args.config.operators
         child = pulumi.ResourceOptions(parent=self)
 
+        # The data operators - CloudNativePG with its backup plugin, the RabbitMQ cluster operator - are protected
+        # with the data: uninstalling one (or deleting its namespace) would orphan or, through its CRDs, delete
+        # every database or queue cluster.
         self.postgres_operator = HelmOperator(
             f"{name}-cnpg",
-            operator_args(operators.cloudnative_pg, args.pod_security_version, cnpg_values()),
+            dataclasses.replace(
+                operator_args(operators.cloudnative_pg, args.pod_security_version, cnpg_values()),
+                protect=args.protect_data,
+            ),
             opts=child,
         )
         # Host agents (node-exporter) run apart, in the only namespaces Pod Security "privileged" admits, so that
@@ -206,6 +217,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
             dataclasses.replace(
                 operator_args(operators.barman_cloud, args.pod_security_version, barman_cloud_values()),
                 create_namespace=False,
+                protect=args.protect_data,
                 # The plugin serves CloudNativePG over mTLS with certificates from cert-manager.
                 depends_on=[self.postgres_operator.release, self.cert_manager.release],
             ),
@@ -231,6 +243,8 @@ class SharedInfrastructure(pulumi.ComponentResource):
             # It belonged to the Helm install's component before: same object, no replacement.
             opts=pulumi.ResourceOptions(
                 parent=self,
+                protect=args.protect_data,
+                retain_on_delete=args.protect_data,
                 aliases=[
                     pulumi.Alias(parent=pulumi.create_urn(f"{name}-rabbitmq", "settlement:core:HelmOperator", self))
                 ],
@@ -247,14 +261,20 @@ class SharedInfrastructure(pulumi.ComponentResource):
         self.queue_cluster_operator = ReleaseManifest(
             f"{name}-rabbitmq-cluster-operator",
             manifest_args(
-                operators.rabbitmq_cluster_operator, QUEUE_CLUSTER_OPERATOR_CA, [*after_cert_manager, queue_trust]
+                operators.rabbitmq_cluster_operator,
+                QUEUE_CLUSTER_OPERATOR_CA,
+                [*after_cert_manager, queue_trust],
+                protect_crds=args.protect_data,
             ),
             opts=child,
         )
         self.queue_topology_operator = ReleaseManifest(
             f"{name}-rabbitmq-topology-operator",
             manifest_args(
-                operators.rabbitmq_topology_operator, QUEUE_TOPOLOGY_OPERATOR_CA, [*after_cert_manager, queue_trust]
+                operators.rabbitmq_topology_operator,
+                QUEUE_TOPOLOGY_OPERATOR_CA,
+                [*after_cert_manager, queue_trust],
+                protect_crds=args.protect_data,
             ),
             opts=child,
         )

@@ -205,6 +205,9 @@ def namespace_args(plan: PlatformPlan, sub: SubsystemPlan, trust: InternalCA) ->
         pod_security_version=f"v{plan.config.kubernetes_version}",
         trust_issuer=trust.issuer_name,
         depends_on=[trust.issuer],
+        # Deleting a namespace deletes its database and queue clusters whatever their own protection says.
+        protect=plan.config.guardrails.protect_stateful_resources
+        and (sub.postgres is not None or sub.queue is not None),
     )
 
 
@@ -323,6 +326,9 @@ class PlatformArgs:
     plan: PlatformPlan
     secrets: dict[str, pulumi.Output[str]] = field(default_factory=dict)
     """Secret config values the plan needs (see `infra.stack_config.read_secrets`)."""
+    build_on_preview: bool = False
+    """Build the services' images during `pulumi preview` too (never pushed: the preview shows the new image and
+    a broken build fails the pull request); otherwise a preview builds nothing (`infra.program.BUILD_ON_PREVIEW`)."""
 
 
 class Platform(pulumi.ComponentResource):
@@ -339,7 +345,10 @@ class Platform(pulumi.ComponentResource):
         infrastructure = SharedInfrastructure(
             f"{name}-infrastructure",
             InfrastructureArgs(
-                plan.config.infrastructure, f"v{plan.config.kubernetes_version}", plan.config.monitoring
+                plan.config.infrastructure,
+                f"v{plan.config.kubernetes_version}",
+                plan.config.monitoring,
+                protect_data=plan.config.guardrails.protect_stateful_resources,
             ),
             opts=child,
         )
@@ -355,7 +364,7 @@ class Platform(pulumi.ComponentResource):
                     args=workload_args(
                         plan,
                         svc,
-                        self._image(name, svc),
+                        self._image(name, svc, args.build_on_preview),
                         after,
                         infrastructure.autoscaler.release,
                         infrastructure.monitoring.release,
@@ -506,8 +515,14 @@ class Platform(pulumi.ComponentResource):
         }
         self.register_outputs({"namespaces": self.namespaces, "service_addresses": self.service_addresses})
 
-    def _image(self, name: str, svc: ServicePlan) -> pulumi.Input[str]:
-        """The reference a Deployment runs: as configured, or the digest of an image this program builds."""
+    def _image(self, name: str, svc: ServicePlan, build_on_preview: bool) -> pulumi.Input[str]:
+        """The reference a Deployment runs: as configured, or the digest of an image this program builds.
+
+        pulumi-docker v5.1.0 provider/image.go (dockerBuild): in a preview, or with skipPush, the image is built
+        but never pushed, and `repoDigest` is the local image ID; provider/provider.go (canPreview): without
+        buildOnPreview a preview builds nothing and `repoDigest` is unknown, so the Deployment's image shows as
+        "computed" whenever the build context changed (Check hashes it: build.contextDigest). `pulumi up` builds,
+        pushes and deploys the pushed digest."""
         if svc.build is None:
             return svc.image
         image = docker.Image(
@@ -519,6 +534,7 @@ class Platform(pulumi.ComponentResource):
                 target=svc.build.target,
                 platform="linux/amd64",
             ),
+            build_on_preview=build_on_preview,
             opts=pulumi.ResourceOptions(parent=self),
         )
         # Deploy the pushed digest, never the moving tag: what runs is exactly what was built.

@@ -31,6 +31,9 @@ from infra.topology import PlatformPlan, resolve
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Stands in for a `secure:` value offline: the ciphertext can only be opened by the stack's secrets provider.
 SECRET_PLACEHOLDER = "offline-placeholder-for-secret"
+# A committed `secure:` value that is no ciphertext at all (the stack files start with these): the offline
+# render runs, but `pulumi preview` cannot decrypt it. `python -m infra secrets <stack> --check` lists them.
+PLACEHOLDER_CIPHERTEXT = "v1:placeholder"
 _DECLARATION_KEYS = {"type", "description", "default", "value", "secret", "items"}
 
 
@@ -225,6 +228,46 @@ def read_stack_files(stack: str, project_dir: Path = PROJECT_ROOT) -> StackConfi
         if is_secret:
             secret_keys.add(key)
     return StackConfig(project=project, stack=stack, values=values, secret_keys=frozenset(secret_keys))
+
+
+@dataclass(frozen=True)
+class PlaceholderSecret:
+    key: str
+    """The config key as `pulumi config` names it: the project's own keys without the namespace."""
+    path: str | None
+    """Inside a structured value (`pulumi config set --path`), or None for the whole value."""
+    file: str
+
+    def command(self, stack: str) -> str:
+        """Sets it under the stack's secrets provider; the value is prompted for (or read from stdin), never
+        typed on the command line where shell history would keep it (pulumi pkg/cmd/pulumi/config/config.go)."""
+        if self.path is None:
+            return f"pulumi config set --stack {stack} --secret {self.key}"
+        return f"pulumi config set --stack {stack} --secret --path '{self.key}.{self.path}'"
+
+
+def _placeholders(value: Any, path: str | None) -> list[str | None]:
+    if isinstance(value, dict):
+        if set(value) == {"secure"}:
+            return [path] if str(value["secure"]).startswith(PLACEHOLDER_CIPHERTEXT) else []
+        return [p for k, v in value.items() for p in _placeholders(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _placeholders(v, f"{path}[{i}]" if path else f"[{i}]")]
+    return []
+
+
+def placeholder_secrets(stack: str, project_dir: Path = PROJECT_ROOT) -> list[PlaceholderSecret]:
+    """Every `secure:` value of the stack (its file, and Pulumi.yaml's project config) that is still a committed
+    placeholder rather than a ciphertext of the stack's secrets provider, in file order."""
+    project = _project_file(project_dir)["name"]
+    found = []
+    for path in (project_dir / "Pulumi.yaml", require_stack(stack, project_dir)):
+        for key, value in (_load_yaml(path).get("config") or {}).items():
+            if path.name == "Pulumi.yaml" and isinstance(value, dict) and set(value) <= _DECLARATION_KEYS:
+                value = value.get("value")
+            short = str(key).removeprefix(f"{project}:")
+            found += [PlaceholderSecret(short, p, path.name) for p in _placeholders(value, None)]
+    return found
 
 
 def _runtime_values(project: str) -> tuple[dict[str, Any], frozenset[str]]:

@@ -140,7 +140,7 @@ def test_tag_only_image_is_refused_in_prod_but_allowed_where_the_stack_opts_out(
 
 def test_unknown_top_level_key_is_refused(project):
     project.set_stack_key("prod", "replicaz", 3)
-    _assert_refused(project, "prod", "replicaz: unknown key (allowed: alerting, backup, budget, defaults, gateway,")
+    _assert_refused(project, "prod", "replicaz: unknown key (allowed: alerting, backup, budget, cluster, defaults,")
 
 
 def test_bad_stack_level_value_is_refused(project):

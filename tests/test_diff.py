@@ -60,12 +60,14 @@ def test_a_changed_selector_is_a_forced_replacement(prod):
     assert any("spec.selector" in d and "forces a replacement" in d for d in change.dangers)
 
 
-def test_a_changed_service_type_is_a_forced_replacement(prod):
+def test_a_changed_service_cluster_ip_is_a_forced_replacement(prod):
+    """pulumi-kubernetes provider/pkg/provider/diff.go: a Service is replaced for spec.clusterIP only (its type
+    is patched in place)."""
     head = copy.deepcopy(resources(prod))
     service = next(r for r in head if r["inputs"].get("kind") == "Service")
-    service["inputs"]["spec"]["type"] = "NodePort"
+    service["inputs"]["spec"]["clusterIP"] = "10.96.0.42"
     (change,) = diff(resources(prod), head)
-    assert change.action == "replaced" and "spec.type" in change.dangers[0]
+    assert change.action == "replaced" and "spec.clusterIP" in change.dangers[0]
 
 
 def test_dropping_a_database_is_danger_and_says_whether_protect_holds(prod, dev, project):

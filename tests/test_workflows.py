@@ -298,8 +298,8 @@ def registry_problems(wf: dict) -> list[str]:
             problems.append(f"{name}: a pull request job logs in to a registry")
         elif name not in dict(cloud_jobs(wf)) or login > pulumi_index(job):
             problems.append(f"{name}: registry login outside a deploy, or after it")
-    if on_pull_requests(wf) and wf.get("env", {}).get("SETTLEMENT_IMAGE_PUSH") != "false":
-        problems.append("pull requests must build without pushing: env SETTLEMENT_IMAGE_PUSH: 'false'")
+    if on_pull_requests(wf) and wf.get("env", {}).get("SETTLEMENT_BUILD_ON_PREVIEW") != "true":
+        problems.append("pull requests must build without pushing: env SETTLEMENT_BUILD_ON_PREVIEW: 'true'")
     return problems
 
 
@@ -401,8 +401,8 @@ def test_deploys_log_in_to_the_registry_and_previews_do_not_push():
         assert login is not None and first(job, lambda s: action(s) == AWS) < login < pulumi_index(job), name
         # An ECR registry: docker/login-action takes the role's credentials, no stored password.
         assert set(job["steps"][login]["with"]) == {"registry"}
-    assert load("preview.yml")["env"]["SETTLEMENT_IMAGE_PUSH"] == "false"
-    assert "SETTLEMENT_IMAGE_PUSH" not in text("deploy.yml")
+    assert load("preview.yml")["env"]["SETTLEMENT_BUILD_ON_PREVIEW"] == "true"
+    assert "SETTLEMENT_BUILD_ON_PREVIEW" not in text("deploy.yml")
 
 
 def _set(path: tuple, value) -> Callable[[dict], None]:
@@ -471,7 +471,7 @@ BROKEN = [
         _add_step("pulumi-preview", {"uses": f"{DOCKER_LOGIN}@x", "with": {"registry": "r"}}),
         "logs in to a registry",
     ),
-    ("preview.yml", registry_problems, _set(("env",), {}), "SETTLEMENT_IMAGE_PUSH"),
+    ("preview.yml", registry_problems, _set(("env",), {}), "SETTLEMENT_BUILD_ON_PREVIEW"),
     ("deploy.yml", registry_problems, _add_step("test", {"uses": f"{DOCKER_LOGIN}@x"}), "test: registry login"),
     ("deploy.yml", concurrency_problems, _set(("jobs", "up", "concurrency", "cancel-in-progress"), True), "up:"),
     ("deploy.yml", concurrency_problems, _set(("jobs", "up-prod", "concurrency"), {"group": "deploy"}), "up-prod"),

@@ -23,7 +23,39 @@ def _render(args: argparse.Namespace) -> int:
     objects = len(render.manifests(result))
     print(f"rendered stack {args.stack!r}: {len(result.registrations)} resources, {objects} Kubernetes objects")
     print(f"  -> {args.out}/manifests, {args.out}/resources.json, {args.out}/{render.REDACTED_ALERTMANAGER}")
+    _warn_if_not_deployable(args.stack, Path(args.project_dir))
     return 0
+
+
+def _warn_if_not_deployable(stack: str, project_dir: Path) -> None:
+    """The render works without a target cluster; the engine does not (infra.program.deployment_refusal)."""
+    from infra.program import deployment_refusal
+    from infra.stack_config import plan_for_stack
+
+    refusal = deployment_refusal(plan_for_stack(stack, project_dir), stack)
+    if refusal is not None:
+        print(f"warning: {refusal}", file=sys.stderr)
+
+
+def _secrets(args: argparse.Namespace) -> int:
+    from infra.stack_config import placeholder_secrets
+
+    placeholders = placeholder_secrets(args.stack, Path(args.project_dir))
+    if not placeholders:
+        print(f"stack {args.stack!r}: every secret is set (no placeholder ciphertext left)")
+        return 0
+    stream = sys.stderr if args.check else sys.stdout
+    count = len(placeholders)
+    print(
+        f"stack {args.stack!r}: {count} {'secret is a' if count == 1 else 'secrets are'} committed placeholder"
+        f"{'' if count == 1 else 's'} that `pulumi preview` cannot decrypt. Set each (the value is prompted for), "
+        f"then commit Pulumi.{args.stack}.yaml:",
+        file=stream,
+    )
+    for secret in placeholders:
+        where = secret.key if secret.path is None else f"{secret.key}.{secret.path}"
+        print(f"  {where} ({secret.file}): {secret.command(args.stack)}", file=stream)
+    return 1 if args.check else 0
 
 
 def _stacks(requested: list[str]) -> list[str]:
@@ -225,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reach.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
     reach.set_defaults(func=_reachability)
+    secrets = commands.add_parser(
+        "secrets",
+        help="list the stack's secrets that are still committed placeholders, with the command that sets each; "
+        "--check: exit 1 if there is one (run before `pulumi preview` / `pulumi up`)",
+    )
+    secrets.add_argument("stack")
+    secrets.add_argument("--check", action="store_true", help="exit 1 when a placeholder is left")
+    secrets.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
+    secrets.set_defaults(func=_secrets)
     bench = commands.add_parser("bench", help="time the offline render and measure its memory")
     bench.add_argument("stacks", nargs="*", help="default: every stack")
     bench.add_argument("--repeat", type=int, default=5)

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from components.sizing import parse_quantity
 from infra.offline import caches
 from infra.offline.render import REDACTED_ALERTMANAGER
 from infra.offline.safety import STATEFUL_KINDS
@@ -35,16 +36,30 @@ HELM_RELEASE_TYPES = frozenset({"kubernetes:helm.sh/v3:Release", "kubernetes:hel
 CHART_OBJECT = "kubernetes:chart-object"
 SHARED = "infrastructure"
 
-# Fields the API server will not change in place: changing them means delete and re-create.
+# Fields whose change makes pulumi-kubernetes replace the object (delete and re-create) instead of patching it:
+# `forceNew` in provider/pkg/provider/diff.go (pulumi-kubernetes 4.34), plus metadata.name/namespace for every
+# kind. A custom resource (CloudNativePG Cluster, RabbitmqCluster, ...) is replaced only when its name or
+# namespace changes; what its operator refuses or ignores is `OPERATOR_RULES` below. Secrets and ConfigMaps:
+# data changes are patched in place because the platform's provider sets enableSecretMutable and
+# enableConfigMapMutable (infra/program.py); only an `immutable: true` one is still replaced (`_replaced_paths`).
 IMMUTABLE_FIELDS: dict[str, tuple[str, ...]] = {
     "Deployment": ("spec.selector",),
-    "StatefulSet": ("spec.selector", "spec.volumeClaimTemplates", "spec.serviceName", "spec.podManagementPolicy"),
     "DaemonSet": ("spec.selector",),
-    "Job": ("spec.selector", "spec.template"),
-    "Service": ("spec.clusterIP", "spec.clusterIPs", "spec.type", "spec.ipFamilies"),
-    "PersistentVolumeClaim": ("spec.storageClassName", "spec.accessModes", "spec.volumeName", "spec.selector"),
-    "Cluster": ("spec.bootstrap", "spec.storage.storageClass"),
-    "RabbitmqCluster": ("spec.persistence.storageClassName",),
+    "StatefulSet": (
+        "spec.podManagementPolicy",
+        "spec.revisionHistoryLimit",
+        "spec.selector",
+        "spec.serviceName",
+        "spec.volumeClaimTemplates",
+    ),
+    "Job": ("spec.completions", "spec.parallelism", "spec.selector", "spec.template"),
+    "Service": ("spec.clusterIP",),
+    "PersistentVolumeClaim": ("spec.accessModes", "spec.selector", "spec.storageClassName", "spec.volumeName"),
+    "ResourceQuota": ("spec.scopes",),
+    "Secret": ("type",),
+    "RoleBinding": ("roleRef",),
+    "ClusterRoleBinding": ("roleRef",),
+    "StorageClass": ("parameters", "provisioner"),
 }
 # Every Kubernetes object is identified by these: a change is a replacement.
 IDENTITY_FIELDS = ("apiVersion", "kind", "metadata.name", "metadata.namespace")
@@ -227,18 +242,188 @@ def _group(resource: dict, by_urn: dict[str, dict]) -> str:
     return (metadata.get("labels") or {}).get(SUBSYSTEM_LABEL) or subsystem or metadata.get("namespace") or SHARED
 
 
-def _immutable_hits(kind: str | None, changes: list[FieldChange]) -> list[str]:
+def _immutable_hits(replaced: tuple[str, ...], changes: list[FieldChange]) -> list[str]:
     hits = []
-    for prefix in (*IDENTITY_FIELDS, *IMMUTABLE_FIELDS.get(kind or "", ())):
+    for prefix in (*IDENTITY_FIELDS, *replaced):
         if any(c.path == prefix or c.path.startswith((f"{prefix}.", f"{prefix}[")) for c in changes):
             hits.append(prefix)
     return hits
+
+
+def _replaced_paths(kind: str | None, inputs: dict) -> tuple[str, ...]:
+    """Replacement fields of this object: its kind's, plus the data of an immutable Secret or ConfigMap
+    (forceNewProperties: clients.IsImmutable keeps them replace-on-change even with the mutable flags)."""
+    paths = IMMUTABLE_FIELDS.get(kind or "", ())
+    if kind in ("Secret", "ConfigMap") and inputs.get("immutable") is True:
+        paths += ("data", "stringData", "binaryData")
+    return paths
+
+
+def _quantity(value: Any) -> float | None:
+    try:
+        return parse_quantity(str(value))
+    except (ValueError, TypeError):
+        return None
+
+
+def _get(obj: dict, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def _shrinks(path: str):
+    def rule(old: dict, new: dict) -> bool:
+        before, after = _quantity(_get(old, path)), _quantity(_get(new, path))
+        return before is not None and after is not None and after < before
+
+    return rule
+
+
+def _decreases(path: str):
+    def rule(old: dict, new: dict) -> bool:
+        before, after = _get(old, path), _get(new, path)
+        return isinstance(before, int | float) and isinstance(after, int | float) and after < before
+
+    return rule
+
+
+def _changes(path: str):
+    return lambda old, new: _get(old, path) != _get(new, path)
+
+
+def _major(image: Any) -> int | None:
+    tag = str(image or "").rpartition(":")[2].split("@")[0]
+    head = tag.split(".")[0].split("-")[0]
+    return int(head) if head.isdigit() else None
+
+
+def _major_downgrade(old: dict, new: dict) -> bool:
+    before, after = _major(_get(old, "spec.imageName")), _major(_get(new, "spec.imageName"))
+    return before is not None and after is not None and after < before
+
+
+@dataclass(frozen=True)
+class OperatorRule:
+    kind: str
+    path: str
+    applies: Any
+    """(old inputs, new inputs) -> whether the change breaks the rule."""
+    reason: str
+
+
+# What the data operators refuse (the update fails half-way) or silently ignore on an existing cluster (the
+# review would believe something changed), read in their sources:
+# - CloudNativePG v1.30.0 internal/webhook/v1/cluster_webhook.go: validateClusterChanges (storage and WAL storage
+#   cannot shrink, postgresUID/GID are immutable, no major-version downgrade); spec.bootstrap is read only when the
+#   cluster is created, and storage.storageClass only for new volumes (existing PVCs keep theirs).
+# - RabbitMQ cluster-operator v2.22.3: internal/controller/reconcile_scale_down.go (scale down is refused),
+#   internal/scaling/scaling.go (volumes cannot shrink), internal/resource/statefulset.go Update (only the
+#   storage size of volumeClaimTemplates is reconciled, so a new storageClassName never reaches a volume).
+OPERATOR_RULES: tuple[OperatorRule, ...] = (
+    OperatorRule(
+        "Cluster",
+        "spec.storage.size",
+        _shrinks("spec.storage.size"),
+        "refused by CloudNativePG's webhook: storage cannot shrink",
+    ),
+    OperatorRule(
+        "Cluster",
+        "spec.walStorage.size",
+        _shrinks("spec.walStorage.size"),
+        "refused by CloudNativePG's webhook: WAL storage cannot shrink",
+    ),
+    OperatorRule(
+        "Cluster",
+        "spec.postgresUID",
+        _changes("spec.postgresUID"),
+        "refused by CloudNativePG's webhook: the UID is immutable",
+    ),
+    OperatorRule(
+        "Cluster",
+        "spec.postgresGID",
+        _changes("spec.postgresGID"),
+        "refused by CloudNativePG's webhook: the GID is immutable",
+    ),
+    OperatorRule(
+        "Cluster",
+        "spec.imageName",
+        _major_downgrade,
+        "refused by CloudNativePG's webhook: no PostgreSQL major-version downgrade",
+    ),
+    OperatorRule(
+        "Cluster",
+        "spec.bootstrap",
+        _changes("spec.bootstrap"),
+        "ignored by CloudNativePG on an existing cluster: bootstrap runs only at creation (restore into a "
+        "new cluster instead)",
+    ),
+    OperatorRule(
+        "Cluster",
+        "spec.storage.storageClass",
+        _changes("spec.storage.storageClass"),
+        "ignored by CloudNativePG for existing volumes: only new instances get the new class",
+    ),
+    OperatorRule(
+        "RabbitmqCluster",
+        "spec.replicas",
+        _decreases("spec.replicas"),
+        "refused by the RabbitMQ cluster operator: scale down is not supported",
+    ),
+    OperatorRule(
+        "RabbitmqCluster",
+        "spec.persistence.storage",
+        _shrinks("spec.persistence.storage"),
+        "refused by the RabbitMQ cluster operator: persistent volumes cannot shrink",
+    ),
+    OperatorRule(
+        "RabbitmqCluster",
+        "spec.persistence.storageClassName",
+        _changes("spec.persistence.storageClassName"),
+        "ignored by the RabbitMQ cluster operator: existing volumes keep their class",
+    ),
+)
+
+
+def _operator_dangers(kind: str | None, label: str, old: dict, new: dict) -> list[str]:
+    return [
+        f"`{rule.path}` of {label}: {rule.reason}"
+        for rule in OPERATOR_RULES
+        if rule.kind == kind and rule.applies(old, new)
+    ]
+
+
+def _identity_key(resource: dict) -> tuple | None:
+    """(apiVersion, kind, namespace, name) of an object the program registers itself (Helm's are Helm's)."""
+    inputs = resource.get("inputs", {})
+    if resource.get("type") == CHART_OBJECT or "kind" not in inputs or "metadata" not in inputs:
+        return None
+    meta = inputs["metadata"]
+    return inputs.get("apiVersion"), inputs["kind"], meta.get("namespace"), meta.get("name")
+
+
+def _renames(before: dict[str, dict], after: dict[str, dict]) -> dict[str, str]:
+    """New URN -> old URN of the same Kubernetes object registered under another URN (renamed resource, moved
+    component): the engine creates the new one before deleting the old, and since pulumi-kubernetes 4.29 that
+    create fails with AlreadyExists (await.go Creation) - which `pulumi preview` does not show
+    (provider.go Create: in a preview an AlreadyExists error is swallowed)."""
+    gone = {_identity_key(before[u]): u for u in before.keys() - after.keys()}
+    gone.pop(None, None)
+    return {
+        urn: gone[key]
+        for urn in sorted(after.keys() - before.keys())
+        if (key := _identity_key(after[urn])) is not None and key in gone
+    }
 
 
 def diff(base: list[dict], head: list[dict]) -> list[ResourceChange]:
     before = {r["urn"]: r for r in base}
     after = {r["urn"]: r for r in head}
     owners = {**groups(base), **groups(head)}
+    renames = _renames(before, after)
+    renamed_from = set(renames.values())
     changes = []
     for urn in sorted(before.keys() | after.keys()):
         old, new = before.get(urn), after.get(urn)
@@ -248,9 +433,15 @@ def diff(base: list[dict], head: list[dict]) -> list[ResourceChange]:
         stateful = kind in STATEFUL_KINDS
         if old is None:
             change.action = "created"
+            if urn in renames:
+                change.dangers.append(
+                    f"{change.label} moves from `{renames[urn]}` to `{urn}`: the create fails with AlreadyExists "
+                    f'(and preview does not show it); add `aliases=[pulumi.Alias(urn="{renames[urn]}")]` to the '
+                    "new resource"
+                )
         elif new is None:
             change.action = "deleted"
-            if stateful:
+            if stateful and urn not in renamed_from:
                 guard = "blocked by protect" if old.get("protect") else "NOT protected"
                 change.dangers.append(f"deletes stateful {change.label} ({guard})")
         else:
@@ -262,11 +453,12 @@ def diff(base: list[dict], head: list[dict]) -> list[ResourceChange]:
                         change.dangers.append(f"removes {flag} from stateful {change.label}")
             if not change.fields:
                 continue
-            hits = _immutable_hits(kind, change.fields)
+            hits = _immutable_hits(_replaced_paths(kind, new["inputs"]), change.fields)
             change.action = "replaced" if hits else "changed"
             for hit in hits:
                 what = "stateful " if stateful else ""
                 change.dangers.append(f"{hit} of {what}{change.label} cannot change in place: forces a replacement")
+            change.dangers += _operator_dangers(kind, change.label, old["inputs"], new["inputs"])
         changes.append(change)
     return changes
 

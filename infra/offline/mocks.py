@@ -45,6 +45,11 @@ class Registration:
     dependencies: list[str] = field(default_factory=list)
     ignore_changes: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    provider: str = ""
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
+    """customTimeouts as set (create/update/delete); how long the engine waits, e.g. for `pulumi.com/waitFor`."""
+    """The provider reference the engine would use ("<provider urn>::<id>"); empty for the default provider
+    (and for components, which have none)."""
 
     @property
     def is_kubernetes_object(self) -> bool:
@@ -62,6 +67,8 @@ class Registration:
             "dependencies": sorted(self.dependencies),
             "ignoreChanges": sorted(self.ignore_changes),
             "aliases": self.aliases,
+            "provider": self.provider,
+            "customTimeouts": self.custom_timeouts,
             "inputs": self.inputs,
         }
 
@@ -142,6 +149,10 @@ class RecordingMonitor(sdk_mocks.MockMonitor):
                     dependencies=list(request.dependencies),
                     ignore_changes=list(request.ignoreChanges),
                     aliases=[t for t in map(_alias_text, request.aliases) if t] + list(request.aliasURNs),
+                    provider=request.provider,
+                    custom_timeouts={
+                        k: v for k in ("create", "update", "delete") if (v := getattr(request.customTimeouts, k, ""))
+                    },
                 )
             )
         return response

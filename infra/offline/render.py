@@ -27,7 +27,7 @@ def render_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> ProgramRun:
     from infra.program import run
 
     config = read_stack_files(stack, project_dir)
-    result = run_program(config, run)
+    result = run_program(config, lambda: run(offline=True))
     result.chart_objects = charts.expand_run(result.registrations, f"v{kubernetes_version(config)}.0")
     budget = config.values.get(f"{config.project}:budget")
     if budget is not None:
