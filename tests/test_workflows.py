@@ -500,3 +500,12 @@ def test_each_property_fires_on_a_broken_workflow(workflow, checker, mutate, pro
     wf = copy.deepcopy(load(workflow))
     mutate(wf)
     assert any(problem in found for found in checker(wf)), checker(wf)
+
+
+def test_the_pull_request_comment_carries_each_stacks_footprint_against_the_base():
+    """Issue 13: what each environment asks of the cluster, and the change, beside the diff."""
+    steps = load("preview.yml")["jobs"]["offline-diff"]["steps"]
+    script = next(s["run"] for s in steps if "infra diff" in s.get("run", ""))
+    assert 'infra footprint "$stack" --base "origin/${GITHUB_BASE_REF}"' in script
+    assert script.index("infra footprint") < script.index('cat "footprint-$stack.md"')
+    assert "} >> preview.md" in script[script.index('cat "footprint-$stack.md"') :]
