@@ -46,6 +46,7 @@ def test_reachable_is_exactly_declared_and_derived(stack_run, audits):
     assert not result.missing, sorted(result.missing)[:10]
     assert not result.extra, sorted(result.extra)[:10]
     assert not result.unresolved, "every monitor, webhook and flag leads to a pod or an address"
+    assert not result.empty, "every policy group selects rendered pods"
 
 
 def test_every_reachable_connection_has_a_reason(stack_run, audits):

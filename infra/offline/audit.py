@@ -5,7 +5,8 @@
   the rendered pods they select;
 - derived: what the rendered objects wire together (`wiring`: ServiceMonitors, webhooks, ...).
 
-Drift is a connection reachable but neither declared nor derived, or declared or derived but not reachable.
+Drift is a connection reachable but neither declared nor derived, or declared or derived but not reachable, or
+a generator group that selects no rendered pod (its declared edges would vanish instead of showing as missing).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from infra.network import EXTERNAL, Edge, Groups, declared_edges, pod_groups
+from infra.network import EXTERNAL, Edge, Groups, PodGroup, declared_edges, pod_groups
 from infra.offline import wiring
 from infra.offline.mocks import ProgramRun
 from infra.offline.reachability import Connection, Model, Pod, expand, explained, inventory, namespace_labels, selects
@@ -22,26 +23,33 @@ from infra.topology import PlatformPlan
 DECLARED = "declared by the service graph"
 
 
-def resolve(edges: set[Edge], groups: Groups, pods: list[Pod]) -> dict[Connection, set[str]]:
-    """Group-level edges as connections between the pods each group selects (addresses stay as they are).
-    A group that selects no pod resolves to nothing, so the edges it should carry show up as missing."""
+def members(group: PodGroup, pods: list[Pod]) -> list[str]:
+    """The pods (not on the host network) a generator group selects."""
+    return [
+        p.id
+        for p in pods
+        if p.namespace == group.namespace
+        and not p.host_network
+        and selects({"matchLabels": group.selector()}, p.label_map())
+    ]
 
-    def members(end: str) -> list[str]:
-        if end.startswith(EXTERNAL):
-            return [end]
-        g = groups.by_id[end]
-        return [
-            p.id
-            for p in pods
-            if p.namespace == g.namespace
-            and not p.host_network
-            and selects({"matchLabels": g.selector()}, p.label_map())
-        ]
+
+def empty_groups(groups: Groups, pods: list[Pod]) -> list[str]:
+    """Groups the generator writes policies for that select no rendered pod: a fact drifted from a chart (or a
+    pod the stack does not run), and the declared edges it carries would silently resolve to nothing."""
+    return sorted(g.id for g in groups.by_id.values() if g not in groups.namespaces.values() and not members(g, pods))
+
+
+def resolve(edges: set[Edge], groups: Groups, pods: list[Pod]) -> dict[Connection, set[str]]:
+    """Group-level edges as connections between the pods each group selects (addresses stay as they are)."""
+
+    def ends(end: str) -> list[str]:
+        return [end] if end.startswith(EXTERNAL) else members(groups.by_id[end], pods)
 
     out: dict[Connection, set[str]] = defaultdict(set)
     for src, dst, port, protocol in expand(edges):
-        for s in members(src):
-            for d in members(dst):
+        for s in ends(src):
+            for d in ends(dst):
                 out[(s, d, port, protocol)].add(DECLARED)
     return out
 
@@ -57,6 +65,8 @@ class Audit:
     """Reachable, neither declared nor derived."""
     unresolved: list[str]
     """References in rendered objects that lead nowhere (a ServiceMonitor selecting no Service)."""
+    empty: list[str]
+    """Generator groups that select no rendered pod (`empty_groups`)."""
     pods: list[Pod]
 
     def why(self, connection: Connection) -> list[str]:
@@ -97,5 +107,6 @@ def audit(run: ProgramRun, plan: PlatformPlan, policies: list[dict] | None = Non
         missing={c for c in expected if not model.reaches(c)},
         extra={c for c in reachable if not explained(c, expected)},
         unresolved=derived.unresolved,
+        empty=empty_groups(groups, pods),
         pods=pods,
     )

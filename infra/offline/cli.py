@@ -137,7 +137,13 @@ def _reachability(args: argparse.Namespace) -> int:
     print(matrix(result.reachable | result.missing, args.to, why=_why(result)))
     for reference in result.unresolved:
         print(f"warning: {reference} leads to no pod or port", file=sys.stderr)
+    for group in result.empty:
+        print(
+            f"drift: the policy group {group} selects no rendered pod (infra/network.py chart_pods?)", file=sys.stderr
+        )
     drift = result.missing | result.extra
+    if result.empty and not drift:
+        return 1
     if drift:
         print(f"\n{len(drift)} connections differ from the declared and derived ones:", file=sys.stderr)
         for edge in sorted(drift):
