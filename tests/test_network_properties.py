@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra.network import EXTERNAL, NAMESPACE_LABEL, declared_edges, namespace_policies, pod_groups, wiring_edges
+from infra.network import NAMESPACE_LABEL, declared_edges, namespace_policies, pod_groups, wiring_edges
 from infra.offline.reachability import Model, Pod, expand, explained
 from infra.stack_config import parse_platform_config
 
@@ -97,11 +97,7 @@ def test_generated_policies_allow_exactly_the_declared_graph(topology):
     }
     managed = {p["metadata"]["namespace"] for p in policies}
     probe = {e[2] for e in expected}
-    reachable = {
-        e
-        for e in model.edges(probe) | model.external_edges(probe) | model.inbound_external_edges(probe)
-        if any(not end.startswith(EXTERNAL) and end.split("/")[0] in managed for end in e[:2])
-    }
+    reachable = model.connections(managed, probe)
     missing = {e for e in expected if not model.reaches(e)}
     extra = {e for e in reachable if not explained(e, expected)}
     assert not missing and not extra, (sorted(extra)[:5], sorted(missing)[:5])

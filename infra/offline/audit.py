@@ -95,11 +95,7 @@ def audit(run: ProgramRun, plan: PlatformPlan, policies: list[dict] | None = Non
     expected = set(declared) | derived.edges
     managed = {ns["metadata"]["name"] for ns in run.objects("Namespace")}
     probe = {c[2] for c in expected}
-    reachable = {
-        c
-        for c in model.edges(probe) | model.external_edges(probe) | model.inbound_external_edges(probe)
-        if any(not end.startswith(EXTERNAL) and end.split("/")[0] in managed for end in c[:2])
-    }
+    reachable = model.connections(managed, probe)
     return Audit(
         reachable=reachable,
         declared=dict(declared),

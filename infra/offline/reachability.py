@@ -1,10 +1,13 @@
 """Who can open a connection to whom: Kubernetes NetworkPolicy semantics evaluated over rendered objects.
 
 This model knows nothing of how the policies were generated. It takes the rendered NetworkPolicies, the
-rendered Namespaces' labels and the pods that will exist (Deployments' templates, the pods operators create
-for rendered Cluster/RabbitmqCluster objects, the pods of the installed charts), and answers, per port and
-protocol, whether a connection is allowed - which needs the source's egress and the destination's ingress to
-allow it. It is the answer to an auditor's "who can reach the payment database?".
+rendered Namespaces' labels and the pods that will exist - every Deployment, StatefulSet, DaemonSet and Job
+template the program and its Helm charts render, and the pods operators create for rendered custom resources
+(PostgreSQL and RabbitMQ clusters, Prometheus, Alertmanager, Gateways, ACME challenges), each with its labels and
+container ports - and answers, per port and protocol, whether a connection is allowed: between pods both the
+source's egress and the destination's ingress must allow it; to or from an address outside the pod network
+(`external <cidr>`: the API server, the nodes, the internet) only the pod's side decides. It is the answer to
+an auditor's "who can reach the payment database?".
 """
 
 from __future__ import annotations
@@ -381,6 +384,14 @@ class Model:
             if self.allows_external(src, cidr, port, protocol)
         }
 
+    def connections(self, namespaces: set[str], extra_ports: set[int] = frozenset()) -> set[Connection]:
+        """Every allowed connection - pod to pod, pod to address, address to pod - with a pod end in
+        `namespaces` (the rest is not the stack's to judge)."""
+        edges = self.edges(extra_ports) | self.external_edges(extra_ports) | self.inbound_external_edges(extra_ports)
+        return {
+            e for e in edges if any(not end.startswith(EXTERNAL) and end.split("/")[0] in namespaces for end in e[:2])
+        }
+
     def inbound_external_edges(self, extra_ports: set[int] = frozenset()) -> set[Connection]:
         """Every ("external <cidr>", destination pod, port, protocol) the destination's ingress allows."""
         ports = sorted(self.probe_ports(set(extra_ports)))
@@ -392,34 +403,6 @@ class Model:
             for port in ports
             if self.allows_from_external(dst, cidr, port, protocol)
         }
-
-
-def model_of(run: ProgramRun, plan: PlatformPlan) -> Model:
-    """Every NetworkPolicy the cluster will hold (the program's and any a chart installs) over every pod."""
-    policies = [o for o in run.all_objects() if o["kind"] == "NetworkPolicy"]
-    return Model(inventory(run, plan), policies, namespace_labels(run))
-
-
-def _managed(run: ProgramRun) -> set[str]:
-    return {ns["metadata"]["name"] for ns in run.objects("Namespace")}
-
-
-def _ours(edge: Connection, managed: set[str]) -> bool:
-    """At least one end is a pod in a namespace the stack creates (the rest is not ours to judge)."""
-    return any(not end.startswith(EXTERNAL) and end.split("/")[0] in managed for end in edge[:2])
-
-
-def platform_edges(run: ProgramRun, plan: PlatformPlan, extra_ports: set[int]) -> set[Connection]:
-    """Reachable pod-to-pod edges with at least one end in a namespace the stack creates."""
-    managed = _managed(run)
-    return {e for e in model_of(run, plan).edges(extra_ports) if _ours(e, managed)}
-
-
-def external_edges(run: ProgramRun, plan: PlatformPlan, extra_ports: set[int] = frozenset()) -> set[Connection]:
-    """Connections between the stack's pods and addresses outside the pod network, both ways."""
-    managed, model = _managed(run), model_of(run, plan)
-    edges = model.external_edges(extra_ports) | model.inbound_external_edges(extra_ports)
-    return {e for e in edges if _ours(e, managed)}
 
 
 def destinations(edges: set[Connection], pods: list[Pod]) -> list[str]:

@@ -199,12 +199,13 @@ class Deriver:
 
     def _monitor_targets(self, kind: str, mon: dict) -> list[tuple[str, int, str]]:
         spec, mns = mon["spec"], mon["metadata"]["namespace"]
+        # A monitor's namespaceSelector: `any`, `matchNames`, or (neither) the monitor's own namespace.
         nsel = spec.get("namespaceSelector") or {}
-        if nsel.get("any"):
-            in_ns = lambda ns: True  # noqa: E731
-        else:
-            names = set(nsel.get("matchNames") or [mns])
-            in_ns = names.__contains__
+        names = None if nsel.get("any") else set(nsel.get("matchNames") or [mns])
+
+        def in_ns(ns: str) -> bool:
+            return names is None or ns in names
+
         selector = spec.get("selector") or {}
         out = []
         if kind == "ServiceMonitor":
