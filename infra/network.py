@@ -1,15 +1,19 @@
-"""The network follows from the declared service graph, exactly (PCI DSS 1.3, 1.4).
+"""The network follows from the declared service graph and the charts' wiring, exactly (PCI DSS 1.3, 1.4).
 
-Two pure steps:
-1. `declared_edges(plan)`: every pod-to-pod connection the platform needs, from the plan - service calls,
-   database and queue use, replication inside a data cluster, operators reaching what they manage, monitoring
-   scraping metrics ports, the gateway reaching exposed services, DNS.
-2. `namespace_policies(plan, edges)`: per namespace, a default deny (ingress and egress) plus one policy per
-   pod group that allows exactly its edges, in both directions, and the few non-pod destinations the config
-   names (API server, object store, external endpoints, clients of the gateway).
+Pure steps:
+1. `declared_edges(plan)`: every connection the platform declares, from the plan - service calls, database and
+   queue use, replication inside a data cluster, operators reaching what they manage, the gateway, DNS, the API
+   server, and the addresses outside the cluster the config names (object store, external endpoints, clients
+   of the gateway).
+2. `wiring_edges(plan)`: the connections the installed charts and operators need (Prometheus' targets, the API
+   server's webhook calls, KEDA's metrics server, Alertmanager's mesh, Grafana's datasources), from facts kept
+   here because `pulumi up` does not expand the charts.
+3. `namespace_policies(plan, edges)`: per namespace, a default deny (ingress and egress) plus one policy per
+   pod group that allows exactly its edges of 1 and 2, in both directions.
 
-`infra.offline.reachability` evaluates the rendered policies independently and must arrive back at step 1.
-Peers are always namespace + pod labels; no rule selects "all namespaces".
+The offline checks evaluate the rendered policies independently (`infra.offline.reachability`), derive the
+charts' wiring from the rendered objects (`infra.offline.wiring`), and must arrive back at exactly 1 + 2.
+Peers are namespace + pod labels, or an address block; no rule selects "all namespaces".
 """
 
 from __future__ import annotations
@@ -38,42 +42,135 @@ DNS_PORT = 53
 
 
 GATEWAY_NAME = "settlement"
+# A peer outside the pod network, as an edge end: "external 203.0.113.0/24".
+EXTERNAL = "external "
 
-# Pods the operators run (from a Helm chart or a release manifest), with the labels the pinned versions put on
-# them. The reachability model uses the same table to know which chart pods exist; keep it in step with the
-# charts and manifests when a version moves. The RabbitMQ operators' labels: their Deployments' pod templates in
-# cluster-operator.yml v2.22.3 and messaging-topology-operator-with-certmanager.yaml v1.20.1.
-CHART_PODS: dict[str, tuple[str, str, dict[str, str]]] = {
-    "cnpg": ("cloudnative_pg", "cloudnative-pg", {"app.kubernetes.io/name": "cloudnative-pg"}),
-    "barman": ("barman_cloud", "plugin-barman-cloud", {"app.kubernetes.io/name": "plugin-barman-cloud"}),
-    "rabbitmq-cluster-operator": (
-        "rabbitmq_cluster_operator",
-        "rabbitmq-cluster-operator",
-        {"app.kubernetes.io/name": "rabbitmq-cluster-operator"},
-    ),
-    "rabbitmq-topology-operator": (
-        "rabbitmq_topology_operator",
-        "messaging-topology-operator",
-        {"app.kubernetes.io/name": "messaging-topology-operator"},
-    ),
-    "keda": ("keda", "keda-operator", {"app.kubernetes.io/name": "keda-operator"}),
-    "cert-manager": ("cert_manager", "cert-manager", {"app.kubernetes.io/name": "cert-manager"}),
-    "prometheus": ("monitoring", "prometheus", {"app.kubernetes.io/name": "prometheus"}),
-    "alertmanager": ("monitoring", "alertmanager", {"app.kubernetes.io/name": "alertmanager"}),
-    "grafana": ("monitoring", "grafana", {"app.kubernetes.io/name": "grafana"}),
-    "kube-state-metrics": ("monitoring", "kube-state-metrics", {"app.kubernetes.io/name": "kube-state-metrics"}),
-    "envoy-gateway": ("envoy_gateway", "envoy-gateway", {"control-plane": "envoy-gateway"}),
-    "envoy": (
-        "envoy_gateway",
-        "envoy-proxy",
-        {"app.kubernetes.io/name": "envoy", "gateway.envoyproxy.io/owning-gateway-name": GATEWAY_NAME},
-    ),
+# What the operators' charts and release manifests wire together, as facts the generator needs at `pulumi up`
+# (the chart expansion is offline-only). Each is checked offline against the rendered charts: the offline
+# reachability test derives the same connections from the rendered objects (infra/offline/wiring.py) and fails
+# when a fact here drifts from them - a renamed label selects no pod, a moved port leaves a derived edge unallowed.
+PROMETHEUS_WEB_PORT = 9090
+CONFIG_RELOADER_PORT = 8080  # prometheus-operator v0.93.0 pkg/operator/config_reloader.go, `reloader-web`
+ALERTMANAGER_WEB_PORT = 9093
+ALERTMANAGER_MESH_PORT = 9094  # TCP and UDP: pkg/alertmanager/statefulset.go, mesh-tcp / mesh-udp
+PROMETHEUS_OPERATOR_PORT = 10250  # kps templates/prometheus-operator/deployment.yaml, `https` (web + webhooks)
+GRAFANA_PORT = 3000  # kps charts/grafana templates/_pod.tpl, container port `grafana`
+KUBE_STATE_METRICS_PORT = 8080  # kps charts/kube-state-metrics templates/deployment.yaml, `http`
+CERT_MANAGER_METRICS_PORT = 9402  # cert-manager v1.21.1 templates/*deployment.yaml, `http-metrics`
+CERT_MANAGER_WEBHOOK_PORT = 10250  # templates/webhook-deployment.yaml, `--secure-port`
+KEDA_METRICS_SERVICE_PORT = 9666  # keda 2.20.2 templates/manager/deployment.yaml, `metricsservice`
+KEDA_METRICS_API_PORT = 6443  # templates/metrics-server/deployment.yaml, `--secure-port`
+WEBHOOK_PORT = 9443  # cnpg, RabbitMQ operators, KEDA admission, Envoy Gateway: `webhook-server` / `http` / `webhook`
+COREDNS_METRICS_PORT = 9153  # the cluster DNS (CoreDNS): kps ServiceMonitor kube-prometheus-stack-coredns
+NODE_EXPORTER_PORT = 9100  # hostNetwork: kps charts/prometheus-node-exporter templates/daemonset.yaml
+KUBELET_PORT = 10250  # the kubelet Service prometheus-operator keeps (pkg/kubelet/controller.go, https-metrics)
+
+
+def chart_pods(plan: PlatformPlan) -> dict[str, tuple[str, str, dict[str, str]]]:
+    """Pods the operators run, by role: (namespace, group name, selector). Chart pods are selected by their
+    workload's `spec.selector` (immutable on a Deployment, so charts keep it across versions; `instance` is the
+    release name, which components/helm_operator.py sets to the chart's name); operator-created pods by the
+    labels their operator sets. Sources, at the pinned versions (../shared/charts unless a repository is named):
+    cloudnative-pg-0.29.0 and plugin-barman-cloud-0.7.0 templates/deployment.yaml; keda-2.20.2
+    templates/{manager,metrics-server,webhooks}/deployment.yaml; cert-manager-v1.21.1
+    templates/{deployment,cainjector-deployment,webhook-deployment}.yaml; gateway-helm-v1.9.0
+    templates/envoy-gateway-deployment.yaml; kube-prometheus-stack-88.5.3 templates/prometheus-operator/
+    deployment.yaml, charts/grafana templates/_helpers.tpl (selectorLabels), charts/kube-state-metrics
+    templates/_helpers.tpl; the RabbitMQ operators' Deployments in cluster-operator.yml v2.22.3 and
+    messaging-topology-operator-with-certmanager.yaml v1.20.1; prometheus-operator v0.93.0
+    pkg/operator/kubernetes.go (Prometheus and Alertmanager pods); envoyproxy/gateway v1.9.0
+    internal/infrastructure/kubernetes/proxy/resource.go (proxy pods, in the controller's namespace)."""
+    ops = plan.config.infrastructure.operators
+    cnpg, barman, keda, cm = ops.cloudnative_pg, ops.barman_cloud, ops.keda, ops.cert_manager
+    eg, mon = ops.envoy_gateway, ops.monitoring
+
+    def chart(install, name: str, **extra: str) -> dict[str, str]:
+        return {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": install.chart, **extra}
+
+    def cert_manager(name: str, component: str) -> tuple[str, str, dict[str, str]]:
+        group_name = "cert-manager" if component == "controller" else f"cert-manager-{name}"
+        return cm.namespace, group_name, chart(cm, name, **{"app.kubernetes.io/component": component})
+
+    def operator_created(app: str) -> dict[str, str]:
+        return {"app.kubernetes.io/name": app, "app.kubernetes.io/managed-by": "prometheus-operator"}
+
+    pods = {
+        "cnpg": (cnpg.namespace, "cloudnative-pg", chart(cnpg, "cloudnative-pg")),
+        "barman": (barman.namespace, "plugin-barman-cloud", chart(barman, "plugin-barman-cloud")),
+        "rabbitmq-cluster-operator": (
+            ops.rabbitmq_cluster_operator.namespace,
+            "rabbitmq-cluster-operator",
+            {"app.kubernetes.io/name": "rabbitmq-cluster-operator"},
+        ),
+        "rabbitmq-topology-operator": (
+            ops.rabbitmq_topology_operator.namespace,
+            "messaging-topology-operator",
+            {"app.kubernetes.io/name": "messaging-topology-operator"},
+        ),
+        "keda": (keda.namespace, "keda-operator", {"app": "keda-operator"}),
+        "keda-metrics-apiserver": (
+            keda.namespace,
+            "keda-operator-metrics-apiserver",
+            {"app": "keda-operator-metrics-apiserver"},
+        ),
+        "keda-admission": (keda.namespace, "keda-admission-webhooks", {"app": "keda-admission-webhooks"}),
+        "cert-manager": cert_manager("cert-manager", "controller"),
+        "cert-manager-cainjector": cert_manager("cainjector", "cainjector"),
+        "cert-manager-webhook": cert_manager("webhook", "webhook"),
+        "envoy-gateway": (eg.namespace, "envoy-gateway", chart(eg, eg.chart, **{"control-plane": "envoy-gateway"})),
+        "prometheus": (mon.namespace, "prometheus", operator_created("prometheus")),
+        "alertmanager": (mon.namespace, "alertmanager", operator_created("alertmanager")),
+        "prometheus-operator": (
+            mon.namespace,
+            "prometheus-operator",
+            {"app": f"{mon.chart}-operator", "release": mon.chart},
+        ),
+        "grafana": (mon.namespace, "grafana", chart(mon, "grafana")),
+        "kube-state-metrics": (mon.namespace, "kube-state-metrics", chart(mon, "kube-state-metrics")),
+    }
+    if any(s.expose for s in plan.services()):
+        pods["envoy"] = (
+            eg.namespace,
+            "envoy-proxy",
+            {
+                "app.kubernetes.io/name": "envoy",
+                "app.kubernetes.io/component": "proxy",
+                "app.kubernetes.io/managed-by": "envoy-gateway",
+                "gateway.envoyproxy.io/owning-gateway-name": GATEWAY_NAME,
+                "gateway.envoyproxy.io/owning-gateway-namespace": plan.config.gateway.namespace,
+            },
+        )
+    return pods
+
+
+# The API server calls these pods (role -> port): admission webhooks and the external metrics APIService.
+API_SERVER_CALLS = {
+    "cnpg": WEBHOOK_PORT,
+    "rabbitmq-cluster-operator": WEBHOOK_PORT,
+    "rabbitmq-topology-operator": WEBHOOK_PORT,
+    "keda-admission": WEBHOOK_PORT,
+    "keda-metrics-apiserver": KEDA_METRICS_API_PORT,
+    "cert-manager-webhook": CERT_MANAGER_WEBHOOK_PORT,
+    "envoy-gateway": WEBHOOK_PORT,
+    "prometheus-operator": PROMETHEUS_OPERATOR_PORT,
+}
+# What Prometheus scrapes among the charts' pods (role -> ports): the charts' own ServiceMonitors.
+CHART_SCRAPES = {
+    "cert-manager": (CERT_MANAGER_METRICS_PORT,),
+    "cert-manager-cainjector": (CERT_MANAGER_METRICS_PORT,),
+    "cert-manager-webhook": (CERT_MANAGER_METRICS_PORT,),
+    "prometheus-operator": (PROMETHEUS_OPERATOR_PORT,),
+    "grafana": (GRAFANA_PORT,),
+    "kube-state-metrics": (KUBE_STATE_METRICS_PORT,),
+    "prometheus": (PROMETHEUS_WEB_PORT, CONFIG_RELOADER_PORT),
+    "alertmanager": (ALERTMANAGER_WEB_PORT, CONFIG_RELOADER_PORT),
+    "dns": (COREDNS_METRICS_PORT,),
 }
 
 
 @dataclass(frozen=True, order=True)
 class PodGroup:
-    """Pods the platform can name: a namespace and the labels that select them."""
+    """Pods the platform can name: a namespace and the labels that select them (none: every pod there)."""
 
     namespace: str
     name: str
@@ -91,9 +188,14 @@ def group(namespace: str, name: str, labels: dict[str, str]) -> PodGroup:
     return PodGroup(namespace, name, tuple(sorted(labels.items())))
 
 
+# The group of every pod in a namespace (hook Jobs included): what allow-dns and allow-control-plane select.
+EVERY_POD = "*"
+
+
 @dataclass(frozen=True, order=True)
 class Edge:
     source: str
+    """A group id, or `external <cidr>`."""
     destination: str
     port: int
     end_port: int | None = None
@@ -109,10 +211,15 @@ class Groups:
     databases: dict[str, PodGroup]
     queues: dict[str, PodGroup]
     infra: dict[str, PodGroup] = field(default_factory=dict)
+    namespaces: dict[str, PodGroup] = field(default_factory=dict)
+    """Every pod of each namespace the platform creates."""
+
+
+def managed_namespaces(plan: PlatformPlan) -> list[str]:
+    return sorted({sub.namespace for sub in plan.subsystems.values()} | infrastructure_namespaces(plan.config))
 
 
 def pod_groups(plan: PlatformPlan) -> Groups:
-    operators = plan.config.infrastructure.operators
     net = plan.config.network
     services = {(s.subsystem, s.name): group(s.subsystem, s.name, selector_labels(s.name)) for s in plan.services()}
     databases = {
@@ -125,27 +232,39 @@ def pod_groups(plan: PlatformPlan) -> Groups:
         for sub in plan.subsystems.values()
         if sub.queue is not None
     }
-    # Pods the charts run, by role: (chart config, group name, labels the pinned chart puts on them).
     infra = {"dns": group(net.dns_namespace, "dns", net.dns_pod_labels)}
-    for role, (chart, name, labels) in CHART_PODS.items():
-        if role in ("envoy",) and not any(s.expose for s in plan.services()):
-            continue
-        infra[role] = group(getattr(operators, chart).namespace, name, labels)
+    for role, (namespace, name, labels) in chart_pods(plan).items():
+        infra[role] = group(namespace, name, labels)
     if plan.config.gateway.acme_email is not None:
         infra["acme-solver"] = group(
             plan.config.gateway.namespace, "acme-http01-solver", {"acme.cert-manager.io/http01-solver": "true"}
         )
-    by_id = {g.id: g for g in [*services.values(), *databases.values(), *queues.values(), *infra.values()]}
-    return Groups(by_id, services, databases, queues, infra)
+    namespaces = {ns: group(ns, EVERY_POD, {}) for ns in managed_namespaces(plan)}
+    everything = [*services.values(), *databases.values(), *queues.values(), *infra.values(), *namespaces.values()]
+    return Groups({g.id: g for g in everything}, services, databases, queues, infra, namespaces)
+
+
+def _externals(cidrs: list[str]) -> list[str]:
+    return [f"{EXTERNAL}{c}" for c in cidrs]
 
 
 def declared_edges(plan: PlatformPlan, groups: Groups) -> set[Edge]:
-    """Every pod-to-pod connection the platform needs, derived from the plan alone."""
+    """Every connection the service graph and the config declare: service calls, database and queue use,
+    replication inside a data cluster, operators reaching what they manage, the gateway, DNS, the API server,
+    and the addresses outside the cluster the config names."""
     edges: set[Edge] = set()
     infra = groups.infra
+    net = plan.config.network
 
-    def add(src: PodGroup, dst: PodGroup, port: int, end_port: int | None = None, protocol: str = "TCP") -> None:
-        edges.add(Edge(src.id, dst.id, port, end_port, protocol))
+    def add(src: PodGroup | str, dst: PodGroup | str, port: int, end_port: int | None = None, protocol="TCP"):
+        src_id = src if isinstance(src, str) else src.id
+        dst_id = dst if isinstance(dst, str) else dst.id
+        edges.add(Edge(src_id, dst_id, port, end_port, protocol))
+
+    def add_out(src: PodGroup, cidrs: list[str], ports: list[int]) -> None:
+        for cidr in _externals(cidrs):
+            for port in ports:
+                add(src, cidr, port)
 
     for svc in plan.services():
         me = groups.services[(svc.subsystem, svc.name)]
@@ -158,15 +277,17 @@ def declared_edges(plan: PlatformPlan, groups: Groups) -> set[Edge]:
         if svc.consumes:
             # KEDA reads the depth of the queues this service consumes.
             add(infra["keda"], groups.queues[svc.consumes[0].subsystem], AMQPS_PORT)
-        add(infra["prometheus"], me, svc.metrics_port)
         if svc.expose is not None:
             add(infra["envoy"], me, svc.port)
+        for endpoint in svc.egress.values():
+            add_out(me, endpoint.cidrs, endpoint.ports)
 
     for db in groups.databases.values():
         add(db, db, POSTGRES_PORT)  # streaming replication
         add(db, db, POSTGRES_STATUS_PORT)  # instance manager status during failover
         add(infra["cnpg"], db, POSTGRES_STATUS_PORT)
-        add(infra["prometheus"], db, POSTGRES_METRICS_PORT)
+        if plan.config.backup is not None:
+            add_out(db, net.object_store_cidrs, [443])
     if groups.databases:
         add(infra["cnpg"], infra["barman"], BARMAN_PLUGIN_PORT)
 
@@ -178,29 +299,80 @@ def declared_edges(plan: PlatformPlan, groups: Groups) -> set[Edge]:
         # (cluster-operator v2.22.3 internal/rabbitmqclient/client.go).
         add(infra["rabbitmq-cluster-operator"], mq, RABBITMQ_MANAGEMENT_TLS_PORT)
         add(infra["rabbitmq-topology-operator"], mq, RABBITMQ_MANAGEMENT_TLS_PORT)
-        add(infra["prometheus"], mq, RABBITMQ_PROMETHEUS_TLS_PORT)
+    for g in [*groups.databases.values(), *groups.queues.values()]:
+        # Instance managers and RabbitMQ's peer discovery read the Kubernetes API.
+        add_out(g, net.api_server_cidrs, net.api_server_ports)
 
-    add(infra["grafana"], infra["prometheus"], 9090)
-    add(infra["prometheus"], infra["cert-manager"], 9402)
-    add(infra["prometheus"], infra["alertmanager"], 9093)
-    add(infra["prometheus"], infra["kube-state-metrics"], 8080)
     if "envoy" in infra:
         add(infra["envoy"], infra["envoy-gateway"], ENVOY_XDS_PORT)
+        # The gateway's proxies are the one entry point from outside the cluster.
+        for port in (ENVOY_HTTP_PORT, ENVOY_HTTPS_PORT):
+            add(f"{EXTERNAL}0.0.0.0/0", infra["envoy"], port)
     if "acme-solver" in infra:
         add(infra["envoy"], infra["acme-solver"], ACME_SOLVER_PORT)
+        # ACME: the controller talks to Let's Encrypt over HTTPS, and before that checks the HTTP-01 challenge
+        # itself at `http://<hostname>/.well-known/acme-challenge/...` (cert-manager pkg/issuer/acme/http/http.go,
+        # the self check), i.e. port 80 of the addresses the public hostname resolves to.
+        add_out(infra["cert-manager"], ["0.0.0.0/0"], [443])
+        add_out(infra["cert-manager"], plan.config.gateway.public_addresses, [80])
+    for endpoint in plan.config.alerting.egress.values():
+        add_out(infra["alertmanager"], endpoint.cidrs, endpoint.ports)
 
-    dns = infra["dns"]
-    for g in groups.by_id.values():
-        if g is not dns:
-            add(g, dns, DNS_PORT, protocol="UDP")
-            add(g, dns, DNS_PORT, protocol="TCP")
+    # Every pod resolves names, against the cluster DNS only; in operator namespaces every pod (controllers and
+    # hook jobs) calls the API server.
+    operators = operator_namespaces(plan.config)
+    for ns, every in groups.namespaces.items():
+        add(every, infra["dns"], DNS_PORT, protocol="UDP")
+        add(every, infra["dns"], DNS_PORT, protocol="TCP")
+        if ns in operators:
+            add_out(every, net.api_server_cidrs, net.api_server_ports)
+    return edges
+
+
+def wiring_edges(plan: PlatformPlan, groups: Groups) -> set[Edge]:
+    """The connections the installed charts and operators need, from the facts above: Prometheus scraping what
+    the ServiceMonitors and PodMonitors select, the API server calling webhooks, KEDA's metrics server calling
+    its operator, Alertmanager's mesh, Grafana's datasources. The offline checker derives the same set from the
+    rendered objects."""
+    edges: set[Edge] = set()
+    infra, net = groups.infra, plan.config.network
+    prometheus, alertmanager, grafana = infra["prometheus"], infra["alertmanager"], infra["grafana"]
+
+    def add(src: str, dst: str, port: int, protocol: str = "TCP") -> None:
+        edges.add(Edge(src, dst, port, None, protocol))
+
+    for svc in plan.services():
+        add(prometheus.id, groups.services[(svc.subsystem, svc.name)].id, svc.metrics_port)
+    for db in groups.databases.values():
+        add(prometheus.id, db.id, POSTGRES_METRICS_PORT)
+    for mq in groups.queues.values():
+        add(prometheus.id, mq.id, RABBITMQ_PROMETHEUS_TLS_PORT)
+    for role, ports in CHART_SCRAPES.items():
+        for port in ports:
+            add(prometheus.id, infra[role].id, port)
+    for cidr in _externals(net.node_cidrs):
+        add(prometheus.id, cidr, NODE_EXPORTER_PORT)  # node-exporter runs on the nodes' network
+        add(prometheus.id, cidr, KUBELET_PORT)
+    add(prometheus.id, alertmanager.id, ALERTMANAGER_WEB_PORT)  # Prometheus' spec.alerting
+    add(grafana.id, prometheus.id, PROMETHEUS_WEB_PORT)  # Grafana's datasources
+    add(grafana.id, alertmanager.id, ALERTMANAGER_WEB_PORT)
+    if plan.config.monitoring.alertmanager_replicas > 1:
+        for protocol in ("TCP", "UDP"):
+            add(alertmanager.id, alertmanager.id, ALERTMANAGER_MESH_PORT, protocol)
+    add(infra["keda-metrics-apiserver"].id, infra["keda"].id, KEDA_METRICS_SERVICE_PORT)
+    for role, port in API_SERVER_CALLS.items():
+        for cidr in _externals(net.api_server_cidrs):
+            add(cidr, infra[role].id, port)
     return edges
 
 
 # --- From edges to NetworkPolicies --------------------------------------------------------------------------
 
 
-def _peer(g: PodGroup) -> dict:
+def _peer(peer: str, groups: Groups) -> dict:
+    if peer.startswith(EXTERNAL):
+        return {"ipBlock": {"cidr": peer.removeprefix(EXTERNAL)}}
+    g = groups.by_id[peer]
     return {
         "namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: g.namespace}},
         "podSelector": {"matchLabels": g.selector()},
@@ -214,20 +386,16 @@ def _port(edge: Edge) -> dict:
     return port
 
 
-def _ip_rule(cidrs: list[str], ports: list[int], direction: str) -> dict:
-    key = "to" if direction == "egress" else "from"
-    return {key: [{"ipBlock": {"cidr": c}} for c in cidrs], "ports": [{"protocol": "TCP", "port": p} for p in ports]}
-
-
 def _rules(edges: list[Edge], groups: Groups, direction: str) -> list[dict]:
     """One rule per peer, listing its ports: `to` peers for egress, `from` peers for ingress."""
     by_peer: dict[str, list[Edge]] = defaultdict(list)
     for e in edges:
         by_peer[e.destination if direction == "egress" else e.source].append(e)
     key = "to" if direction == "egress" else "from"
+    # Pods first, then addresses.
     return [
-        {key: [_peer(groups.by_id[peer])], "ports": [_port(e) for e in sorted(by_peer[peer])]}
-        for peer in sorted(by_peer)
+        {key: [_peer(peer, groups)], "ports": [_port(e) for e in sorted(set(by_peer[peer]))]}
+        for peer in sorted(by_peer, key=lambda p: (p.startswith(EXTERNAL), p))
     ]
 
 
@@ -238,75 +406,39 @@ class Policy:
     spec: dict
 
 
-def namespace_policies(plan: PlatformPlan, groups: Groups, edges: set[Edge]) -> list[Policy]:
-    """Default deny plus exact allows for every namespace the platform creates."""
-    net = plan.config.network
-    managed_namespaces = sorted(
-        {sub.namespace for sub in plan.subsystems.values()} | infrastructure_namespaces(plan.config)
-    )
-    api = (net.api_server_cidrs, net.api_server_ports)
-    # Non-pod destinations (ipBlock) per group: API server, object store, external endpoints, the internet.
-    # (Pods in operator namespaces reach the API server through their namespace's allow-control-plane.)
-    extra_egress: dict[str, list[dict]] = defaultdict(list)
-    extra_ingress: dict[str, list[dict]] = defaultdict(list)
-    for g in [*groups.databases.values(), *groups.queues.values()]:
-        # Instance managers and RabbitMQ's peer discovery read the Kubernetes API.
-        extra_egress[g.id].append(_ip_rule(*api, "egress"))
-    if plan.config.backup is not None:
-        for g in groups.databases.values():
-            extra_egress[g.id].append(_ip_rule(net.object_store_cidrs, [443], "egress"))
-    for endpoint in plan.config.alerting.egress.values():
-        extra_egress[groups.infra["alertmanager"].id].append(_ip_rule(endpoint.cidrs, endpoint.ports, "egress"))
-    if net.node_cidrs:
-        extra_egress[groups.infra["prometheus"].id].append(_ip_rule(net.node_cidrs, [9100, 10250], "egress"))
-    for svc in plan.services():
-        me = groups.services[(svc.subsystem, svc.name)].id
-        for endpoint in svc.egress.values():
-            extra_egress[me].append(_ip_rule(endpoint.cidrs, endpoint.ports, "egress"))
-    if "envoy" in groups.infra:
-        # The gateway's proxies are the one entry point from outside the cluster.
-        extra_ingress[groups.infra["envoy"].id].append(
-            _ip_rule(["0.0.0.0/0"], [ENVOY_HTTP_PORT, ENVOY_HTTPS_PORT], "ingress")
-        )
-    if plan.config.gateway.acme_email is not None:
-        # ACME: the controller talks to Let's Encrypt over HTTPS, and before that checks the HTTP-01 challenge
-        # itself at `http://<hostname>/.well-known/acme-challenge/...` (cert-manager pkg/issuer/acme/http/http.go,
-        # the self check), i.e. port 80 of the addresses the public hostname resolves to.
-        cert_manager = groups.infra["cert-manager"].id
-        extra_egress[cert_manager].append(_ip_rule(["0.0.0.0/0"], [443], "egress"))
-        extra_egress[cert_manager].append(_ip_rule(plan.config.gateway.public_addresses, [80], "egress"))
-
-    dns = groups.infra["dns"]
-    dns_rule = {
-        "to": [_peer(dns)],
-        "ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}],
-    }
+def namespace_policies(plan: PlatformPlan, groups: Groups, declared: set[Edge]) -> list[Policy]:
+    """Default deny plus exact allows, for every namespace the platform creates, of the `declared` edges and the
+    charts' wiring (`wiring_edges`, added here so no caller can forget it)."""
+    edges = set(declared) | wiring_edges(plan, groups)
+    managed = managed_namespaces(plan)
+    everywhere = set(groups.namespaces.values())
     policies = []
-    for ns in managed_namespaces:
+    # Namespace-wide allows (every pod, hook Jobs included): allow-dns, and allow-control-plane in operator
+    # namespaces for the API server.
+    for ns in managed:
+        every = groups.namespaces[ns]
         policies.append(Policy(ns, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))
-        # Name resolution for every pod, and only against the cluster DNS.
-        policies.append(Policy(ns, "allow-dns", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [dns_rule]}))
-    # Webhooks, API aggregation and controllers in operator namespaces are called by the API server.
-    for ns in sorted(operator_namespaces(plan.config)):
+        outgoing = [e for e in edges if e.source == every.id]
+        dns = [e for e in outgoing if e.destination == groups.infra["dns"].id]
+        api = [e for e in outgoing if e not in dns]
         policies.append(
             Policy(
-                ns,
-                "allow-control-plane",
-                {
-                    "podSelector": {},
-                    "policyTypes": ["Ingress", "Egress"],
-                    "ingress": [_ip_rule(net.api_server_cidrs, [443, 6443, 8443, 9443, 10250], "ingress")],
-                    "egress": [_ip_rule(*api, "egress")],
-                },
+                ns, "allow-dns", {"podSelector": {}, "policyTypes": ["Egress"], "egress": _rules(dns, groups, "egress")}
             )
         )
+        if api:
+            policies.append(
+                Policy(
+                    ns,
+                    "allow-control-plane",
+                    {"podSelector": {}, "policyTypes": ["Egress"], "egress": _rules(api, groups, "egress")},
+                )
+            )
     for g in sorted(groups.by_id.values()):
-        if g.namespace not in managed_namespaces:
+        if g.namespace not in managed or g in everywhere:
             continue
-        outgoing = [e for e in edges if e.source == g.id and e.destination != dns.id]
-        incoming = [e for e in edges if e.destination == g.id]
-        egress = _rules(outgoing, groups, "egress") + extra_egress[g.id]
-        ingress = _rules(incoming, groups, "ingress") + extra_ingress[g.id]
+        egress = _rules([e for e in edges if e.source == g.id], groups, "egress")
+        ingress = _rules([e for e in edges if e.destination == g.id], groups, "ingress")
         if not egress and not ingress:
             continue
         policies.append(

@@ -149,7 +149,10 @@ def test_cli_lists_external_egress_rows(fixture_stack):
     root, service = fixture_stack
     result = run_reachability(root, "--to", "external 192.0.2.64/26")
     assert result.returncode == 0, result.stderr
-    assert f"| external 192.0.2.64/26 | {service} | 8443/TCP |" in result.stdout.splitlines()
+    assert (
+        f"| external 192.0.2.64/26 | {service} | 8443/TCP | declared by the service graph |"
+        in result.stdout.splitlines()
+    )
 
 
 def test_cli_refuses_an_unknown_destination_and_lists_the_known_ones(fixture_stack):

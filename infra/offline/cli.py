@@ -170,19 +170,15 @@ def _footprint(args: argparse.Namespace) -> int:
 
 
 def _reachability(args: argparse.Namespace) -> int:
-    from infra.network import declared_edges, pod_groups
     from infra.offline import render
-    from infra.offline.reachability import destinations, expand, external_edges, inventory, matrix, platform_edges
+    from infra.offline.audit import audit
+    from infra.offline.reachability import destinations, matrix
     from infra.stack_config import plan_for_stack
 
     plan = plan_for_stack(args.stack, Path(args.project_dir))
     run = render.render_stack(args.stack, Path(args.project_dir))
-    declared = expand(declared_edges(plan, pod_groups(plan)))
-    ports = {e[2] for e in declared}
-    actual = platform_edges(run, plan, ports)
-    # Connections leaving the cluster are listed for the audit; the drift check below is the pod graph's.
-    external = external_edges(run, plan, ports)
-    known = destinations(actual | external, inventory(run, plan))
+    result = audit(run, plan)
+    known = destinations(result.reachable, result.pods)
     if args.to is not None and args.to not in known:
         print(
             f"--to {args.to!r} is not a pod, namespace or external network of stack {args.stack!r}; known:",
@@ -191,17 +187,40 @@ def _reachability(args: argparse.Namespace) -> int:
         print("  " + ", ".join(known), file=sys.stderr)
         return 2
     print(f"# Who can reach whom in stack {args.stack!r} (from the rendered NetworkPolicies)\n")
-    print(matrix(actual | external, args.to))
-    drift = (actual - declared) | (declared - actual)
+    print("`why`: declared by the service graph and config, or derived from a rendered object that needs it.\n")
+    print(matrix(result.reachable | result.missing, args.to, why=_why(result)))
+    for reference in result.unresolved:
+        print(f"warning: {reference} leads to no pod or port", file=sys.stderr)
+    for group in result.empty:
+        print(
+            f"drift: the policy group {group} selects no rendered pod (infra/network.py chart_pods?)", file=sys.stderr
+        )
+    drift = result.missing | result.extra
+    if result.empty and not drift:
+        return 1
     if drift:
-        print(f"\n{len(drift)} edges differ from the declared service graph:", file=sys.stderr)
+        print(f"\n{len(drift)} connections differ from the declared and derived ones:", file=sys.stderr)
         for edge in sorted(drift):
+            kind = (
+                "missing (required, not reachable)"
+                if edge in result.missing
+                else "extra (neither declared nor derived)"
+            )
+            reasons = "; ".join(result.why(edge))
             print(
-                f"  {'extra' if edge in actual else 'missing'}: {edge[0]} -> {edge[1]} {edge[2]}/{edge[3]}",
+                f"  {kind}: {edge[0]} -> {edge[1]} {edge[2]}/{edge[3]}{f' [{reasons}]' if reasons else ''}",
                 file=sys.stderr,
             )
         return 1
     return 0
+
+
+def _why(result):
+    def why(edge) -> list[str]:
+        reasons = result.why(edge)
+        return ["NOT REACHABLE: " + r for r in reasons] if edge in result.missing else reasons
+
+    return why
 
 
 def build_parser() -> argparse.ArgumentParser:
