@@ -19,22 +19,8 @@ from infra.offline.describe import (
     services_table,
     subsystems_table,
 )
-from infra.stack_config import PROJECT_ROOT, parse_platform_config, plan_for_stack
-
-IMAGE = "registry.example/x@sha256:" + "0" * 64
-
-
-def plan_of(topology: dict, **config):
-    routes = {name: {"page": "chat", "ticket": "chat"} for name in [*topology, "platform"]}
-    values = {
-        "subsystems": topology,
-        "network": {"apiServerCidrs": ["10.0.0.1/32"], "nodeCidrs": ["10.0.16.0/20"]},
-        "gateway": {"hostname": "api.example.com"},
-        "guardrails": {"requireBackups": False},
-        "alerting": {"receivers": {"chat": {"webhook": {"urlSecret": "alertChat"}}}, "routes": routes},
-        **config,
-    }
-    return parse_platform_config(values, frozenset({"alertChat"}))
+from infra.stack_config import PROJECT_ROOT, plan_for_stack
+from tests.fixture_config import IMAGE, plan_of
 
 
 def rows(table: str) -> list[list[str]]:
