@@ -24,6 +24,8 @@ STACKS = tuple(stack_names(STACKS_DIR))
 # Fixtures that hand a test the real stacks: a test using one is a whole-stack test, marked `whole_stack`, and must
 # hold for any valid topology (it checks properties computed from the plan, never names of the sample topology).
 WHOLE_STACK_FIXTURES = {"rendered", "stack_run", "plans", "stack_plan"}
+# ... except behaviour tests that compare a mutated copy of the sample stacks (`project`) with the sample itself.
+SAMPLE_FIXTURES = {"dev", "prod", "project"}
 
 
 def pytest_configure(config):
@@ -32,7 +34,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if WHOLE_STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if WHOLE_STACK_FIXTURES & names and not SAMPLE_FIXTURES & names:
             item.add_marker(pytest.mark.whole_stack)
 
 
@@ -82,7 +85,7 @@ class ProjectCopy:
 
     def __init__(self, root: Path):
         self.root = root
-        for name in ("Pulumi.yaml", *(f"Pulumi.{stack}.yaml" for stack in STACKS)):
+        for name in ("Pulumi.yaml", *(f"Pulumi.{stack}.yaml" for stack in stack_names())):
             shutil.copy(PROJECT_ROOT / name, root / name)
 
     def load(self, name: str) -> dict:

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 
-from infra.offline import golden
+from infra.offline import golden, policy_config
 from infra.offline.caches import child_env
 from infra.offline.render import render_stack
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
@@ -58,12 +58,26 @@ def test_every_whole_stack_test_holds_after_seven_ordinary_changes(tmp_path):
     root = changed_project(tmp_path / "project")
     golden_dir = root / "tests" / "golden"
     golden_dir.mkdir(parents=True)
+    (root / "policy").mkdir()
     for stack in stack_names(root):  # what `make golden` writes, into the copy
         subset = golden.subset(render_stack(stack, root))
         (golden_dir / f"{stack}.json").write_text(json.dumps(subset, indent=2, sort_keys=True) + "\n")
+        (root / "policy" / f"config.{stack}.json").write_text(policy_config.text(plan_for_stack(stack, root)))
     ignore = [f"--ignore={path}" for path in NOT_YET_GENERAL]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "whole_stack", *ignore, "tests"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "whole_stack",
+            "--durations=10",
+            *ignore,
+            "tests",
+        ],
         cwd=PROJECT_ROOT,
         env={**child_env(), STACKS_DIR_ENV: str(root)},
         capture_output=True,

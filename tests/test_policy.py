@@ -12,6 +12,7 @@ import pytest
 from infra.stack_config import PROJECT_ROOT
 from policy import rules
 from policy.rules import Resource
+from tests.conftest import STACKS_DIR
 
 
 def resources_of(run) -> list[Resource]:
@@ -19,7 +20,7 @@ def resources_of(run) -> list[Resource]:
 
 
 def disabled(stack: str) -> frozenset[str]:
-    config = json.loads((PROJECT_ROOT / "policy" / f"config.{stack}.json").read_text())
+    config = json.loads((STACKS_DIR / "policy" / f"config.{stack}.json").read_text())
     return frozenset(name for name, c in config.items() if c.get("enforcementLevel") == "disabled")
 
 
