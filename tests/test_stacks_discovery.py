@@ -128,7 +128,7 @@ def test_a_relaxed_guardrail_disables_exactly_its_rule(project):
 def test_a_stale_policy_config_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(policy_config, "path", lambda stack: tmp_path / f"config.{stack}.json")
     stack = stack_names()[0]
-    (tmp_path / f"config.{stack}.json").write_text("{\"stale\": true}\n")
+    (tmp_path / f"config.{stack}.json").write_text('{"stale": true}\n')
     assert cli.main(["policy-config", stack]) == 1
     assert cli.main(["policy-config", stack, "--write"]) == 0
     assert cli.main(["policy-config", stack]) == 0
