@@ -15,6 +15,7 @@ from infra.offline.mocks import ProgramRun
 from infra.offline.render import render_stack
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
 from infra.topology import PlatformPlan
+from tests.fixture_config import SMALL_TOPOLOGY
 
 # The project whose stacks the whole-stack tests check: this one, or (tests/test_any_topology.py) a changed copy.
 STACKS_DIR_ENV = "SETTLEMENT_TEST_STACKS_DIR"
@@ -114,3 +115,20 @@ class ProjectCopy:
 @pytest.fixture
 def project(tmp_path) -> ProjectCopy:
     return ProjectCopy(tmp_path)
+
+
+@pytest.fixture
+def small_project(project) -> ProjectCopy:
+    """The sample's stack files (sizes, guardrails, receivers) around `SMALL_TOPOLOGY` instead of the sample
+    topology: a behaviour test renders the few services it is about, under names the sample may drop."""
+    project.set_topology(copy.deepcopy(SMALL_TOPOLOGY))
+    for stack in stack_names():
+        data = project.load(f"Pulumi.{stack}.yaml")
+        config = data["config"]
+        config.pop("settlement-platform:overrides", None)  # they patch the sample's services
+        routes = config["settlement-platform:alerting"]["routes"]
+        routes.update({name: dict(routes["platform"]) for name in SMALL_TOPOLOGY})
+        for name in [r for r in routes if r not in SMALL_TOPOLOGY and r != "platform"]:
+            del routes[name]
+        project.save(f"Pulumi.{stack}.yaml", data)
+    return project

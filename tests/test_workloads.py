@@ -114,13 +114,13 @@ def test_one_service_account_per_workload_without_a_token(stack_run):
         assert pod(d)["automountServiceAccountToken"] is False
 
 
-def test_a_token_is_mounted_only_when_config_asks(project):
-    topology = project.topology()
-    topology["risk"]["services"]["risk-engine"]["mountServiceAccountToken"] = True
-    project.set_topology(topology)
-    run = project.render("dev")
-    assert pod(run.object("Deployment", "risk-engine"))["automountServiceAccountToken"] is True
-    assert pod(run.object("Deployment", "payment-api"))["automountServiceAccountToken"] is False
+def test_a_token_is_mounted_only_when_config_asks(small_project):
+    topology = small_project.topology()
+    topology["audit"]["services"]["engine"]["mountServiceAccountToken"] = True
+    small_project.set_topology(topology)
+    run = small_project.render("dev")
+    assert pod(run.object("Deployment", "engine"))["automountServiceAccountToken"] is True
+    assert pod(run.object("Deployment", "api"))["automountServiceAccountToken"] is False
 
 
 # --- Health and shutdown ------------------------------------------------------------------------------------
@@ -134,11 +134,11 @@ def test_probes_exist_and_readiness_differs_from_liveness(stack_run):
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
-def test_probe_paths_come_from_config(project):
-    topology = project.topology()
-    topology["payment"]["services"]["payment-api"]["probes"] = {"readinessPath": "/health/ready"}
-    project.set_topology(topology)
-    c = container(project.render("dev").object("Deployment", "payment-api"))
+def test_probe_paths_come_from_config(small_project):
+    topology = small_project.topology()
+    topology["shop"]["services"]["api"]["probes"] = {"readinessPath": "/health/ready"}
+    small_project.set_topology(topology)
+    c = container(small_project.render("dev").object("Deployment", "api"))
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
 
@@ -231,11 +231,11 @@ def test_every_consumer_scales_on_exactly_the_queues_it_consumes(stack_run, stac
         ], f"{svc.subsystem}/{svc.name}"
 
 
-def test_autoscaler_targets_come_from_config(project):
-    topology = project.topology()
-    topology["payment"]["services"]["payment-api"]["autoscaling"] = {"cpuUtilization": 55}
-    project.set_topology(topology)
-    hpa = project.render("dev").object("HorizontalPodAutoscaler", "payment-api")
+def test_autoscaler_targets_come_from_config(small_project):
+    topology = small_project.topology()
+    topology["shop"]["services"]["api"]["autoscaling"] = {"cpuUtilization": 55}
+    small_project.set_topology(topology)
+    hpa = small_project.render("dev").object("HorizontalPodAutoscaler", "api")
     targets = {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"] for m in hpa["spec"]["metrics"]}
     assert targets == {"cpu": 55, "memory": 80}
 
@@ -317,27 +317,27 @@ def test_images_are_digest_pinned_when_the_guardrail_says_and_digests_are_not_re
         assert container(d)["imagePullPolicy"] == ("IfNotPresent" if "@sha256:" in image else "Always")
 
 
-def test_a_build_is_built_pushed_and_deployed_by_digest(project):
-    topology = project.topology()
-    svc = topology["risk"]["services"]["risk-engine"]
+def test_a_build_is_built_pushed_and_deployed_by_digest(small_project):
+    topology = small_project.topology()
+    svc = topology["audit"]["services"]["engine"]
     del svc["image"]
-    svc["build"] = {"context": "services/risk-engine", "repository": "registry.example/risk/risk-engine"}
-    project.set_topology(topology)
-    run = project.render("prod")
+    svc["build"] = {"context": "services/engine", "repository": "registry.example/audit/engine"}
+    small_project.set_topology(topology)
+    run = small_project.render("prod")
     image = run.of_type("docker:index/image:Image")
     assert len(image) == 1
-    assert image[0].inputs["imageName"] == "registry.example/risk/risk-engine:prod"
-    assert image[0].inputs["build"]["context"] == "services/risk-engine"
-    deployed = container(run.object("Deployment", "risk-engine"))["image"]
-    assert deployed.startswith("registry.example/risk/risk-engine@sha256:")
-    assert container(run.object("Deployment", "risk-engine"))["imagePullPolicy"] == "IfNotPresent"
+    assert image[0].inputs["imageName"] == "registry.example/audit/engine:prod"
+    assert image[0].inputs["build"]["context"] == "services/engine"
+    deployed = container(run.object("Deployment", "engine"))["image"]
+    assert deployed.startswith("registry.example/audit/engine@sha256:")
+    assert container(run.object("Deployment", "engine"))["imagePullPolicy"] == "IfNotPresent"
 
 
-def test_tags_are_pulled_every_time(project):
-    topology = project.topology()
-    topology["risk"]["services"]["risk-engine"]["image"] = "registry.example/risk/risk-engine:main"
-    project.set_topology(topology)
-    assert container(project.render("dev").object("Deployment", "risk-engine"))["imagePullPolicy"] == "Always"
+def test_tags_are_pulled_every_time(small_project):
+    topology = small_project.topology()
+    topology["audit"]["services"]["engine"]["image"] = "registry.example/audit/engine:main"
+    small_project.set_topology(topology)
+    assert container(small_project.render("dev").object("Deployment", "engine"))["imagePullPolicy"] == "Always"
 
 
 # --- Start-up order: tests/test_stacks.py::test_workloads_wait_for_the_data_they_use (every service, every stack).
