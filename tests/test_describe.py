@@ -19,7 +19,7 @@ from infra.offline.describe import (
     services_table,
     subsystems_table,
 )
-from infra.stack_config import PROJECT_ROOT, plan_for_stack
+from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
 from tests.fixture_config import IMAGE, plan_of
 
 
@@ -192,10 +192,11 @@ def test_for_any_topology_the_graph_reads_back_as_the_plan(topology):
 
 def test_describe_cli_prints_the_stack_and_refuses_an_unknown_one():
     run = [sys.executable, "-m", "infra", "describe"]
-    ok = subprocess.run([*run, "dev"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    stack = stack_names()[0]
+    ok = subprocess.run([*run, stack], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.strip() == describe("dev", plan_for_stack("dev"))
-    bad = subprocess.run([*run, "staging"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert ok.stdout.strip() == describe(stack, plan_for_stack(stack))
+    bad = subprocess.run([*run, "no-such-stack"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 

@@ -80,12 +80,13 @@ def test_a_duplicate_key_in_pulumi_yaml_is_refused_even_deep_in_the_topology(tmp
 
 def test_yaml_merge_keys_are_not_duplicates(tmp_path):
     dev = DEV_FILE.replace("config:\n", "x-base: &base {minReplicas: 1}\nconfig:\n", 1)
-    dev = dev.replace("    workload:\n      minReplicas: 1\n", "    workload:\n      <<: *base\n      minReplicas: 1\n")
-    assert read_stack_files("dev", files(tmp_path, dev=dev)).values["settlement-platform:defaults"]["workload"] == {
-        "minReplicas": 1,
-        "criticalMinReplicas": 1,
-        "maxReplicas": 3,
-    }
+    merged = dev.replace(
+        "    workload:\n      minReplicas: 1\n", "    workload:\n      <<: *base\n      minReplicas: 1\n"
+    )
+    assert merged != dev, "the fixture needs dev's `defaults.workload.minReplicas: 1`"
+    written = yaml.safe_load(DEV_FILE)["config"]["settlement-platform:defaults"]["workload"]
+    read = read_stack_files("dev", files(tmp_path, dev=merged)).values["settlement-platform:defaults"]["workload"]
+    assert read == written
 
 
 def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path, capsys):
