@@ -31,6 +31,7 @@ SAMPLE_FIXTURES = {"dev", "prod", "project"}
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "whole_stack: checks the real stacks; holds for any valid topology")
+    config.addinivalue_line("markers", "slow: minutes, not seconds (`make test` runs it; `pytest -m 'not slow'` skips)")
 
 
 def pytest_collection_modifyitems(items):
