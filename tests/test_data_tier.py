@@ -13,7 +13,7 @@ from tests.conftest import platform_deployments
 
 
 def databases(plan):
-    """(subsystem plan, namespace) of every subsystem with a PostgreSQL cluster."""
+    """The subsystems that have a PostgreSQL cluster."""
     return [sub for sub in plan.subsystems.values() if sub.postgres]
 
 
