@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from pathlib import Path
 
@@ -12,10 +13,32 @@ import yaml
 from components.release_manifest import SOURCE_ANNOTATION
 from infra.offline.mocks import ProgramRun
 from infra.offline.render import render_stack
-from infra.stack_config import PROJECT_ROOT, stack_names
+from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
+from infra.topology import PlatformPlan
+from tests.fixture_config import SMALL_TOPOLOGY
 
+# The project whose stacks the whole-stack tests check: this one, or (tests/test_any_topology.py) a changed copy.
+STACKS_DIR_ENV = "SETTLEMENT_TEST_STACKS_DIR"
+STACKS_DIR = Path(os.environ.get(STACKS_DIR_ENV) or PROJECT_ROOT)
 # Every Pulumi.<stack>.yaml: a new stack file is under every whole-stack test without editing one.
-STACKS = tuple(stack_names())
+STACKS = tuple(stack_names(STACKS_DIR))
+# Fixtures that hand a test the real stacks: a test using one is a whole-stack test, marked `whole_stack`, and must
+# hold for any valid topology (it checks properties computed from the plan, never names of the sample topology).
+WHOLE_STACK_FIXTURES = {"rendered", "stack_run", "plans", "stack_plan"}
+# ... except behaviour tests that compare a mutated copy of the sample stacks (`project`) with the sample itself.
+SAMPLE_FIXTURES = {"dev", "prod", "project"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "whole_stack: checks the real stacks; holds for any valid topology")
+    config.addinivalue_line("markers", "slow: minutes, not seconds (`make test` runs it; `pytest -m 'not slow'` skips)")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if WHOLE_STACK_FIXTURES & names and not SAMPLE_FIXTURES & names:
+            item.add_marker(pytest.mark.whole_stack)
 
 
 def platform_deployments(run: ProgramRun) -> list[dict]:
@@ -27,7 +50,13 @@ def platform_deployments(run: ProgramRun) -> list[dict]:
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, ProgramRun]:
     """Each real stack rendered once per session (the program is deterministic)."""
-    return {stack: render_stack(stack) for stack in STACKS}
+    return {stack: render_stack(stack, STACKS_DIR) for stack in STACKS}
+
+
+@pytest.fixture(scope="session")
+def plans() -> dict[str, PlatformPlan]:
+    """Each real stack's resolved plan (every default applied): what the whole-stack tests expect comes from it."""
+    return {stack: plan_for_stack(stack, STACKS_DIR) for stack in STACKS}
 
 
 @pytest.fixture(params=STACKS)
@@ -35,6 +64,14 @@ def stack_run(request, rendered) -> ProgramRun:
     return rendered[request.param]
 
 
+@pytest.fixture
+def stack_plan(stack_run, plans) -> PlatformPlan:
+    """The plan of the stack `stack_run` renders."""
+    return plans[stack_run.stack]
+
+
+# The sample stacks by name, for behaviour tests that mutate a copy of them (`project`) and compare. A whole-stack
+# property uses `stack_run`/`stack_plan` instead: it must hold for every stack, whatever it is called.
 @pytest.fixture(scope="session")
 def dev(rendered) -> ProgramRun:
     return rendered["dev"]
@@ -50,7 +87,7 @@ class ProjectCopy:
 
     def __init__(self, root: Path):
         self.root = root
-        for name in ("Pulumi.yaml", *(f"Pulumi.{stack}.yaml" for stack in STACKS)):
+        for name in ("Pulumi.yaml", *(f"Pulumi.{stack}.yaml" for stack in stack_names())):
             shutil.copy(PROJECT_ROOT / name, root / name)
 
     def load(self, name: str) -> dict:
@@ -79,3 +116,20 @@ class ProjectCopy:
 @pytest.fixture
 def project(tmp_path) -> ProjectCopy:
     return ProjectCopy(tmp_path)
+
+
+@pytest.fixture
+def small_project(project) -> ProjectCopy:
+    """The sample's stack files (sizes, guardrails, receivers) around `SMALL_TOPOLOGY` instead of the sample
+    topology: a behaviour test renders the few services it is about, under names the sample may drop."""
+    project.set_topology(copy.deepcopy(SMALL_TOPOLOGY))
+    for stack in stack_names():
+        data = project.load(f"Pulumi.{stack}.yaml")
+        config = data["config"]
+        config.pop("settlement-platform:overrides", None)  # they patch the sample's services
+        routes = config["settlement-platform:alerting"]["routes"]
+        routes.update({name: dict(routes["platform"]) for name in SMALL_TOPOLOGY})
+        for name in [r for r in routes if r not in SMALL_TOPOLOGY and r != "platform"]:
+            del routes[name]
+        project.save(f"Pulumi.{stack}.yaml", data)
+    return project

@@ -9,6 +9,7 @@ import pytest
 
 from infra.offline import charts, render
 from infra.offline.mocks import Registration
+from tests.conftest import STACKS_DIR
 
 FIXTURES = Path(__file__).parent / "fixtures" / "charts"
 
@@ -116,5 +117,5 @@ def test_chart_objects_are_written_and_listed(stack_run, tmp_path):
 def test_the_expansion_is_deterministic(stack_run):
     """Two renders of the same stack install byte-identical objects (a generated password would differ)."""
     charts.clear_cache()  # render again through Helm, not from the in-process cache
-    again = render.render_stack(stack_run.stack)
+    again = render.render_stack(stack_run.stack, STACKS_DIR)
     assert [o.object for o in again.chart_objects] == [o.object for o in stack_run.chart_objects]

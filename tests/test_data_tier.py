@@ -8,31 +8,34 @@ from components.pod_security import restricted_violations
 from infra.offline import render
 from infra.offline.mocks import ProgramFailed
 from infra.platform import amqp_credentials
-from infra.stack_config import SECRET_PLACEHOLDER, plan_for_stack
+from infra.stack_config import SECRET_PLACEHOLDER
 from tests.conftest import platform_deployments
 
-DB_USERS = {
-    "payment": {"payment-api", "risk-warning-handler"},
-    "business": {"settlement-api", "settlement-engine", "clearing-engine", "reporting"},
-}
+
+def databases(plan):
+    """The subsystems that have a PostgreSQL cluster."""
+    return [sub for sub in plan.subsystems.values() if sub.postgres]
 
 
-def test_prod_databases_replicate_synchronously_with_zero_data_loss(prod):
-    for sub in DB_USERS:
-        spec = prod.object("Cluster", f"{sub}-db", sub)["spec"]
-        assert spec["instances"] == 3
-        assert spec["postgresql"]["synchronous"] == {"method": "any", "number": 1, "dataDurability": "required"}
+def queue_owners(plan):
+    return [sub for sub in plan.subsystems.values() if sub.queue]
 
 
-def test_single_instance_dev_databases_do_not_wait_for_a_standby_that_does_not_exist(dev):
-    for sub in DB_USERS:
-        spec = dev.object("Cluster", f"{sub}-db", sub)["spec"]
-        assert spec["instances"] == 1 and "synchronous" not in spec["postgresql"]
+def test_replicated_databases_replicate_synchronously_with_zero_data_loss(stack_run, stack_plan):
+    """Synchronous replication wherever there is a standby; a single instance never waits for one that does not
+    exist (dev)."""
+    for sub in databases(stack_plan):
+        spec = stack_run.object("Cluster", f"{sub.name}-db", sub.namespace)["spec"]
+        assert spec["instances"] == sub.postgres.instances
+        if sub.postgres.synchronous and sub.postgres.instances > 1:
+            assert spec["postgresql"]["synchronous"] == {"method": "any", "number": 1, "dataDurability": "required"}
+        else:
+            assert "synchronous" not in spec["postgresql"]
 
 
-def test_databases_refuse_plaintext_and_spread_over_hosts_and_zones(stack_run):
-    for sub in DB_USERS:
-        spec = stack_run.object("Cluster", f"{sub}-db", sub)["spec"]
+def test_databases_refuse_plaintext_and_spread_over_hosts_and_zones(stack_run, stack_plan):
+    for sub in databases(stack_plan):
+        spec = stack_run.object("Cluster", f"{sub.name}-db", sub.namespace)["spec"]
         assert spec["postgresql"]["pg_hba"][0] == "hostnossl all all all reject"
         assert spec["postgresql"]["parameters"]["ssl_min_protocol_version"] == "TLSv1.3"
         assert spec["affinity"]["podAntiAffinityType"] == "required"
@@ -40,58 +43,60 @@ def test_databases_refuse_plaintext_and_spread_over_hosts_and_zones(stack_run):
         assert spec["enablePDB"] is True
 
 
-def test_payment_database_is_on_the_critical_priority(stack_run):
-    assert stack_run.object("Cluster", "payment-db", "payment")["spec"]["priorityClassName"] == "settlement-critical"
-    assert stack_run.object("Cluster", "business-db", "business")["spec"]["priorityClassName"] == (
-        "settlement-standard"
-    )
+def test_a_database_on_the_payment_path_is_on_the_critical_priority(stack_run, stack_plan):
+    """A subsystem with a critical service puts its database on the critical priority, any other the standard."""
+    for sub in databases(stack_plan):
+        want = "settlement-critical" if sub.critical else "settlement-standard"
+        assert stack_run.object("Cluster", f"{sub.name}-db", sub.namespace)["spec"]["priorityClassName"] == want
 
 
-def test_database_credentials_are_mounted_files_and_the_server_certificate_is_verified(stack_run):
-    for sub, users in DB_USERS.items():
-        for d in (d for d in stack_run.objects("Deployment") if d["metadata"]["namespace"] == sub):
-            spec = d["spec"]["template"]["spec"]
-            container = spec["containers"][0]
-            env = {e["name"]: e.get("value") for e in container["env"]}
-            secrets = {
-                v["secret"]["secretName"]
-                for v in spec["volumes"]
-                if v.get("secret", {}).get("secretName", "").endswith(("-db-app", "-db-ca"))
-            }
-            if d["metadata"]["name"] in users:
-                assert secrets == {f"{sub}-db-app", f"{sub}-db-ca"}
-                assert env["PGSSLMODE"] == "verify-full"
-                assert env["PGSSLROOTCERT"] == "/etc/settlement/postgres-ca/ca.crt"
-                assert env["PGHOST"] == f"{sub}-db-rw.{sub}.svc.cluster.local"
-                assert all(m.get("readOnly") for m in container["volumeMounts"] if m["name"].startswith("secret-"))
-                ca_volume = next(v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == f"{sub}-db-ca")
-                assert ca_volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], "never the CA key"
-            else:
-                assert not secrets
-            # Nothing secret as an env literal: every value-bearing secret arrives by reference or file.
-            for e in container["env"]:
-                assert "password" not in e["name"].lower() or "valueFrom" in e
-            assert restricted_violations(spec) == []
+def test_database_credentials_are_mounted_files_and_the_server_certificate_is_verified(stack_run, stack_plan):
+    """Every service with `database: true` gets its own subsystem's cluster (PGHOST, credentials, CA); no other
+    service gets any database credentials."""
+    for svc in stack_plan.services():
+        sub, ns = svc.subsystem, stack_plan.subsystems[svc.subsystem].namespace
+        d = stack_run.object("Deployment", svc.name, ns)
+        spec = d["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        secrets = {
+            v["secret"]["secretName"]
+            for v in spec["volumes"]
+            if v.get("secret", {}).get("secretName", "").endswith(("-db-app", "-db-ca"))
+        }
+        if svc.database:
+            assert secrets == {f"{sub}-db-app", f"{sub}-db-ca"}
+            assert env["PGSSLMODE"] == "verify-full"
+            assert env["PGSSLROOTCERT"] == "/etc/settlement/postgres-ca/ca.crt"
+            assert env["PGHOST"] == f"{sub}-db-rw.{ns}.svc.cluster.local"
+            assert all(m.get("readOnly") for m in container["volumeMounts"] if m["name"].startswith("secret-"))
+            ca_volume = next(v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == f"{sub}-db-ca")
+            assert ca_volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], "never the CA key"
+        else:
+            assert not secrets and "PGHOST" not in env, f"{sub}/{svc.name}"
+        # Nothing secret as an env literal: every value-bearing secret arrives by reference or file.
+        for e in container["env"]:
+            assert "password" not in e["name"].lower() or "valueFrom" in e
+        assert restricted_violations(spec) == []
 
 
-def test_services_without_a_database_get_no_database_credentials(stack_run):
-    spec = stack_run.object("Deployment", "risk-engine", "risk")["spec"]["template"]["spec"]
-    assert not [v for v in spec["volumes"] if v.get("secret", {}).get("secretName", "").endswith(("-db-app", "-db-ca"))]
-
-
-def test_queue_clusters_keep_one_node_per_host_and_a_disruption_budget(prod, dev):
-    for sub in DB_USERS:
-        spec = prod.object("RabbitmqCluster", f"{sub}-mq", sub)["spec"]
+def test_queue_clusters_keep_one_node_per_host_and_a_disruption_budget(stack_run, stack_plan):
+    for sub in queue_owners(stack_plan):
+        name, ns = f"{sub.name}-mq", sub.namespace
+        spec = stack_run.object("RabbitmqCluster", name, ns)["spec"]
         term = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
         assert term["topologyKey"] == "kubernetes.io/hostname"
-        assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": f"{sub}-mq"}
+        assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
         (zone,) = spec["override"]["statefulSet"]["spec"]["template"]["spec"]["topologySpreadConstraints"]
         assert zone["topologyKey"] == "topology.kubernetes.io/zone"
         assert zone["labelSelector"] == term["labelSelector"]
-        pdb = prod.object("PodDisruptionBudget", f"{sub}-mq", sub)["spec"]
-        assert pdb["maxUnavailable"] == 1 and pdb["selector"] == term["labelSelector"]
-        # A single-node dev queue gets no PDB: it would block every node drain.
-        assert not [p for p in dev.objects("PodDisruptionBudget") if p["metadata"]["name"] == f"{sub}-mq"]
+        pdbs = [p for p in stack_run.objects("PodDisruptionBudget") if p["metadata"]["name"] == name]
+        if sub.queue.replicas > 1:
+            (pdb,) = pdbs
+            assert pdb["spec"]["maxUnavailable"] == 1 and pdb["spec"]["selector"] == term["labelSelector"]
+        else:
+            # A single-node queue gets no PDB: it would block every node drain.
+            assert not pdbs, name
 
 
 # --- Backups and point-in-time recovery -----------------------------------------------------------------------
@@ -110,24 +115,34 @@ def _dependency_names(run, kind, name):
     }
 
 
-def test_prod_archives_wal_and_takes_scheduled_base_backups_through_the_barman_cloud_plugin(prod):
-    for sub in DB_USERS:
-        cluster = prod.object("Cluster", f"{sub}-db", sub)["spec"]
+def test_every_database_archives_wal_and_takes_scheduled_base_backups_when_backup_is_configured(stack_run, stack_plan):
+    backup = stack_plan.config.backup
+    if backup is None:
+        assert not stack_run.objects("ObjectStore") and not stack_run.objects("ScheduledBackup")
+        for sub in databases(stack_plan):
+            assert not stack_run.object("Cluster", f"{sub.name}-db", sub.namespace)["spec"].get("plugins")
+        return
+    for sub in databases(stack_plan):
+        name, ns = f"{sub.name}-db", sub.namespace
+        cluster = stack_run.object("Cluster", name, ns)["spec"]
         assert "backup" not in cluster, "the in-tree barmanObjectStore is deprecated"
         (plugin,) = cluster["plugins"]
         assert plugin["name"] == "barman-cloud.cloudnative-pg.io" and plugin["isWALArchiver"] is True
-        assert plugin["parameters"] == {"barmanObjectName": f"{sub}-db-backup", "serverName": f"{sub}-db"}
-        store = prod.object("ObjectStore", f"{sub}-db-backup", sub)["spec"]
-        assert store["configuration"]["destinationPath"] == "s3://settlement-prod-pg-backups/wal"
-        assert store["configuration"]["s3Credentials"] == {"inheritFromIAMRole": True}
-        assert store["retentionPolicy"] == "30d"
-        assert cluster["serviceAccountTemplate"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
-        scheduled = prod.object("ScheduledBackup", f"{sub}-db-scheduled", sub)["spec"]
-        assert scheduled["cluster"] == {"name": f"{sub}-db"}
+        assert plugin["parameters"] == {"barmanObjectName": f"{name}-backup", "serverName": sub.postgres.server_name}
+        store = stack_run.object("ObjectStore", f"{name}-backup", ns)["spec"]
+        assert store["configuration"]["destinationPath"] == backup.object_store.destination_path
+        if backup.object_store.credentials == "iamRole":
+            assert store["configuration"]["s3Credentials"] == {"inheritFromIAMRole": True}
+        assert store["retentionPolicy"] == backup.retention
+        annotations = backup.object_store.service_account_annotations
+        if annotations:
+            assert cluster["serviceAccountTemplate"]["metadata"]["annotations"] == annotations
+        scheduled = stack_run.object("ScheduledBackup", f"{name}-scheduled", ns)["spec"]
+        assert scheduled["cluster"] == {"name": name}
         assert scheduled["method"] == "plugin" and scheduled["pluginConfiguration"]["name"] == plugin["name"]
         assert scheduled["immediate"] is True
-        deps = _dependency_names(prod, "Cluster", f"{sub}-db")
-        assert ("ObjectStore", f"{sub}-db-backup") in deps
+        deps = _dependency_names(stack_run, "Cluster", name)
+        assert ("ObjectStore", f"{name}-backup") in deps
         assert ("kubernetes:helm.sh/v3:Release", "plugin-barman-cloud") in deps
 
 
@@ -241,34 +256,40 @@ def test_backup_secret_mistakes_are_refused(project, secrets, expected):
     assert "AKIAPLAINTEXT" not in str(failure.value.cause)
 
 
-def test_real_prod_uses_no_static_backup_keys(prod):
-    assert not [s for s in prod.objects("Secret") if s["metadata"]["name"].endswith("-backup-credentials")]
+def test_static_backup_keys_exist_only_when_the_stack_asks_for_them(stack_run, stack_plan):
+    backup = stack_plan.config.backup
+    static = [s for s in stack_run.objects("Secret") if s["metadata"]["name"].endswith("-backup-credentials")]
+    if backup is None or backup.object_store.credentials != "secret":
+        assert not static
+    else:
+        assert len(static) == len(databases(stack_plan))
 
 
 # --- Queue clusters: TLS only -----------------------------------------------------------------------------------
 
 
-def test_queue_clusters_accept_tls_only_with_a_certificate_from_the_internal_ca(stack_run):
+def test_queue_clusters_accept_tls_only_with_a_certificate_from_the_internal_ca(stack_run, stack_plan):
     issuers = {o["metadata"]["name"]: o["spec"] for o in stack_run.objects("ClusterIssuer")}
-    for sub in DB_USERS:
-        cluster = stack_run.object("RabbitmqCluster", f"{sub}-mq", sub)["spec"]
+    for owner in queue_owners(stack_plan):
+        sub, ns = owner.name, owner.namespace
+        cluster = stack_run.object("RabbitmqCluster", f"{sub}-mq", ns)["spec"]
         assert cluster["tls"] == {"secretName": f"{sub}-mq-tls", "disableNonTLSListeners": True}
         assert "tlsv1.1" not in cluster["rabbitmq"]["additionalConfig"]
-        cert = stack_run.object("Certificate", f"{sub}-mq-tls", sub)["spec"]
+        cert = stack_run.object("Certificate", f"{sub}-mq-tls", ns)["spec"]
         assert cert["secretName"] == f"{sub}-mq-tls"
-        assert f"{sub}-mq.{sub}.svc.cluster.local" in cert["dnsNames"]
-        assert f"*.{sub}-mq-nodes.{sub}.svc.cluster.local" in cert["dnsNames"]
+        assert f"{sub}-mq.{ns}.svc.cluster.local" in cert["dnsNames"]
+        assert f"*.{sub}-mq-nodes.{ns}.svc.cluster.local" in cert["dnsNames"]
         assert "ca" in issuers[cert["issuerRef"]["name"]], "signed by the internal CA, not self-signed"
         assert ("Certificate", f"{sub}-mq-tls") in _dependency_names(stack_run, "RabbitmqCluster", f"{sub}-mq")
 
 
-def test_queue_clients_connect_over_amqps_and_trust_only_the_ca_certificate(prod):
-    plan = plan_for_stack("prod")
+def test_queue_clients_connect_over_amqps_and_trust_only_the_ca_certificate(stack_run, stack_plan):
+    plan, prod = stack_plan, stack_run
     for svc in plan.services():
         for creds in amqp_credentials(svc):
             assert creds.uri_template.startswith("amqps://") and ":5671/" in creds.uri_template
             assert creds.static_data == {"tls": "enable"}
-    for ns in ("payment", "business", "risk"):
+    for ns in (sub.namespace for sub in plan.subsystems.values()):
         trust = prod.object("Certificate", "internal-ca-trust", ns)["spec"]
         assert trust["secretName"] == "internal-ca"
     for d in platform_deployments(prod):
@@ -281,7 +302,7 @@ def test_queue_clients_connect_over_amqps_and_trust_only_the_ca_certificate(prod
         assert params["tls"][1] == "tls"
 
 
-def test_queue_credentials_are_mounted_files_never_env_values(stack_run):
+def test_queue_credentials_are_mounted_files_never_env_values(stack_run, stack_plan):
     for d in platform_deployments(stack_run):
         spec = d["spec"]["template"]["spec"]
         container = spec["containers"][0]
@@ -292,8 +313,10 @@ def test_queue_credentials_are_mounted_files_never_env_values(stack_run):
             q_sub = volume["secret"]["secretName"].rsplit("-amqp-", 1)[1]
             assert {i["key"] for i in volume["secret"]["items"]} == {"username", "password", "uri"}
             assert env[f"AMQP_{q_sub.upper()}_URI_FILE"] == f"/etc/settlement/amqp-{q_sub}/uri"
-    risk = stack_run.object("Deployment", "risk-engine", "risk")["spec"]["template"]["spec"]
-    assert {v["secret"]["secretName"] for v in risk["volumes"] if "secret" in v} == {
-        "risk-risk-engine-amqp-payment",
-        "internal-ca",
-    }
+    # Exactly one credentials Secret per queue cluster a service uses (and the CA only when it uses one).
+    for svc in stack_plan.services():
+        spec = stack_run.object("Deployment", svc.name, stack_plan.subsystems[svc.subsystem].namespace)["spec"]
+        mounted = {v["secret"]["secretName"] for v in spec["template"]["spec"]["volumes"] if "secret" in v}
+        amqp = {f"{svc.subsystem}-{svc.name}-amqp-{q}" for q in svc.queue_subsystems}
+        assert {m for m in mounted if "-amqp-" in m} == amqp, f"{svc.subsystem}/{svc.name}"
+        assert ("internal-ca" in mounted) == bool(amqp), f"{svc.subsystem}/{svc.name}"

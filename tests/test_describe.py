@@ -19,22 +19,8 @@ from infra.offline.describe import (
     services_table,
     subsystems_table,
 )
-from infra.stack_config import PROJECT_ROOT, parse_platform_config, plan_for_stack
-
-IMAGE = "registry.example/x@sha256:" + "0" * 64
-
-
-def plan_of(topology: dict, **config):
-    routes = {name: {"page": "chat", "ticket": "chat"} for name in [*topology, "platform"]}
-    values = {
-        "subsystems": topology,
-        "network": {"apiServerCidrs": ["10.0.0.1/32"], "nodeCidrs": ["10.0.16.0/20"]},
-        "gateway": {"hostname": "api.example.com"},
-        "guardrails": {"requireBackups": False},
-        "alerting": {"receivers": {"chat": {"webhook": {"urlSecret": "alertChat"}}}, "routes": routes},
-        **config,
-    }
-    return parse_platform_config(values, frozenset({"alertChat"}))
+from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
+from tests.fixture_config import IMAGE, plan_of
 
 
 def rows(table: str) -> list[list[str]]:
@@ -183,9 +169,9 @@ def topologies(draw):
                     spec["consumes"] = [f"{pick[0]}/{pick[1]}"]
             entry["services"][name] = spec
         topology[sub] = entry
-    for owner, queue in queues:
-        if (owner, queue) not in consumed:  # a queue nobody consumes must say why (infra.topology)
-            topology[owner]["queue"]["queues"][queue] = {"unconsumed": "drawn without a consumer"}
+    for owner, queue in queues:  # a published queue without a consumer must say why (not this test's concern)
+        if (owner, queue) not in consumed:
+            topology[owner]["queue"]["queues"][queue] = {"unconsumed": "no consumer in this generated topology"}
     return topology
 
 
@@ -206,19 +192,18 @@ def test_for_any_topology_the_graph_reads_back_as_the_plan(topology):
 
 def test_describe_cli_prints_the_stack_and_refuses_an_unknown_one():
     run = [sys.executable, "-m", "infra", "describe"]
-    ok = subprocess.run([*run, "dev"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    stack = stack_names()[0]
+    ok = subprocess.run([*run, stack], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.strip() == describe("dev", plan_for_stack("dev"))
-    bad = subprocess.run([*run, "staging"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert ok.stdout.strip() == describe(stack, plan_for_stack(stack))
+    bad = subprocess.run([*run, "no-such-stack"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
 def test_readme_shows_the_current_dev_graph():
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert mermaid_block(plan_for_stack("dev")) in readme, (
-        "README's service graph is stale; replace it with the output of:\n"
-        "  .venv/bin/python -c 'from infra.offline.describe import mermaid_block; "
-        'from infra.stack_config import plan_for_stack; print(mermaid_block(plan_for_stack("dev")))\''
+        "README's service graph is stale; `make golden` rewrites it (with the golden files)"
     )
 
 

@@ -8,6 +8,7 @@ from infra.chart_values import host_agent_namespaces
 from infra.offline import schemas
 from infra.offline.mocks import ProgramRun
 from infra.stack_config import plan_for_stack
+from tests.conftest import STACKS_DIR
 
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 ENFORCE = "pod-security.kubernetes.io/enforce"
@@ -45,7 +46,9 @@ def test_every_object_lands_in_a_namespace_the_platform_creates(stack_run):
 
 
 def host_agents(run: ProgramRun) -> dict[str, str]:
-    return host_agent_namespaces(plan_for_stack(run.stack).config.infrastructure.operators.monitoring.namespace)
+    return host_agent_namespaces(
+        plan_for_stack(run.stack, STACKS_DIR).config.infrastructure.operators.monitoring.namespace
+    )
 
 
 def test_every_pod_outside_the_listed_host_agent_namespaces_meets_restricted(stack_run):
@@ -76,7 +79,7 @@ def test_only_listed_host_agents_run_below_restricted(stack_run):
 
 
 def test_every_builtin_object_passes_strict_kubernetes_schema(stack_run):
-    version = plan_for_stack(stack_run.stack).config.kubernetes_version
+    version = plan_for_stack(stack_run.stack, STACKS_DIR).config.kubernetes_version
     failures = {
         f"{o['kind']} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}": errors
         for o in stack_run.all_objects()

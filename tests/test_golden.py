@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 from infra.offline import golden
+from tests.conftest import STACKS_DIR
 
 
 def test_stack_matches_its_golden_subset(stack_run):
-    expected = json.loads(golden.path(stack_run.stack).read_text())
+    # The golden files of the project under test (tests/test_any_topology.py writes a changed copy's).
+    expected = json.loads((STACKS_DIR / golden.path(stack_run.stack).relative_to(golden.PROJECT_ROOT)).read_text())
     actual = json.loads(json.dumps(golden.subset(stack_run)))
     for section in sorted(expected.keys() | actual.keys()):
         assert actual.get(section) == expected.get(section), (
@@ -17,19 +19,29 @@ def test_stack_matches_its_golden_subset(stack_run):
         )
 
 
-def test_golden_subsets_carry_the_facts_that_matter(prod):
-    data = golden.subset(prod)
-    assert data["databases"]["payment/payment-db"] == {
-        "instances": 3,
-        "synchronous": {"method": "any", "number": 1, "dataDurability": "required"},
-        "backup": True,
-        "protect": True,
-    }
-    assert data["deployments"]["payment/payment-api"]["scaling"] == ["hpa", 3, 6]
-    # 7 platform workloads and the two RabbitMQ operators from their release manifests.
-    assert data["resource_counts"]["kubernetes:apps/v1:Deployment"] == 9
-    assert data["manifests"] == [
-        "https://github.com/rabbitmq/cluster-operator/releases/download/v2.22.3/cluster-operator.yml",
-        "https://github.com/rabbitmq/messaging-topology-operator/releases/download/v1.20.1/"
-        "messaging-topology-operator-with-certmanager.yaml",
-    ]
+def test_golden_subsets_carry_the_facts_that_matter(stack_run, stack_plan):
+    """The subset records, per stack, what the plan decides: data-cluster sizes, synchronous replication, backups and
+    protection, each service's autoscaler and bounds, and the release manifests the operators come from."""
+    data = golden.subset(stack_run)
+    config = stack_plan.config
+    protect = config.guardrails.protect_stateful_resources
+    for sub in stack_plan.subsystems.values():
+        if sub.postgres:
+            replicated = sub.postgres.synchronous and sub.postgres.instances > 1
+            assert data["databases"][f"{sub.namespace}/{sub.name}-db"] == {
+                "instances": sub.postgres.instances,
+                "synchronous": {"method": "any", "number": 1, "dataDurability": "required"} if replicated else None,
+                "backup": config.backup is not None,
+                "protect": protect,
+            }
+        if sub.queue:
+            assert data["queues"][f"{sub.namespace}/{sub.name}-mq"]["protect"] == protect
+        for svc in sub.services.values():
+            kind = "keda" if svc.consumes else "hpa"
+            scaling = [kind, svc.min_replicas, svc.max_replicas]
+            assert data["deployments"][f"{sub.namespace}/{svc.name}"]["scaling"] == scaling
+    operators = config.infrastructure.operators
+    releases = [operators.rabbitmq_cluster_operator, operators.rabbitmq_topology_operator]
+    assert data["manifests"] == sorted(f"{r.repository}/releases/download/{r.tag}/{r.asset}" for r in releases)
+    # The platform's workloads and the two RabbitMQ operators from their release manifests.
+    assert data["resource_counts"]["kubernetes:apps/v1:Deployment"] == len(stack_plan.services()) + len(releases)

@@ -17,8 +17,8 @@ from infra.config import alert_secret_keys
 from infra.dashboards import dashboards, panels
 from infra.metrics import CONTRACT, metric_names
 from infra.offline.mocks import ProgramFailed
-from infra.stack_config import plan_for_stack, stack_names
-from tests.conftest import platform_deployments
+from tests.conftest import STACKS, platform_deployments
+from tests.fixture_config import SMALL_TOPOLOGY, plan_of
 
 PROMTOOL = shutil.which("promtool") or "promtool"
 AMTOOL = shutil.which("amtool") or "amtool"
@@ -32,9 +32,14 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture(scope="module", params=stack_names())
-def plan(request):
-    return plan_for_stack(request.param)
+@pytest.fixture(params=STACKS)
+def plan(request, plans):
+    """Each real stack's plan, for properties that need no render."""
+    return plans[request.param]
+
+
+# Alert and dashboard behaviour is shown on a small fixture config (with backups, so every alert family exists).
+SMALL = plan_of(SMALL_TOPOLOGY, backup={"objectStore": {"destinationPath": "s3://backups/wal"}})
 
 
 # --- Scrape targets -----------------------------------------------------------------------------------------
@@ -68,9 +73,9 @@ def test_every_workload_database_and_queue_has_a_scrape_target(stack_run):
         assert "prometheus.return_per_object_metrics = true" in q["spec"]["rabbitmq"]["additionalConfig"]
 
 
-def test_prometheus_picks_up_the_platforms_monitors_and_keeps_configured_retention(stack_run):
+def test_prometheus_picks_up_the_platforms_monitors_and_keeps_configured_retention(stack_run, stack_plan):
     """What the chart renders for the operator (not the values we pass): the Prometheus and Alertmanager CRs."""
-    monitoring = plan_for_stack(stack_run.stack).config.monitoring
+    monitoring = stack_plan.config.monitoring
     (prometheus,) = [o for o in stack_run.all_objects() if o["kind"] == "Prometheus"]
     spec = prometheus["spec"]
     assert spec["retention"] == monitoring.retention
@@ -154,17 +159,17 @@ def _expected(plan, alert, series_labels, value="", service=None, severity=None)
     }
 
 
-PAY = {"namespace": "payment", "service": "payment-api"}
+PAY = {"namespace": "shop", "service": "api"}  # SMALL's critical API
 
 
 def scenarios(plan) -> list[dict]:
     """promtool unit tests: each alert family firing on synthetic series, and silent on healthy ones."""
-    db = {"namespace": "payment", "pod": "payment-db-1"}
-    q = {"namespace": "payment", "queue": "payment-events", "vhost": "payment"}
-    dlq = {**q, "queue": "payment-events-dlq"}
-    hpa = {"namespace": "payment", "horizontalpodautoscaler": "payment-api"}
+    db = {"namespace": "shop", "pod": "shop-db-1"}
+    q = {"namespace": "shop", "queue": "orders", "vhost": "shop"}
+    dlq = {**q, "queue": "orders-dlq"}
+    hpa = {"namespace": "shop", "horizontalpodautoscaler": "api"}
     cert = {"namespace": "cert-manager", "name": "gateway-tls"}
-    restarts = {"namespace": "payment", "pod": "payment-api-1", "container": "app"}
+    restarts = {"namespace": "shop", "pod": "api-1", "container": "app"}
 
     def series(name, labels, values):
         inner = ", ".join(f'{k}="{v}"' for k, v in labels.items())
@@ -188,8 +193,8 @@ def scenarios(plan) -> list[dict]:
             "ServiceAvailabilityBudgetBurn",
             "80m",
             [
-                _expected(plan, "ServiceAvailabilityBudgetBurn", PAY, service="payment-api", severity="page"),
-                _expected(plan, "ServiceAvailabilityBudgetBurn", PAY, service="payment-api", severity="ticket"),
+                _expected(plan, "ServiceAvailabilityBudgetBurn", PAY, service="api", severity="page"),
+                _expected(plan, "ServiceAvailabilityBudgetBurn", PAY, service="api", severity="ticket"),
             ],
         ),
         # ... and 1 error in 100,000 does not.
@@ -207,8 +212,8 @@ def scenarios(plan) -> list[dict]:
             "ServiceLatencyBudgetBurn",
             "80m",
             [
-                _expected(plan, "ServiceLatencyBudgetBurn", PAY, service="payment-api", severity="page"),
-                _expected(plan, "ServiceLatencyBudgetBurn", PAY, service="payment-api", severity="ticket"),
+                _expected(plan, "ServiceLatencyBudgetBurn", PAY, service="api", severity="page"),
+                _expected(plan, "ServiceLatencyBudgetBurn", PAY, service="api", severity="ticket"),
             ],
         ),
         case(
@@ -353,7 +358,7 @@ def scenarios(plan) -> list[dict]:
 
 
 def test_promtool_unit_tests_cover_every_alert_family(tmp_path):
-    plan = plan_for_stack("prod")
+    plan = SMALL
     _write_rules(tmp_path, plan)
     tests = scenarios(plan)
     covered = {t["alert_rule_test"][0]["alertname"] for t in tests}
@@ -368,7 +373,7 @@ def test_promtool_unit_tests_cover_every_alert_family(tmp_path):
 
 def test_promtool_unit_tests_can_fail(tmp_path):
     """A scenario expecting silence where the alert fires must make promtool fail (the harness is not blind)."""
-    plan = plan_for_stack("prod")
+    plan = SMALL
     _write_rules(tmp_path, plan)
     wrong = scenarios(plan)[4]  # PostgresInstanceDown, firing
     wrong["alert_rule_test"][0]["exp_alerts"] = []
@@ -392,40 +397,39 @@ def test_amtool_accepts_the_generated_configuration(tmp_path, plan):
     assert "SUCCESS" in result.stdout
 
 
-@pytest.mark.parametrize(
-    ("labels", "receiver"),
-    [
-        (["namespace=payment", "severity=page"], "oncall-pager"),
-        (["namespace=payment", "severity=ticket"], "payments-team"),
-        (["namespace=risk", "severity=ticket"], "payments-team"),
-        (["namespace=business", "severity=ticket"], "settlement-team"),
-        (["namespace=business", "severity=page"], "oncall-pager"),
-        (["namespace=cert-manager", "severity=ticket"], "platform-chat"),
-        (["namespace=monitoring", "severity=page"], "oncall-pager"),
-    ],
-)
-def test_alerts_route_by_subsystem_and_severity(tmp_path, labels, receiver):
-    config = _alertmanager_file(tmp_path, plan_for_stack("prod"))
-    result = run(AMTOOL, "config", "routes", "test", f"--config.file={config}", *labels)
-    assert result.stdout.strip() == receiver, result.stdout + result.stderr
+def test_alerts_route_by_subsystem_and_severity(tmp_path, plan):
+    """Each subsystem's alerts (by namespace) reach the receivers its route names; the shared infrastructure's
+    (operators, monitoring) reach the `platform` route's."""
+    config = _alertmanager_file(tmp_path, plan)
+    routes = plan.config.alerting.routes
+    cases = [(sub.namespace, routes[sub.name]) for sub in plan.subsystems.values()]
+    operators = plan.config.infrastructure.operators
+    cases += [(ns, routes["platform"]) for ns in (operators.cert_manager.namespace, operators.monitoring.namespace)]
+    for namespace, route in cases:
+        for severity in ("page", "ticket"):
+            labels = [f"namespace={namespace}", f"severity={severity}"]
+            result = run(AMTOOL, "config", "routes", "test", f"--config.file={config}", *labels)
+            assert result.stdout.strip() == getattr(route, severity), (labels, result.stdout + result.stderr)
 
 
-def test_pages_inhibit_tickets_and_receivers_use_secrets():
-    plan = plan_for_stack("prod")
+def test_pages_inhibit_tickets_and_receivers_use_secrets(plan):
     config = alertmanager_config(plan, dict.fromkeys(alert_secret_keys(plan.config), "S3CR3T"))
     assert config["inhibit_rules"][0]["source_matchers"] == ['severity="page"']
-    pager = next(r for r in config["receivers"] if r["name"] == "oncall-pager")
-    assert pager["pagerduty_configs"][0]["routing_key"] == "S3CR3T"
-    email = next(r for r in config["receivers"] if r["name"] == "payments-team")["email_configs"][0]
-    assert email["auth_password"] == "S3CR3T" and email["require_tls"] is True
+    generated = {r["name"]: r for r in config["receivers"]}
+    for name, receiver in plan.config.alerting.receivers.items():
+        if receiver.pager is not None:
+            assert generated[name]["pagerduty_configs"][0]["routing_key"] == "S3CR3T"
+        if receiver.email is not None:
+            email = generated[name]["email_configs"][0]
+            assert email["auth_password"] == "S3CR3T" and email["require_tls"] is True
 
 
-def test_the_deployed_alertmanager_configuration_stays_secret(prod, tmp_path):
+def test_the_deployed_alertmanager_configuration_stays_secret(stack_run, tmp_path):
     from infra.offline import render
 
-    secret = prod.object("Secret", "alertmanager-settlement", "monitoring")
+    secret = stack_run.object("Secret", "alertmanager-settlement", "monitoring")
     assert secret["stringData"] == {"alertmanager.yaml": "[secret]"}
-    render.write(prod, tmp_path)
+    render.write(stack_run, tmp_path)
     assert "routing_key" not in (tmp_path / "resources.json").read_text()
 
 
@@ -452,26 +456,27 @@ def test_alerting_mistakes_are_refused(project, mutate, expected):
 # --- Dashboards ---------------------------------------------------------------------------------------------
 
 
-def test_one_dashboard_per_subsystem_provisioned_through_the_sidecar(stack_run, plan):
+def test_one_dashboard_per_subsystem_provisioned_through_the_sidecar(stack_run, stack_plan):
     maps = {
         c["metadata"]["name"]: c for c in stack_run.objects("ConfigMap") if c["metadata"]["namespace"] == "monitoring"
     }
-    for name in plan.subsystems:
+    assert {n for n in maps if n.startswith("dashboard-")} == {f"dashboard-{name}" for name in stack_plan.subsystems}
+    for name in stack_plan.subsystems:
         config_map = maps[f"dashboard-{name}"]
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert f"{name}.json" in config_map["data"]
 
 
-def test_dashboards_show_traffic_errors_latency_and_data_health(plan):
-    boards = dashboards(plan)
-    payment = boards["payment.json"]
+def test_dashboards_show_traffic_errors_latency_and_data_health():
+    boards = dashboards(SMALL)
+    payment = boards["shop.json"]
     titles = [p["title"] for p in payment["panels"]]
     assert titles[:3] == ["Requests per second", "Error ratio (5xx)", "Latency p99"]
     assert {"PostgreSQL up", "Replication lag", "Ready messages", "Dead-lettered messages"} <= set(titles)
-    risk_titles = {p["title"] for p in boards["risk.json"]["panels"]}
-    assert "Replication lag" not in risk_titles, "risk owns no database"
+    audit_titles = {p["title"] for p in boards["audit.json"]["panels"]}
+    assert "Replication lag" not in audit_titles, "audit owns no database"
     positions = [(p["gridPos"]["x"], p["gridPos"]["y"]) for p in payment["panels"]]
     assert len(positions) == len(set(positions)), "panels must not overlap"
     for panel in payment["panels"]:
         for target in panel["targets"]:
-            assert 'namespace="payment"' in target["expr"]
+            assert 'namespace="shop"' in target["expr"]

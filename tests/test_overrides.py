@@ -11,7 +11,7 @@ import yaml
 from infra.errors import ConfigError
 from infra.offline.mocks import ProgramFailed
 from infra.overrides import merge_patch, patched_paths
-from infra.stack_config import PROJECT_ROOT, parse_platform_config, plan_for_stack
+from infra.stack_config import PROJECT_ROOT, parse_platform_config, plan_for_stack, stack_names
 
 # RFC 7386, Appendix A: (target, patch, result), verbatim.
 RFC_7386_APPENDIX_A = [
@@ -206,11 +206,15 @@ def _hpa_max(run, name: str) -> int:
 
 
 def test_a_stack_override_changes_one_service_in_the_render(project, prod):
-    project.set_stack_key("prod", "overrides", PROD_OVERRIDES)
+    plan = plan_for_stack("prod")
+    api, *others = [svc for svc in plan.services() if not svc.consumes]  # services with an HPA
+    raised = api.max_replicas + 1 if api.max_replicas < 100 else api.max_replicas - 1
+    patch = {api.subsystem: {"services": {api.name: {"replicas": {"max": raised}}}}}
+    project.set_stack_key("prod", "overrides", merge_patch(plan.config.overrides, patch))
     run = project.render("prod")
-    assert _hpa_max(run, "payment-api") == 12
-    assert _hpa_max(prod, "payment-api") != 12
-    assert _hpa_max(run, "settlement-api") == _hpa_max(prod, "settlement-api")
+    assert _hpa_max(run, api.name) == raised != _hpa_max(prod, api.name)
+    for other in others:
+        assert _hpa_max(run, other.name) == _hpa_max(prod, other.name)
     assert len(run.registrations) == len(prod.registrations)
 
 
@@ -239,10 +243,15 @@ def test_a_refused_override_registers_nothing(project):
     )
 
 
-def test_the_committed_stacks_use_overrides_only_where_a_service_differs():
-    """Today no service differs between dev and prod; the stacks must not carry an empty or no-op patch."""
-    for stack in ("dev", "prod"):
-        assert plan_for_stack(stack).config.overrides == {}
+def test_the_committed_stacks_use_overrides_only_where_a_service_differs(project):
+    """A stack carries no empty or no-op patch: each committed override changes its stack's plan."""
+    for stack in stack_names():
+        plan = plan_for_stack(stack)
+        if "settlement-platform:overrides" not in project.load(f"Pulumi.{stack}.yaml")["config"]:
+            continue
+        assert plan.config.overrides, f"Pulumi.{stack}.yaml: empty overrides"
+        project.set_stack_key(stack, "overrides", {})
+        assert plan_for_stack(stack, project.root).subsystems != plan.subsystems, f"Pulumi.{stack}.yaml: no-op patch"
 
 
 def test_the_readme_example_applies_to_prod_as_described(project):

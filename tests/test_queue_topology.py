@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 
 from components.queue_topology import QueueUser, access, exact, granted, permissions
 from infra.platform import queue_users
-from infra.stack_config import plan_for_stack
-
-OWNERS = {
-    "payment": {"payment-events", "risk-warnings"},
-    "business": {"settlement-requests", "clearing-batches", "report-requests"},
-}
+from infra.topology import PlatformPlan
+from tests.fixture_config import IMAGE, plan_of
 
 
-plan_for = plan_for_stack
+def owners(plan: PlatformPlan) -> dict[str, dict]:
+    """Queue-cluster owner (its namespace and vhost are the subsystem's name) -> its declared queues."""
+    return {sub.name: sub.queue.queues for sub in plan.subsystems.values() if sub.queue}
 
 
 def in_vhost(run, kind, owner):
     return [o for o in run.objects(kind) if o["metadata"]["namespace"] == owner]
 
 
-def test_every_declared_queue_is_a_quorum_queue_with_dead_lettering(stack_run):
-    for owner, queues in OWNERS.items():
+def test_every_declared_queue_is_a_quorum_queue_with_dead_lettering(stack_run, stack_plan):
+    for owner, declared in owners(stack_plan).items():
+        queues = set(declared)
         assert stack_run.object("Vhost", owner, owner)["spec"]["defaultQueueType"] == "quorum"
         by_name = {q["spec"]["name"]: q["spec"] for q in in_vhost(stack_run, "Queue", owner)}
         assert set(by_name) == queues | {f"{q}-dlq" for q in queues}
@@ -35,7 +32,7 @@ def test_every_declared_queue_is_a_quorum_queue_with_dead_lettering(stack_run):
         for queue in queues:
             spec = by_name[queue]
             assert spec["type"] == "quorum" and spec["durable"] is True and spec["vhost"] == owner
-            assert spec["arguments"]["x-delivery-limit"] == 5
+            assert spec["arguments"]["x-delivery-limit"] == declared[queue].delivery_limit
             assert spec["arguments"]["x-dead-letter-exchange"] == "dead-letter"
             assert spec["arguments"]["x-dead-letter-routing-key"] == queue
             assert (queue, queue, queue) in bindings
@@ -50,9 +47,11 @@ def test_delivery_limit_comes_from_config(project):
     assert queue["spec"]["arguments"]["x-delivery-limit"] == 2
 
 
-def test_queues_survive_their_objects_in_prod_only(prod, dev):
-    assert {q["spec"]["deletionPolicy"] for q in prod.objects("Queue")} == {"retain"}
-    assert {q["spec"]["deletionPolicy"] for q in dev.objects("Queue")} == {"delete"}
+def test_queues_survive_their_objects_when_stateful_resources_are_protected(stack_run, stack_plan):
+    want = "retain" if stack_plan.config.guardrails.protect_stateful_resources else "delete"
+    queues = stack_run.objects("Queue")
+    assert len(queues) == 2 * sum(len(q) for q in owners(stack_plan).values())  # each with its dead-letter queue
+    assert {q["spec"]["deletionPolicy"] for q in queues} <= {want}
 
 
 def _grants(run, owner):
@@ -64,9 +63,9 @@ def _grants(run, owner):
     }
 
 
-def test_no_user_can_read_or_write_beyond_what_its_service_declares(stack_run):
-    plan = plan_for(stack_run.stack)
-    for owner in OWNERS:
+def test_no_user_can_read_or_write_beyond_what_its_service_declares(stack_run, stack_plan):
+    plan = stack_plan
+    for owner in owners(plan):
         grants = _grants(stack_run, owner)
         expected = {
             f"{svc.subsystem}-{svc.name}": (
@@ -83,17 +82,13 @@ def test_no_user_can_read_or_write_beyond_what_its_service_declares(stack_run):
             assert grants[user].configurable == set(), user
 
 
-def test_risk_engine_reads_payment_events_and_writes_only_risk_warnings(prod):
-    grant = _grants(prod, "payment")["risk-risk-engine"]
-    assert grant.readable == {"payment-events"} and grant.writable == {"risk-warnings"}
-
-
-@pytest.mark.parametrize("widen", [{"write": ".*"}, {"read": "payment"}, {"configure": ".*"}])
-def test_the_check_catches_a_widened_permission(prod, widen):
-    permission = copy.deepcopy(prod.object("Permission", "payment-payment-api", "payment")["spec"]["permissions"])
-    before = access(permission, ["payment-events", "risk-warnings"], ["payment-events", "risk-warnings"])
+@pytest.mark.parametrize("widen", [{"write": ".*"}, {"read": "events"}, {"configure": ".*"}])
+def test_the_check_catches_a_widened_permission(widen):
+    permission = permissions(QueueUser("s", publishes=("events",), consumes=("warnings",)))
+    before = access(permission, ["events", "warnings"], ["events", "warnings"])
+    assert before.writable == {"events"} and before.readable == {"warnings"}
     permission.update(widen)
-    after = access(permission, ["payment-events", "risk-warnings"], ["payment-events", "risk-warnings"])
+    after = access(permission, ["events", "warnings"], ["events", "warnings"])
     assert after != before
 
 
@@ -103,29 +98,38 @@ def test_permission_regexes_are_exact():
     assert permissions(QueueUser("s", publishes=("x",))) == {"configure": "^$", "write": "^(x)$", "read": "^$"}
 
 
-def test_each_user_imports_generated_credentials_kept_as_secrets(stack_run):
-    for owner in OWNERS:
+def test_each_user_imports_generated_credentials_kept_as_secrets(stack_run, stack_plan):
+    for owner in owners(stack_plan):
         secrets = {s["metadata"]["name"]: s for s in in_vhost(stack_run, "Secret", owner)}
         for user in in_vhost(stack_run, "User", owner):
             name = user["spec"]["importCredentialsSecret"]["name"]
             assert name in secrets, f"{name} must exist beside the User in {owner}"
             assert set(secrets[name]["stringData"].values()) == {"[secret]"}
-    imported = {u["spec"]["importCredentialsSecret"]["name"] for u in stack_run.objects("User")}
-    passwords = [
-        r
-        for r in stack_run.of_type("random:index/randomPassword:RandomPassword")
-        if r.parent.endswith(tuple(f"-{name}" for name in imported))
-    ]
-    generators = {p.parent for p in passwords}
-    # One generated identity per service and queue cluster it uses.
-    assert len(generators) == len(stack_run.objects("User")) == len(imported)
+    passwords = [p for p in stack_run.of_type("random:index/randomPassword:RandomPassword") if "-amqp-" in p.name]
+    # One identity per service and queue cluster it uses.
+    identities = sum(len(svc.queue_subsystems) for svc in stack_plan.services())
+    assert len(passwords) == len(stack_run.objects("User")) == identities
     assert all(p.inputs["length"] >= 32 for p in passwords)
 
 
 def test_queue_users_derive_from_the_service_graph():
-    users = queue_users(plan_for("prod"), "payment")
+    plan = plan_of(
+        {
+            "shop": {
+                "queue": {"queues": {"orders": {}, "alerts": {}}},
+                "services": {
+                    "api": {"image": IMAGE, "publishes": ["orders"]},
+                    "alerter": {"image": IMAGE, "consumes": ["alerts"]},
+                },
+            },
+            "audit": {
+                "services": {"engine": {"image": IMAGE, "consumes": ["shop/orders"], "publishes": ["shop/alerts"]}}
+            },
+        }
+    )
+    users = queue_users(plan, "shop")
     assert {k: (u.publishes, u.consumes) for k, (_, u) in users.items()} == {
-        "payment-payment-api": (("payment-events",), ()),
-        "payment-risk-warning-handler": ((), ("risk-warnings",)),
-        "risk-risk-engine": (("risk-warnings",), ("payment-events",)),
+        "shop-api": (("orders",), ()),
+        "shop-alerter": ((), ("alerts",)),
+        "audit-engine": (("alerts",), ("orders",)),
     }

@@ -12,7 +12,14 @@ import yaml
 
 from infra.offline import render
 from infra.offline.mocks import SECRET_MARKER, run_program
-from infra.stack_config import PROJECT_ROOT, SECRET_PLACEHOLDER, StackConfig, read_stack_files
+from infra.stack_config import (
+    PROJECT_ROOT,
+    SECRET_PLACEHOLDER,
+    StackConfig,
+    plan_for_stack,
+    read_stack_files,
+    stack_names,
+)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -22,13 +29,19 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_render_writes_every_object_and_every_resource(tmp_path):
-    result = run_cli("render", "prod", "--out", str(tmp_path))
+    stack = stack_names()[0]
+    plan = plan_for_stack(stack)
+    result = run_cli("render", stack, "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     files = sorted(p.relative_to(tmp_path / "manifests").as_posix() for p in (tmp_path / "manifests").rglob("*.yaml"))
-    assert "payment/deployment-payment-api.yaml" in files
-    assert "_cluster/namespace-payment.yaml" in files
-    assert "business/cluster-business-db.yaml" in files
-    deployment = yaml.safe_load((tmp_path / "manifests/payment/deployment-payment-api.yaml").read_text())
+    for sub in plan.subsystems.values():
+        assert f"_cluster/namespace-{sub.namespace}.yaml" in files
+        assert {f"{sub.namespace}/deployment-{svc}.yaml" for svc in sub.services} <= set(files)
+        if sub.postgres:
+            assert f"{sub.namespace}/cluster-{sub.name}-db.yaml" in files
+    svc = plan.services()[0]
+    path = f"manifests/{plan.subsystems[svc.subsystem].namespace}/deployment-{svc.name}.yaml"
+    deployment = yaml.safe_load((tmp_path / path).read_text())
     assert list(deployment)[:4] == ["apiVersion", "kind", "metadata", "spec"]
     assert type(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]) is int
     assert type(deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]) is int
@@ -46,7 +59,8 @@ def test_render_writes_every_object_and_every_resource(tmp_path):
 
 
 def test_render_is_deterministic(tmp_path):
-    first, second = render.render_stack("dev"), render.render_stack("dev")
+    stack = stack_names()[0]
+    first, second = render.render_stack(stack), render.render_stack(stack)
     render.write(first, tmp_path / "a")
     render.write(second, tmp_path / "b")
     assert (tmp_path / "a/resources.json").read_text() == (tmp_path / "b/resources.json").read_text()
@@ -66,9 +80,10 @@ def test_bad_config_exits_non_zero_with_the_field_named_and_no_traceback(tmp_pat
 
 
 def test_unknown_stack_is_named(tmp_path):
-    result = run_cli("render", "staging", "--out", str(tmp_path))
+    result = run_cli("render", "no-such-stack", "--out", str(tmp_path))
     assert result.returncode == 2
-    assert "'staging' has no Pulumi.staging.yaml (stacks: dev, prod)" in result.stderr
+    stacks = ", ".join(stack_names())
+    assert f"'no-such-stack' has no Pulumi.no-such-stack.yaml (stacks: {stacks})" in result.stderr
 
 
 def test_secure_values_become_placeholders_and_secret_keys(tmp_path):

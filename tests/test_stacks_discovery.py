@@ -14,7 +14,7 @@ import yaml
 from infra.offline import cli, golden, policy_config
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
 from policy import rules
-from tests.conftest import STACKS
+from tests.conftest import STACKS, STACKS_DIR
 
 WORKFLOWS = PROJECT_ROOT / ".github" / "workflows"
 
@@ -35,7 +35,7 @@ def stack_project(tmp_path, *stacks: str):
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "Pulumi.yaml").write_text((PROJECT_ROOT / "Pulumi.yaml").read_text())
     for stack in stacks:
-        (tmp_path / f"Pulumi.{stack}.yaml").write_text((PROJECT_ROOT / "Pulumi.dev.yaml").read_text())
+        (tmp_path / f"Pulumi.{stack}.yaml").write_text((PROJECT_ROOT / f"Pulumi.{stack_names()[0]}.yaml").read_text())
     return tmp_path
 
 
@@ -43,7 +43,7 @@ def test_stacks_are_the_stack_files(tmp_path):
     project = stack_project(tmp_path, "qa", "dev", "staging")
     (project / "Pulumi.yaml.bak").write_text("")
     assert stack_names(project) == ["dev", "qa", "staging"]
-    assert list(STACKS) == stack_names() and "dev" in STACKS and "prod" in STACKS
+    assert list(STACKS) == stack_names(STACKS_DIR) and STACKS
 
 
 def test_a_new_stack_file_is_a_stack_every_tool_accepts(tmp_path):
@@ -52,15 +52,16 @@ def test_a_new_stack_file_is_a_stack_every_tool_accepts(tmp_path):
 
 
 def test_golden_of_an_unknown_stack_is_one_line_and_exit_2():
-    result = run_cli("golden", "staging")
+    result = run_cli("golden", "no-such-stack")
     assert result.returncode == 2
-    assert result.stderr.strip() == "stack 'staging' has no Pulumi.staging.yaml (stacks: dev, prod)"
+    stacks = ", ".join(stack_names())
+    assert result.stderr.strip() == f"stack 'no-such-stack' has no Pulumi.no-such-stack.yaml (stacks: {stacks})"
 
 
 def test_an_unknown_stack_among_known_ones_is_refused_before_anything_is_written(monkeypatch):
     written = []
     monkeypatch.setattr(golden, "write", lambda stack, run: written.append(stack))
-    assert cli.main(["golden", "dev", "staging", "--write"]) == 2
+    assert cli.main(["golden", stack_names()[0], "no-such-stack", "--write"]) == 2
     assert written == []
 
 
@@ -126,10 +127,11 @@ def test_a_relaxed_guardrail_disables_exactly_its_rule(project):
 
 def test_a_stale_policy_config_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(policy_config, "path", lambda stack: tmp_path / f"config.{stack}.json")
-    (tmp_path / "config.dev.json").write_text("{}\n")
-    assert cli.main(["policy-config", "dev"]) == 1
-    assert cli.main(["policy-config", "dev", "--write"]) == 0
-    assert cli.main(["policy-config", "dev"]) == 0
+    stack = stack_names()[0]
+    (tmp_path / f"config.{stack}.json").write_text('{"stale": true}\n')
+    assert cli.main(["policy-config", stack]) == 1
+    assert cli.main(["policy-config", stack, "--write"]) == 0
+    assert cli.main(["policy-config", stack]) == 0
 
 
 # --- Workflows ----------------------------------------------------------------------------------------------

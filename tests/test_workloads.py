@@ -11,8 +11,6 @@ from components.sizing import parse_quantity
 from infra.offline.mocks import ProgramRun
 from tests.conftest import platform_deployments
 
-APP_NAMESPACES = ("payment", "business", "risk")
-
 
 def deployments(run: ProgramRun) -> list[dict]:
     return platform_deployments(run)
@@ -33,9 +31,9 @@ def registration(run: ProgramRun, kind: str, name: str):
 # --- Pod Security "restricted" ------------------------------------------------------------------------------
 
 
-def test_every_pod_template_meets_restricted(stack_run):
+def test_every_pod_template_meets_restricted(stack_run, stack_plan):
     templates = deployments(stack_run)
-    assert len(templates) == 7
+    assert len(templates) == len(stack_plan.services())
     failures = {d["metadata"]["name"]: v for d in templates if (v := restricted_violations(pod(d)))}
     assert not failures
 
@@ -99,12 +97,12 @@ def test_each_restricted_rule_fires(rule):
     assert restricted_violations(_break(path, value)), f"{rule} was not caught"
 
 
-def test_app_namespaces_enforce_audit_and_warn_restricted_at_a_pinned_version(stack_run):
-    for name in APP_NAMESPACES:
-        labels = stack_run.object("Namespace", name)["metadata"]["labels"]
+def test_app_namespaces_enforce_audit_and_warn_restricted_at_a_pinned_version(stack_run, stack_plan):
+    for sub in stack_plan.subsystems.values():
+        labels = stack_run.object("Namespace", sub.namespace)["metadata"]["labels"]
         for mode in ("enforce", "audit", "warn"):
             assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
-            assert labels[f"pod-security.kubernetes.io/{mode}-version"] == "v1.33"
+            assert labels[f"pod-security.kubernetes.io/{mode}-version"] == f"v{stack_plan.config.kubernetes_version}"
 
 
 def test_one_service_account_per_workload_without_a_token(stack_run):
@@ -116,13 +114,13 @@ def test_one_service_account_per_workload_without_a_token(stack_run):
         assert pod(d)["automountServiceAccountToken"] is False
 
 
-def test_a_token_is_mounted_only_when_config_asks(project):
-    topology = project.topology()
-    topology["risk"]["services"]["risk-engine"]["mountServiceAccountToken"] = True
-    project.set_topology(topology)
-    run = project.render("dev")
-    assert pod(run.object("Deployment", "risk-engine"))["automountServiceAccountToken"] is True
-    assert pod(run.object("Deployment", "payment-api"))["automountServiceAccountToken"] is False
+def test_a_token_is_mounted_only_when_config_asks(small_project):
+    topology = small_project.topology()
+    topology["audit"]["services"]["engine"]["mountServiceAccountToken"] = True
+    small_project.set_topology(topology)
+    run = small_project.render("dev")
+    assert pod(run.object("Deployment", "engine"))["automountServiceAccountToken"] is True
+    assert pod(run.object("Deployment", "api"))["automountServiceAccountToken"] is False
 
 
 # --- Health and shutdown ------------------------------------------------------------------------------------
@@ -136,11 +134,11 @@ def test_probes_exist_and_readiness_differs_from_liveness(stack_run):
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
-def test_probe_paths_come_from_config(project):
-    topology = project.topology()
-    topology["payment"]["services"]["payment-api"]["probes"] = {"readinessPath": "/health/ready"}
-    project.set_topology(topology)
-    c = container(project.render("dev").object("Deployment", "payment-api"))
+def test_probe_paths_come_from_config(small_project):
+    topology = small_project.topology()
+    topology["shop"]["services"]["api"]["probes"] = {"readinessPath": "/health/ready"}
+    small_project.set_topology(topology)
+    c = container(small_project.render("dev").object("Deployment", "api"))
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
 
@@ -165,8 +163,8 @@ def _max_pods(run: ProgramRun, d: dict) -> int:
     return d["spec"]["replicas"]
 
 
-def test_quota_covers_every_workload_and_data_pod_at_max_scale(stack_run):
-    for ns in APP_NAMESPACES:
+def test_quota_covers_every_workload_and_data_pod_at_max_scale(stack_run, stack_plan):
+    for ns in (sub.namespace for sub in stack_plan.subsystems.values()):
         hard = stack_run.object("ResourceQuota", "compute", ns)["spec"]["hard"]
         need_cpu = need_mem = 0.0
         pods = 0
@@ -221,18 +219,23 @@ def test_api_services_get_an_hpa_and_consumers_a_keda_scaled_object(stack_run):
             assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
 
 
-def test_consumers_scale_on_the_queues_they_consume(prod):
-    triggers = prod.object("ScaledObject", "risk-engine", "risk")["spec"]["triggers"]
-    assert [(t["metadata"]["queueName"], t["metadata"]["vhostName"]) for t in triggers] == [
-        ("payment-events", "payment")
-    ]
+def test_every_consumer_scales_on_exactly_the_queues_it_consumes(stack_run, stack_plan):
+    consumers = [svc for svc in stack_plan.services() if svc.consumes]
+    assert len(stack_run.objects("ScaledObject")) == len(consumers)
+    for svc in consumers:
+        ns = stack_plan.subsystems[svc.subsystem].namespace
+        triggers = stack_run.object("ScaledObject", svc.name, ns)["spec"]["triggers"]
+        # The vhost is the queue owner's subsystem name.
+        assert [(t["metadata"]["queueName"], t["metadata"]["vhostName"]) for t in triggers] == [
+            (q.queue, q.subsystem) for q in svc.consumes
+        ], f"{svc.subsystem}/{svc.name}"
 
 
-def test_autoscaler_targets_come_from_config(project):
-    topology = project.topology()
-    topology["payment"]["services"]["payment-api"]["autoscaling"] = {"cpuUtilization": 55}
-    project.set_topology(topology)
-    hpa = project.render("dev").object("HorizontalPodAutoscaler", "payment-api")
+def test_autoscaler_targets_come_from_config(small_project):
+    topology = small_project.topology()
+    topology["shop"]["services"]["api"]["autoscaling"] = {"cpuUtilization": 55}
+    small_project.set_topology(topology)
+    hpa = small_project.render("dev").object("HorizontalPodAutoscaler", "api")
     targets = {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"] for m in hpa["spec"]["metrics"]}
     assert targets == {"cpu": 55, "memory": 80}
 
@@ -277,65 +280,64 @@ def test_pods_spread_over_zones_and_hosts(stack_run):
             assert c["labelSelector"]["matchLabels"] == d["spec"]["selector"]["matchLabels"]
 
 
-def test_payment_path_outranks_the_rest(stack_run):
+def test_payment_path_outranks_the_rest(stack_run, stack_plan):
     classes = {pc["metadata"]["name"]: pc["value"] for pc in stack_run.objects("PriorityClass")}
     assert classes["settlement-critical"] > classes["settlement-standard"]
-    priorities = {d["metadata"]["name"]: pod(d)["priorityClassName"] for d in deployments(stack_run)}
-    assert priorities["payment-api"] == priorities["risk-warning-handler"] == "settlement-critical"
-    assert priorities["risk-engine"] == "settlement-critical"
-    assert priorities["reporting"] == "settlement-standard"
+    priorities = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): pod(d)["priorityClassName"] for d in deployments(stack_run)
+    }
+    assert priorities == {
+        (stack_plan.subsystems[svc.subsystem].namespace, svc.name): (
+            "settlement-critical" if svc.critical else "settlement-standard"
+        )
+        for svc in stack_plan.services()
+    }
 
 
-def test_prod_availability_defaults(prod):
-    for d in deployments(prod):
-        name = d["metadata"]["name"]
-        minimum = _min_replicas(prod, name)
-        assert minimum >= 2, name
-        if pod(d)["priorityClassName"] == "settlement-critical":
-            assert minimum >= 3, f"{name} is on the payment path"
+def test_availability_minimums_come_from_the_stack_defaults(stack_run, stack_plan):
+    """A service without its own `replicas.min` runs at least defaults.workload.minReplicas pods, and a critical
+    one at least criticalMinReplicas (production's defaults: 2 and 3)."""
+    workload = stack_plan.config.defaults.workload
+    for svc in stack_plan.services():
+        declared = stack_plan.config.subsystems[svc.subsystem].services[svc.name].replicas
+        if declared is not None and declared.min is not None:
+            continue
+        want = workload.critical_min_replicas if svc.critical else workload.min_replicas
+        assert _min_replicas(stack_run, svc.name) == want, f"{svc.subsystem}/{svc.name}"
 
 
 # --- Images -------------------------------------------------------------------------------------------------
 
 
-def test_prod_images_are_digest_pinned_and_not_repulled(prod):
-    for d in deployments(prod):
-        assert "@sha256:" in container(d)["image"]
-        assert container(d)["imagePullPolicy"] == "IfNotPresent"
+def test_images_are_digest_pinned_when_the_guardrail_says_and_digests_are_not_repulled(stack_run, stack_plan):
+    for d in deployments(stack_run):
+        image = container(d)["image"]
+        if stack_plan.config.guardrails.require_image_digest:
+            assert "@sha256:" in image, d["metadata"]["name"]
+        assert container(d)["imagePullPolicy"] == ("IfNotPresent" if "@sha256:" in image else "Always")
 
 
-def test_a_build_is_built_pushed_and_deployed_by_digest(project):
-    topology = project.topology()
-    svc = topology["risk"]["services"]["risk-engine"]
+def test_a_build_is_built_pushed_and_deployed_by_digest(small_project):
+    topology = small_project.topology()
+    svc = topology["audit"]["services"]["engine"]
     del svc["image"]
-    svc["build"] = {"context": "services/risk-engine", "repository": "registry.example/risk/risk-engine"}
-    project.set_topology(topology)
-    run = project.render("prod")
+    svc["build"] = {"context": "services/engine", "repository": "registry.example/audit/engine"}
+    small_project.set_topology(topology)
+    run = small_project.render("prod")
     image = run.of_type("docker:index/image:Image")
     assert len(image) == 1
-    assert image[0].inputs["imageName"] == "registry.example/risk/risk-engine:prod"
-    assert image[0].inputs["build"]["context"] == "services/risk-engine"
-    deployed = container(run.object("Deployment", "risk-engine"))["image"]
-    assert deployed.startswith("registry.example/risk/risk-engine@sha256:")
-    assert container(run.object("Deployment", "risk-engine"))["imagePullPolicy"] == "IfNotPresent"
+    assert image[0].inputs["imageName"] == "registry.example/audit/engine:prod"
+    assert image[0].inputs["build"]["context"] == "services/engine"
+    deployed = container(run.object("Deployment", "engine"))["image"]
+    assert deployed.startswith("registry.example/audit/engine@sha256:")
+    assert container(run.object("Deployment", "engine"))["imagePullPolicy"] == "IfNotPresent"
 
 
-def test_tags_are_pulled_every_time(project):
-    topology = project.topology()
-    topology["risk"]["services"]["risk-engine"]["image"] = "registry.example/risk/risk-engine:main"
-    project.set_topology(topology)
-    assert container(project.render("dev").object("Deployment", "risk-engine"))["imagePullPolicy"] == "Always"
+def test_tags_are_pulled_every_time(small_project):
+    topology = small_project.topology()
+    topology["audit"]["services"]["engine"]["image"] = "registry.example/audit/engine:main"
+    small_project.set_topology(topology)
+    assert container(small_project.render("dev").object("Deployment", "engine"))["imagePullPolicy"] == "Always"
 
 
-# --- Start-up order -----------------------------------------------------------------------------------------
-
-
-def test_services_start_after_the_data_they_use(stack_run):
-    by_urn = {r.urn: r.name for r in stack_run.registrations}
-    for name, needs in {
-        "payment-api": {"platform-payment-db-cluster"},
-        "settlement-engine": {"platform-business-db-cluster", "platform-business-mq-cluster"},
-        "risk-engine": {"platform-payment-mq-cluster"},
-    }.items():
-        deps = {by_urn.get(u) for u in registration(stack_run, "Deployment", name).dependencies}
-        assert needs <= deps, (name, deps)
+# --- Start-up order: tests/test_stacks.py::test_workloads_wait_for_the_data_they_use (every service, every stack).

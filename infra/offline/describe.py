@@ -146,6 +146,16 @@ def mermaid_block(plan: PlatformPlan) -> str:
     return f"```mermaid\n{flowchart(plan)}\n```"
 
 
+README_GRAPH_STACK = "dev"
+
+
+def readme_with_graph(readme: str, plan: PlatformPlan) -> str:
+    """README with its service graph (its first Mermaid block) replaced by `plan`'s."""
+    start = readme.index("```mermaid\n")
+    end = readme.index("\n```", start + len("```mermaid\n")) + len("\n```")
+    return readme[:start] + mermaid_block(plan) + readme[end:]
+
+
 def describe(stack: str, plan: PlatformPlan) -> str:
     sections = [
         f"## Stack `{stack}` at a glance",
