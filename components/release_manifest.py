@@ -107,17 +107,17 @@ def read_manifest(repository: str, tag: str, asset: str, mirror: str | None) -> 
         ) from None
 
 
-class _ManifestLoader(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):
+class KubernetesLoader(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):
     """YAML as Kubernetes reads it: an unquoted `=` and timestamps stay strings (YAML 1.1 would type them)."""
 
 
 for _tag in ("tag:yaml.org,2002:value", "tag:yaml.org,2002:timestamp"):
-    _ManifestLoader.add_constructor(_tag, lambda loader, node: loader.construct_scalar(node))
+    KubernetesLoader.add_constructor(_tag, lambda loader, node: loader.construct_scalar(node))
 
 
 def load_documents(text: str) -> list[dict]:
     """Every non-empty document of a multi-document manifest."""
-    return [d for d in yaml.load_all(text, Loader=_ManifestLoader) if d]
+    return [d for d in yaml.load_all(text, Loader=KubernetesLoader) if d]
 
 
 def decode(text: str) -> list[dict]:

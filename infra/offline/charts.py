@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from components.release_manifest import KubernetesLoader
 from infra.offline.caches import CHARTS_DIR
 
 RELEASE_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
@@ -75,20 +76,13 @@ class ChartCacheError(RuntimeError):
     """A pinned chart is not in the offline cache: names the chart, the version and where it looked."""
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: the CRDs are megabytes
-    """Some CRDs carry an unquoted `=` enum value, which YAML 1.1 tags as `value`; read it as the string."""
-
-
-_Loader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
-
-
 def load_documents(text: str) -> list[dict]:
     """Kubernetes objects in a rendered template or manifest file, split the way Helm splits them."""
     out = []
     for doc in _SEPARATOR.split(text):
         if not doc.strip():
             continue
-        obj = yaml.load(doc, Loader=_Loader)
+        obj = yaml.load(doc, Loader=KubernetesLoader)
         if isinstance(obj, dict) and obj.get("kind"):
             if obj["kind"].endswith("List") and "items" in obj:
                 out.extend(i for i in obj["items"] if i)

@@ -19,14 +19,8 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from components.release_manifest import KubernetesLoader
 from infra.offline.caches import CRDS_DIR
-
-
-class _CrdLoader(yaml.SafeLoader):
-    """Some CRDs carry an unquoted `=` enum value, which YAML 1.1 tags as `value`; read it as the string."""
-
-
-_CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
 
 
 def strict_schema(schema: dict) -> dict:
@@ -86,7 +80,7 @@ def load_crd_schemas(crds_dir: Path = CRDS_DIR) -> CrdSchemas:
         raise FileNotFoundError(f"CRD folder {crds_dir} not found (set SETTLEMENT_CRDS_DIR)")
     by_kind = {}
     for path in sorted(crds_dir.glob("*/*.yaml")):
-        for key, schema in _served(yaml.load(path.read_text(), Loader=_CrdLoader)).items():
+        for key, schema in _served(yaml.load(path.read_text(), Loader=KubernetesLoader)).items():
             by_kind[key] = strict_schema(schema)
     return CrdSchemas(by_kind)
 
