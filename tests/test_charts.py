@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,24 @@ def test_the_expansion_is_deterministic(stack_run):
     charts.clear_cache()  # render again through Helm, not from the in-process cache
     again = render.render_stack(stack_run.stack, STACKS_DIR)
     assert [o.object for o in again.chart_objects] == [o.object for o in stack_run.chart_objects]
+
+
+def test_the_helm_engine_is_an_offline_extra_that_pulumi_up_never_installs():
+    """helm-python-sdk has wheels for Linux x86_64 and macOS arm64 only: deploying must work from anywhere."""
+    import tomllib
+
+    from infra.stack_config import PROJECT_ROOT
+
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("helm-python-sdk") for d in project["dependencies"])
+    assert any(d.startswith("helm-python-sdk==") for d in project["optional-dependencies"]["offline"])
+    requirements = [
+        line.strip()
+        for line in (PROJECT_ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert requirements == ["-e ."], "what `pulumi install` reads must not pull the offline extras"
+    # What the engine imports (the program, and everything it imports) loads no offline tool.
+    probe = "import sys, infra.program; print(sorted(m for m in sys.modules if m.startswith(('helm_python', 'infra.offline'))))"
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
