@@ -138,6 +138,9 @@ def test_the_helm_engine_is_an_offline_extra_that_pulumi_up_never_installs():
     ]
     assert requirements == ["-e ."], "what `pulumi install` reads must not pull the offline extras"
     # What the engine imports (the program, and everything it imports) loads no offline tool.
-    probe = "import sys, infra.program; print(sorted(m for m in sys.modules if m.startswith(('helm_python', 'infra.offline'))))"
+    probe = (
+        "import sys, infra.program; "
+        "print(sorted(m for m in sys.modules if m.startswith(('helm_python', 'infra.offline'))))"
+    )
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]", loaded.stdout
