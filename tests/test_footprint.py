@@ -11,6 +11,7 @@ from components.sizing import parse_quantity
 from infra.config import Budget
 from infra.offline import footprint
 from infra.stack_config import PROJECT_ROOT
+from tests.conftest import STACKS_DIR
 
 MI = 2**20
 
@@ -150,7 +151,7 @@ def test_every_stack_with_a_budget_fits_it(rendered):
     from infra.stack_config import plan_for_stack
 
     for stack, run in rendered.items():
-        budget = plan_for_stack(stack).config.budget
+        budget = plan_for_stack(stack, STACKS_DIR).config.budget
         if budget is not None:
             total = footprint.footprint(run.all_objects()).total("min")
             assert total.cpu_requests <= float(parse_quantity(budget.cpu)), stack
@@ -175,7 +176,7 @@ def test_an_environment_over_its_budget_is_not_rendered(project, tmp_path):
 
 def test_the_footprint_command_prints_a_table_per_group(stack_run):
     result = subprocess.run(
-        [sys.executable, "-m", "infra", "footprint", stack_run.stack],
+        [sys.executable, "-m", "infra", "footprint", stack_run.stack, "--project-dir", str(STACKS_DIR)],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

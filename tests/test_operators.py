@@ -9,6 +9,7 @@ import pytest
 
 from infra.config import Operators
 from infra.offline import charts
+from tests.conftest import STACKS_DIR
 
 
 def chart_operators() -> dict[str, tuple[str, str]]:
@@ -153,7 +154,7 @@ def test_cert_manager_serves_the_gateway_after_the_gateway_api_exists(stack_run)
 def test_acme_self_check_may_reach_the_gateways_public_addresses_on_port_80_only(stack_run):
     from infra.stack_config import plan_for_stack
 
-    gateway = plan_for_stack(stack_run.stack).config.gateway
+    gateway = plan_for_stack(stack_run.stack, STACKS_DIR).config.gateway
     policies = [p for p in stack_run.objects("NetworkPolicy") if p["metadata"]["name"] == "allow-cert-manager"]
     port_80 = [
         rule

@@ -15,11 +15,12 @@ from infra.offline.audit import audit, rendered_policies
 from infra.offline.reachability import inventory, selects
 from infra.offline.wiring import derive
 from infra.stack_config import PROJECT_ROOT, plan_for_stack
+from tests.conftest import STACKS_DIR
 
 
 @pytest.fixture(scope="module")
 def audits(rendered):
-    return {stack: audit(run, plan_for_stack(stack)) for stack, run in rendered.items()}
+    return {stack: audit(run, plan_for_stack(stack, STACKS_DIR)) for stack, run in rendered.items()}
 
 
 def _without_port(policies: list[dict], namespace: str, port: int) -> list[dict]:
@@ -63,7 +64,7 @@ def test_charts_wiring_is_derived(stack_run, audits):
 
 def test_every_chart_fact_selects_rendered_pods_and_no_two_share_one(stack_run):
     """A selector in infra/network.py that drifts from the charts selects nothing (or too much): fail here."""
-    plan = plan_for_stack(stack_run.stack)
+    plan = plan_for_stack(stack_run.stack, STACKS_DIR)
     pods = [p for p in inventory(stack_run, plan) if not p.host_network]
     owner: dict[str, str] = {}
     for role, (namespace, _, labels) in chart_pods(plan).items():
@@ -76,7 +77,7 @@ def test_every_chart_fact_selects_rendered_pods_and_no_two_share_one(stack_run):
 
 def test_dropping_the_keda_metrics_service_allow_is_caught(stack_run, audits):
     """Without it KEDA's metrics API server cannot reach the operator and queue consumers never scale."""
-    plan = plan_for_stack(stack_run.stack)
+    plan = plan_for_stack(stack_run.stack, STACKS_DIR)
     keda = [c for c, r in audits[stack_run.stack].derived.items() if any("--metrics-service-address" in x for x in r)]
     assert keda
     namespace = keda[0][1].split("/")[0]
@@ -90,13 +91,13 @@ def test_removing_any_derived_allow_is_caught(prod, audits, kind):
     edge = next(c for c, reasons in sorted(derived.items()) if any(r.startswith(kind) for r in reasons))
     pod = edge[1] if edge[0].startswith(EXTERNAL) or kind == "ServiceMonitor" else edge[0]
     namespace = pod.split("/")[0]
-    result = audit(prod, plan_for_stack("prod"), _without_port(rendered_policies(prod), namespace, edge[2]))
+    result = audit(prod, plan_for_stack("prod", STACKS_DIR), _without_port(rendered_policies(prod), namespace, edge[2]))
     assert edge in result.missing
 
 
 def test_a_widened_policy_is_caught(stack_run):
     """An allow the generator never wrote: every pod of a namespace open to every pod of the same namespace."""
-    plan = plan_for_stack(stack_run.stack)
+    plan = plan_for_stack(stack_run.stack, STACKS_DIR)
     namespace = next(iter(sorted(plan.subsystems)))
     policies = [
         *rendered_policies(stack_run),
@@ -118,7 +119,7 @@ def test_a_widened_policy_is_caught(stack_run):
 
 def test_a_servicemonitor_whose_target_is_unreachable_is_caught(stack_run):
     """A ServiceMonitor scraping a port no policy opens to Prometheus: the scrape is derived, and missing."""
-    plan = plan_for_stack(stack_run.stack)
+    plan = plan_for_stack(stack_run.stack, STACKS_DIR)
     service = next(s for s in stack_run.objects("Service") if s["metadata"]["namespace"] in plan.subsystems)
     scraped = {e.get("port") for m in stack_run.objects("ServiceMonitor") for e in m["spec"].get("endpoints") or []}
     port = next(p for p in service["spec"]["ports"] if p["name"] not in scraped)
@@ -156,7 +157,7 @@ def test_the_api_server_calls_only_what_webhooks_and_apiservices_name(stack_run,
     """Into operator pods, the API server gets exactly the ports its webhook configurations and APIServices name
     (an allow from every address, like the gateway's, is declared for its own reason)."""
     result = audits[stack_run.stack]
-    api = {f"{EXTERNAL}{c}" for c in plan_for_stack(stack_run.stack).config.network.api_server_cidrs}
+    api = {f"{EXTERNAL}{c}" for c in plan_for_stack(stack_run.stack, STACKS_DIR).config.network.api_server_cidrs}
     calls = ("derived: MutatingWebhook", "derived: ValidatingWebhook", "derived: APIService")
     inbound = {c for c in result.reachable if c[0] in api}
     assert inbound
@@ -167,7 +168,7 @@ def test_the_api_server_calls_only_what_webhooks_and_apiservices_name(stack_run,
 
 
 def test_hostnetwork_targets_are_node_addresses(stack_run, audits):
-    plan = plan_for_stack(stack_run.stack)
+    plan = plan_for_stack(stack_run.stack, STACKS_DIR)
     pods = inventory(stack_run, plan)
     host = [p for p in pods if p.host_network]
     assert host, "node-exporter runs on the host network"
@@ -178,7 +179,7 @@ def test_hostnetwork_targets_are_node_addresses(stack_run, audits):
 
 
 def test_generator_groups_cover_the_namespaces_it_manages():
-    plan = plan_for_stack("dev")
+    plan = plan_for_stack("dev", STACKS_DIR)
     groups = pod_groups(plan)
     assert set(groups.namespaces) >= {sub.namespace for sub in plan.subsystems.values()}
 
