@@ -4,7 +4,7 @@ from infra.stack_config import PROJECT_ROOT
 
 def test_readme_configuration_reference_matches_the_model():
     readme = (PROJECT_ROOT / "README.md").read_text()
-    assert markdown() in readme, (
+    assert readme.count(markdown()) == 1, (
         "README's configuration table is stale; regenerate it with:\n"
         "  .venv/bin/python -c 'from infra.offline.reference import markdown; print(markdown())'"
     )

@@ -509,3 +509,23 @@ def test_the_pull_request_comment_carries_each_stacks_footprint_against_the_base
     assert 'infra footprint "$stack" --base "origin/${GITHUB_BASE_REF}"' in script
     assert script.index("infra footprint") < script.index('cat "footprint-$stack.md"')
     assert "} >> preview.md" in script[script.index('cat "footprint-$stack.md"') :]
+
+
+def test_every_stacks_cluster_context_is_the_one_ci_names():
+    """CI builds its kubeconfig with `--alias settlement-<stack>`; a stack file naming another context would make
+    the explicit provider look for a context that does not exist."""
+    from infra.stack_config import PROJECT_ROOT, stack_names
+
+    aliases = {
+        step["run"]
+        for wf in ("preview.yml", "deploy.yml")
+        for job in load(wf)["jobs"].values()
+        for step in job.get("steps", [])
+        if "update-kubeconfig" in step.get("run", "")
+    }
+    assert aliases and all('--alias "settlement-$STACK"' in run for run in aliases), aliases
+    for stack in stack_names(PROJECT_ROOT):
+        config = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        cluster = config.get("settlement-platform:cluster")
+        if cluster is not None:
+            assert cluster["context"] == f"settlement-{stack}", stack

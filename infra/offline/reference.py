@@ -30,4 +30,8 @@ def markdown() -> str:
     lines += ["", "Secret keys (`pulumi config set --secret <key> <value>`; never part of the model above):", ""]
     lines += ["| secret key | meaning |", "|---|---|"]
     lines += [f"| `{key}` | {text} |" for key, text in sorted(SECRET_CONFIG_KEYS.items())]
+    lines.append(
+        "| `alert<Name>` | A receiver's credential (PagerDuty routing key, SMTP password, webhook URL), named by the "
+        "receiver's `routingKeySecret`, `passwordSecret` or `urlSecret` (e.g. `alertPagerdutyRoutingKey`). |"
+    )
     return "\n".join(lines) + "\n"
