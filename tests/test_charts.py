@@ -144,3 +144,18 @@ def test_the_helm_engine_is_an_offline_extra_that_pulumi_up_never_installs():
     )
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+def test_a_values_change_shows_object_by_object_inside_its_release(project):
+    """What `pulumi preview` shows as one changed Release, the offline diff shows as the objects that change."""
+    from infra.offline import diff
+
+    stack = "dev"
+    base = render.resources(project.render(stack))
+    monitoring = project.load(f"Pulumi.{stack}.yaml")["config"].get("settlement-platform:monitoring", {})
+    project.set_stack_key(stack, "monitoring", {**monitoring, "retention": "3d"})
+    changes = diff.diff(base, render.resources(project.render(stack)))
+    inside = [c for c in changes if c.urn.split("$")[-1].startswith("monitoring.coreos.com/v1/Prometheus/")]
+    assert [c.action for c in inside] == ["changed"]
+    assert any(f.path == "spec.retention" and f.after == "3d" for f in inside[0].fields), inside[0].fields
+    assert "kube-prometheus-stack" in diff.report(stack, "base", changes)
