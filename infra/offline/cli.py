@@ -17,12 +17,13 @@ from infra.stack_config import PROJECT_ROOT, require_stack, stack_names
 def _render(args: argparse.Namespace) -> int:
     from infra.offline import render
 
+    out = Path(args.out or f"out/{args.stack}")
     result = render.render_stack(args.stack, Path(args.project_dir))
-    render.write(result, Path(args.out))
-    render.write_redacted_alertmanager(args.stack, Path(args.project_dir), Path(args.out))
+    render.write(result, out)
+    render.write_redacted_alertmanager(args.stack, Path(args.project_dir), out)
     objects = len(render.manifests(result))
     print(f"rendered stack {args.stack!r}: {len(result.registrations)} resources, {objects} Kubernetes objects")
-    print(f"  -> {args.out}/manifests, {args.out}/resources.json, {args.out}/{render.REDACTED_ALERTMANAGER}")
+    print(f"  -> {out}/manifests, {out}/resources.json, {out}/{render.REDACTED_ALERTMANAGER}")
     _warn_if_not_deployable(args.stack, Path(args.project_dir))
     return 0
 
@@ -245,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="render a stack's Kubernetes objects offline (mock mode)")
     render.add_argument("stack", help="stack name: reads Pulumi.<stack>.yaml")
-    render.add_argument("--out", required=True, help="output folder (manifests/ and resources.json)")
+    render.add_argument("--out", help="output folder (manifests/ and resources.json); default: out/<stack>")
     render.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
     render.set_defaults(func=_render)
     gold = commands.add_parser("golden", help="check (or --write) the golden subsets in tests/golden/")

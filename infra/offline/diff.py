@@ -474,7 +474,8 @@ class Rendered:
 
 def _value(v: Any) -> str:
     text = json.dumps(v) if not isinstance(v, str) else v
-    text = text if len(text) <= 80 else text[:77] + "..."
+    # Long enough for a whole NetworkPolicy rule or alert rule, so a reviewer sees the new peer or expression.
+    text = text if len(text) <= 400 else text[:397] + "..."
     return f"`{text}`" if v is not None else "_(none)_"
 
 
