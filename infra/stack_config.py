@@ -8,6 +8,7 @@ Either way the program itself only ever reads the SDK's runtime config (`load_pl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ class StackConfig:
     stack: str
     values: dict[str, Any]  # full key ("<namespace>:<key>") -> value as written in YAML
     secret_keys: frozenset[str]
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Full key -> the file its value comes from (the stack file overrides Pulumi.yaml key by key)."""
 
     def runtime_config(self) -> dict[str, str]:
         """The values as the engine passes them to a program: strings, structured values as JSON."""
@@ -211,7 +214,9 @@ def read_stack_files(stack: str, project_dir: Path = PROJECT_ROOT) -> StackConfi
         raise ConfigError(problems)
 
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for key, decl in project_config.items():
+        sources[_full_key(project, key)] = "Pulumi.yaml"
         if isinstance(decl, dict) and set(decl) <= _DECLARATION_KEYS:
             if "value" in decl:
                 values[_full_key(project, key)] = decl["value"]
@@ -221,13 +226,14 @@ def read_stack_files(stack: str, project_dir: Path = PROJECT_ROOT) -> StackConfi
             values[_full_key(project, key)] = decl
     for key, value in stack_config.items():
         values[_full_key(project, key)] = value
+        sources[_full_key(project, key)] = stack_path.name
 
     secret_keys = set()
     for key in list(values):
         values[key], is_secret = _strip_secure(values[key])
         if is_secret:
             secret_keys.add(key)
-    return StackConfig(project=project, stack=stack, values=values, secret_keys=frozenset(secret_keys))
+    return StackConfig(project=project, stack=stack, values=values, secret_keys=frozenset(secret_keys), sources=sources)
 
 
 @dataclass(frozen=True)
@@ -387,8 +393,25 @@ def read_secrets(plan: PlatformPlan) -> dict[str, Any]:
 
 
 def plan_for_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> PlatformPlan:
-    """The plan a stack's files produce, without running the program (offline tools and tests)."""
-    config = read_stack_files(stack, project_dir)
+    """The plan a stack's files produce, without running the program (offline tools and tests). A refused config
+    names, for each problem, the file that holds the offending key."""
+    return plan_of(read_stack_files(stack, project_dir))
+
+
+def plan_of(config: StackConfig) -> PlatformPlan:
     prefix = f"{config.project}:"
     values = {k.removeprefix(prefix): v for k, v in config.values.items() if k.startswith(prefix)}
-    return parse_platform_config(values, frozenset(k.removeprefix(prefix) for k in config.secret_keys))
+    try:
+        return parse_platform_config(values, frozenset(k.removeprefix(prefix) for k in config.secret_keys))
+    except ConfigError as error:
+        raise ConfigError([_in_file(p, config, prefix) for p in error.problems]) from None
+
+
+def _in_file(problem: ConfigProblem, config: StackConfig, prefix: str) -> ConfigProblem:
+    """`gateway.hostnam: unknown key` -> `Pulumi.dev.yaml: gateway.hostnam: unknown key`, when the key's file is
+    known (problems that already name a file, or relate several keys, stay as they are)."""
+    top = re.split(r"[.\[]", problem.path, maxsplit=1)[0]
+    source = config.sources.get(f"{prefix}{top}")
+    if source is None or problem.path.startswith(("Pulumi.", str(PROJECT_ROOT))):
+        return problem
+    return ConfigProblem(f"{source}: {problem.path}", problem.message)

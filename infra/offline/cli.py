@@ -313,6 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refusal_naming_files(args: argparse.Namespace, cause: pulumi.RunError) -> str:
+    """The program's refusal (it reads config as the engine hands it, without files) with each problem's file,
+    from the same validation over the stack files."""
+    from infra.stack_config import plan_for_stack
+
+    stack, project_dir = getattr(args, "stack", None), getattr(args, "project_dir", None)
+    if stack is None or project_dir is None:
+        return str(cause)
+    try:
+        plan_for_stack(stack, Path(project_dir))
+    except ConfigError as error:
+        return error.report(stack)
+    return str(cause)
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -326,5 +341,5 @@ def main(argv: list[str]) -> int:
     except ProgramFailed as failure:
         if not isinstance(failure.cause, pulumi.RunError):
             raise failure.cause from None
-        print(str(failure.cause), file=sys.stderr)
+        print(_refusal_naming_files(args, failure.cause), file=sys.stderr)
         return 2
