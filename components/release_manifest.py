@@ -15,8 +15,10 @@ Offline (no network) the same file is read from a mirror folder named by `SETTLE
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.metadata
 import os
+import pickle
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -121,8 +123,15 @@ def load_documents(text: str) -> list[dict]:
 
 
 def decode(text: str) -> list[dict]:
-    """Every object of a manifest (documents with a kind and an apiVersion)."""
-    return [d for d in load_documents(text) if d.get("kind") and d.get("apiVersion")]
+    """Every object of a manifest (documents with a kind and an apiVersion), the caller's own copy."""
+    return pickle.loads(_decoded(text))
+
+
+@functools.lru_cache(maxsize=8)
+def _decoded(text: str) -> bytes:
+    """The YAML parse of a manifest, once per process and manifest (the RabbitMQ manifests' CRDs are megabytes):
+    a process that runs the program again (tests, bench) unpickles a copy, which is several times faster."""
+    return pickle.dumps([d for d in load_documents(text) if d.get("kind") and d.get("apiVersion")], protocol=-1)
 
 
 # --- Transformations: plain functions from an object to the object the platform applies ----------------------
@@ -141,11 +150,17 @@ def with_metadata(obj: dict, labels: dict[str, str], source: str) -> dict:
     upstream's labels: Services, webhooks and NetworkPolicies select the pods by them."""
     if obj == EMPTY:
         return obj
-    out = copy.deepcopy(obj)
-    metadata = out.setdefault("metadata", {})
-    metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
-    metadata["annotations"] = {**(metadata.get("annotations") or {}), SOURCE_ANNOTATION: source}
-    return out
+    # A new top level and metadata, sharing the rest: nothing here changes an object in place, and a deep copy of
+    # every object (the CRDs are megabytes) was most of the program's own time.
+    metadata = obj.get("metadata") or {}
+    return {
+        **obj,
+        "metadata": {
+            **metadata,
+            "labels": {**(metadata.get("labels") or {}), **labels},
+            "annotations": {**(metadata.get("annotations") or {}), SOURCE_ANNOTATION: source},
+        },
+    }
 
 
 def with_ca(obj: dict, mount: CaMount) -> dict:

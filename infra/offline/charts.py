@@ -12,9 +12,9 @@ this module, and deploying works from any platform.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +185,7 @@ def _render(folder: str, values_json: str, name: str, namespace: str, kube_versi
     """((source, object), ...) for the crds/ files and the rendered templates (NOTES.txt left out).
 
     Cached per (chart, version, values, release, Kubernetes version): parsing the CRDs is most of the cost.
-    Callers copy the objects before changing them.
+    Each object is kept pickled, so every caller unpickles its own copy (several times faster than a deep copy).
     """
     from helm_python import _native
 
@@ -197,13 +197,13 @@ def _render(folder: str, values_json: str, name: str, namespace: str, kube_versi
         chart.metadata.get("dependencies") or [], chart.merge_values(json.loads(values_json))
     )
     crds = tuple(
-        (f"crds/{c['filename'].split('/crds/', 1)[-1]}", obj)
+        (f"crds/{c['filename'].split('/crds/', 1)[-1]}", pickle.dumps(obj, protocol=-1))
         for c in sorted(chart.crds, key=lambda c: c["filename"])
         if _subchart_of(c["filename"]) not in disabled
         for obj in load_documents(c["data"])
     )
     templates = tuple(
-        (path, obj)
+        (path, pickle.dumps(obj, protocol=-1))
         for path, text in sorted(rendered.items())
         if not path.endswith("NOTES.txt")
         for obj in load_documents(text)
@@ -249,8 +249,13 @@ def expand(release: Release, kube_version: str, charts_dir: Path = CHARTS_DIR) -
     crds, templates = _render(
         str(folder), json.dumps(release.values, sort_keys=True), release.name, release.namespace, kube_version
     )
-    out = [] if release.skip_crds else [_object(release, path, None, obj, templated=False) for path, obj in crds]
-    for path, obj in templates:
+    out = (
+        []
+        if release.skip_crds
+        else [_object(release, path, None, pickle.loads(blob), templated=False) for path, blob in crds]
+    )
+    for path, blob in templates:
+        obj = pickle.loads(blob)
         hook = (obj.get("metadata", {}).get("annotations") or {}).get("helm.sh/hook")
         if hook is not None and {h.strip() for h in hook.split(",")} <= {"test", "test-success", "test-failure"}:
             continue  # `helm test` only: a Release never runs them
@@ -259,7 +264,7 @@ def expand(release: Release, kube_version: str, charts_dir: Path = CHARTS_DIR) -
 
 
 def _object(release: Release, source: str, hook: str | None, obj: dict, templated: bool) -> ChartObject:
-    obj = copy.deepcopy(obj)
+    """The object as the release installs it (`obj` is this caller's own copy: it is annotated in place)."""
     meta = obj.setdefault("metadata", {})
     annotations = dict(meta.get("annotations") or {})
     if templated and hook is None:
