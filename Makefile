@@ -73,8 +73,12 @@ $(POLICY_VENV)/.installed: policy/requirements.txt $(POLICY_VENV)/.python
 
 policy-venv: $(POLICY_VENV)/.installed
 
+# One pytest worker per core (pytest-xdist); the longest tests start first (tests/conftest.py) and idle workers
+# steal queued ones, so the suite ends close to its longest test.
+PYTEST_PARALLEL ?= -n auto --dist worksteal
+
 test: lint tools scanner policy-venv
-	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(BIN)/pytest
+	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(BIN)/pytest $(PYTEST_PARALLEL)
 
 bench: venv
 	$(BIN)/python -m infra bench

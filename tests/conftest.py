@@ -5,16 +5,19 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from components.release_manifest import SOURCE_ANNOTATION
+from infra.offline.diff import BASE_CACHE_ENV
 from infra.offline.mocks import ProgramRun
 from infra.offline.render import render_stack
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
 from infra.topology import PlatformPlan
+from tests import render_cache
 from tests.fixture_config import SMALL_TOPOLOGY
 
 # The project whose stacks the whole-stack tests check: this one, or (tests/test_any_topology.py) a changed copy.
@@ -30,6 +33,14 @@ SAMPLE_FIXTURES = {"dev", "prod", "project"}
 
 
 def pytest_configure(config):
+    # The controlling process (or a lone one) makes the run's render cache folder; xdist workers and child pytest
+    # runs inherit it through the environment (tests/render_cache.py).
+    # The diff's base renders are kept the same way, by git tree (infra/offline/diff.py).
+    for variable in (render_cache.RENDER_CACHE_ENV, BASE_CACHE_ENV):
+        if not os.environ.get(variable) and not hasattr(config, "workerinput"):
+            folder = tempfile.mkdtemp(prefix="settlement-test-cache-")
+            os.environ[variable] = folder
+            config.add_cleanup(lambda folder=folder: shutil.rmtree(folder, ignore_errors=True))
     config.addinivalue_line("markers", "whole_stack: checks the real stacks; holds for any valid topology")
     config.addinivalue_line("markers", "slow: minutes, not seconds (`make test` runs it; `pytest -m 'not slow'` skips)")
 
@@ -39,6 +50,9 @@ def pytest_collection_modifyitems(items):
         names = set(getattr(item, "fixturenames", ()))
         if WHOLE_STACK_FIXTURES & names and not SAMPLE_FIXTURES & names:
             item.add_marker(pytest.mark.whole_stack)
+    # Slow tests first: under pytest-xdist the worker that takes one works through it while the others share the
+    # rest, instead of the run waiting on it at the end. (A stable sort: the order is otherwise unchanged.)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def platform_deployments(run: ProgramRun) -> list[dict]:
@@ -50,7 +64,7 @@ def platform_deployments(run: ProgramRun) -> list[dict]:
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, ProgramRun]:
     """Each real stack rendered once per session (the program is deterministic)."""
-    return {stack: render_stack(stack, STACKS_DIR) for stack in STACKS}
+    return {stack: render_cache.render(stack, STACKS_DIR) for stack in STACKS}
 
 
 @pytest.fixture(scope="session")

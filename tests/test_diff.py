@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from infra.offline import caches
-from infra.offline.diff import CHART_OBJECT, FieldChange, compare, diff, report
+from infra.offline.diff import BASE_CACHE_ENV, CHART_OBJECT, FieldChange, compare, diff, report
 from infra.offline.render import REDACTED_ALERTMANAGER, redacted_alertmanager
 from infra.stack_config import SECRET_PLACEHOLDER
 
@@ -161,6 +161,21 @@ def test_a_routing_change_is_shown_from_the_base_renders_redacted_config(git_pro
     assert "#### Alertmanager routing (secret values redacted)" in result.stdout
     assert '`route.routes[severity="page"].receiver`' in result.stdout and "→ `renamed`" in result.stdout
     assert "<secret:" in result.stdout and SECRET_PLACEHOLDER not in result.stdout
+
+
+def test_a_base_is_rendered_once_per_tree_and_reused(git_project, tmp_path, monkeypatch):
+    """With a base cache, the render of a tree is kept under the tree's hash (another commit, another tree: a
+    fresh render) and read back (a planted marker shows it was)."""
+    monkeypatch.setenv(BASE_CACHE_ENV, str(tmp_path / "bases"))
+    assert run_diff(git_project, "dev").returncode == 0
+    (kept,) = [p for p in (tmp_path / "bases").iterdir() if p.is_dir()]  # the render (beside it: its lock file)
+    tree = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=git_project, capture_output=True, text=True)
+    assert kept.name.startswith(f"dev-{tree.stdout.strip()}-")
+    entries = json.loads((kept / "resources.json").read_text())
+    marker = {**entries[0], "urn": entries[0]["urn"] + "-planted", "name": "planted"}
+    (kept / "resources.json").write_text(json.dumps([*entries, marker]))
+    again = run_diff(git_project, "dev")
+    assert "planted" in again.stdout  # read from the cache: the marker is "removed" by the working tree
 
 
 def test_a_bad_base_ref_exits_2_with_a_message_not_a_traceback(git_project):

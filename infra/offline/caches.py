@@ -7,6 +7,7 @@ another folder (the diff renders the base ref in a git worktree, which has no `.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -33,3 +34,13 @@ def child_env() -> dict[str, str]:
         MIRROR_ENV: str(MANIFESTS_DIR.resolve()),
         CRDS_ENV: str(CRDS_DIR.resolve()),
     }
+
+
+def upstream_digest() -> str:
+    """A digest of the upstream bytes' names and sizes: they are pinned read-only copies (SHA256SUMS), never
+    edited in place, so a different set or version is a different digest. Part of every cache key of a render."""
+    listing = []
+    for folder in (CHARTS_DIR, MANIFESTS_DIR, CRDS_DIR):
+        if folder.exists():
+            listing += [f"{p}:{p.stat().st_size}" for p in sorted(folder.rglob("*")) if p.is_file()]
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()

@@ -13,7 +13,10 @@ what was added, not a cascade of shifted indices.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -556,22 +559,52 @@ def _render_failure(stack: str, ref: str, stderr: str) -> DiffError:
     return DiffError(f"rendering {stack!r} at {ref} failed:\n{text}")
 
 
+BASE_CACHE_ENV = "SETTLEMENT_DIFF_BASE_CACHE"
+"""A folder where the base renders are kept, by git tree: a base is rendered once however often it is compared
+(several stacks' previews against one base, a diff re-run locally, the tests). Unset: nothing is kept."""
+
+
 def render_ref(stack: str, ref: str, repo: Path) -> Rendered:
-    """Render `stack` as it is at git `ref`, with that ref's own code and config, in a temporary worktree."""
+    """Render `stack` as it is at git `ref`, with that ref's own code and config, in a temporary worktree.
+
+    With `BASE_CACHE_ENV` set, a render is kept under the ref's tree hash (its code and config, byte for byte),
+    the stack, the Python version and the upstream bytes, and reused."""
     resolved = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     if resolved.returncode != 0:
         where = _git(repo, "rev-parse", "--show-toplevel")
         if where.returncode != 0:
             raise DiffError(f"--base {ref!r}: {repo} is not in a git repository")
         raise DiffError(f"--base {ref!r} is not a commit in {where.stdout.strip()} (fetched? try origin/main)")
+    commit = resolved.stdout.strip()
+    cache = os.environ.get(BASE_CACHE_ENV)
+    if not cache:
+        with tempfile.TemporaryDirectory(prefix="settlement-diff-") as tmp:
+            return _render_commit(stack, ref, commit, repo, Path(tmp) / "out")
+    tree = _git(repo, "rev-parse", f"{commit}^{{tree}}").stdout.strip()
+    python = ".".join(map(str, sys.version_info[:3]))
+    kept = Path(cache) / f"{stack}-{tree}-py{python}-{caches.upstream_digest()[:16]}"
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    with open(f"{kept}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process renders a base; the others wait, then read it
+        if not kept.exists():
+            with tempfile.TemporaryDirectory(prefix="settlement-diff-", dir=cache) as tmp:
+                _render_commit(stack, ref, commit, repo, Path(tmp) / "out")
+                shutil.move(Path(tmp) / "out", kept)
+        return _read_render(kept)
+
+
+def _render_commit(stack: str, ref: str, commit: str, repo: Path, out: Path) -> Rendered:
+    """`python -m infra render` of the commit's own code and config, from a temporary worktree, into `out`."""
     with tempfile.TemporaryDirectory(prefix="settlement-diff-") as tmp:
-        tree, out = Path(tmp) / "tree", Path(tmp) / "out"
-        added = _git(repo, "worktree", "add", "--detach", str(tree), resolved.stdout.strip())
+        tree = Path(tmp) / "tree"
+        added = _git(repo, "worktree", "add", "--detach", str(tree), commit)
         if added.returncode != 0:
             raise DiffError(f"cannot check out --base {ref!r}: {added.stderr.strip()}")
         try:
             if not (tree / f"Pulumi.{stack}.yaml").exists():
-                return Rendered([], None)  # the stack is new in this change: everything is created
+                out.mkdir(parents=True)  # the stack is new in this change: everything is created
+                (out / "resources.json").write_text("[]\n")
+                return _read_render(out)
             result = subprocess.run(
                 [sys.executable, "-m", "infra", "render", stack, "--out", str(out)],
                 cwd=tree,
@@ -582,10 +615,14 @@ def render_ref(stack: str, ref: str, repo: Path) -> Rendered:
             )
             if result.returncode != 0:
                 raise _render_failure(stack, ref, result.stderr)
-            redacted = out / REDACTED_ALERTMANAGER
-            return Rendered(
-                json.loads((out / "resources.json").read_text()),
-                yaml.safe_load(redacted.read_text()) if redacted.exists() else None,
-            )
+            return _read_render(out)
         finally:
             _git(repo, "worktree", "remove", "--force", str(tree))
+
+
+def _read_render(out: Path) -> Rendered:
+    redacted = out / REDACTED_ALERTMANAGER
+    return Rendered(
+        json.loads((out / "resources.json").read_text()),
+        yaml.safe_load(redacted.read_text()) if redacted.exists() else None,
+    )
