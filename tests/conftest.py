@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from components.release_manifest import SOURCE_ANNOTATION
+from infra.offline.charts import CHART_CACHE_ENV
 from infra.offline.diff import BASE_CACHE_ENV
 from infra.offline.mocks import ProgramRun
 from infra.offline.render import render_stack
@@ -36,7 +37,9 @@ def pytest_configure(config):
     # The controlling process (or a lone one) makes the run's render cache folder; xdist workers and child pytest
     # runs inherit it through the environment (tests/render_cache.py).
     # The diff's base renders are kept the same way, by git tree (infra/offline/diff.py).
-    for variable in (render_cache.RENDER_CACHE_ENV, BASE_CACHE_ENV):
+    # So are chart expansions (infra/offline/charts.py): per run, not the user's cache, so a run never depends on
+    # what an earlier one left behind.
+    for variable in (render_cache.RENDER_CACHE_ENV, BASE_CACHE_ENV, CHART_CACHE_ENV):
         if not os.environ.get(variable) and not hasattr(config, "workerinput"):
             folder = tempfile.mkdtemp(prefix="settlement-test-cache-")
             os.environ[variable] = folder

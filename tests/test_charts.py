@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,29 @@ def test_a_release_expands_with_its_values_release_and_kubernetes_version():
     assert "namespace" not in objects[("ClusterRole", "demo-reader")].object["metadata"]
     # A custom kind is cluster-scoped when its CRD says so.
     assert "namespace" not in objects[("Widget", "demo-widget")].object["metadata"]
+
+
+def test_an_expansion_is_kept_on_disk_and_a_changed_chart_is_expanded_again(tmp_path, monkeypatch):
+    chart = tmp_path / "charts" / "probe-1.0.0"
+    shutil.copytree(FIXTURES / "probe-1.0.0", chart)
+    monkeypatch.setenv(charts.CHART_CACHE_ENV, str(tmp_path / "cache"))
+    charts.clear_cache()
+    first = charts.expand_run([release()], "v1.31.0", tmp_path / "charts")
+    assert len(list((tmp_path / "cache").glob("*.pickle"))) == 1
+
+    def no_helm(*args):
+        raise AssertionError("expanded through Helm again")
+
+    charts.clear_cache()  # as a new process: nothing in memory
+    monkeypatch.setattr(charts, "_expand_chart", no_helm)
+    again = charts.expand_run([release()], "v1.31.0", tmp_path / "charts")
+    assert [o.object for o in again] == [o.object for o in first]
+
+    (chart / "values.yaml").write_text((chart / "values.yaml").read_text() + "\n# changed\n")
+    charts.clear_cache()
+    with pytest.raises(AssertionError, match="through Helm again"):
+        charts.expand_run([release()], "v1.31.0", tmp_path / "charts")
+    charts.clear_cache()
 
 
 def test_templates_are_split_the_way_helm_splits_them():
@@ -115,9 +139,10 @@ def test_chart_objects_are_written_and_listed(stack_run, tmp_path):
     assert listed.count(f'"type": "{charts.CHART_OBJECT_TYPE}"') == len(stack_run.chart_objects)
 
 
-def test_the_expansion_is_deterministic(stack_run):
+def test_the_expansion_is_deterministic(stack_run, monkeypatch):
     """Two renders of the same stack install byte-identical objects (a generated password would differ)."""
-    charts.clear_cache()  # render again through Helm, not from the in-process cache
+    charts.clear_cache()  # render again through Helm, not from the in-process cache ...
+    monkeypatch.setenv(charts.CHART_CACHE_ENV, "")  # ... nor from the disk cache
     again = render.render_stack(stack_run.stack, STACKS_DIR)
     assert [o.object for o in again.chart_objects] == [o.object for o in stack_run.chart_objects]
 

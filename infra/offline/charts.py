@@ -13,14 +13,19 @@ this module, and deploying works from any platform.
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
 import json
+import os
 import pickle
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from components import release_manifest
 from components.release_manifest import KubernetesLoader
 from infra.offline.caches import CHARTS_DIR
 
@@ -180,8 +185,59 @@ def _load_chart(folder: str):
     return Chart.load(folder)
 
 
+CHART_CACHE_ENV = "SETTLEMENT_CHART_CACHE"
+"""Where expansions are kept between processes; default `$XDG_CACHE_HOME/settlement-platform/charts` (or
+`~/.cache/...`); an empty value keeps nothing on disk."""
+
+
+def chart_cache_dir() -> Path | None:
+    configured = os.environ.get(CHART_CACHE_ENV)
+    if configured is not None:
+        return Path(configured) if configured else None
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(home) / "settlement-platform" / "charts"
+
+
+def _expansion_key(folder: str, *inputs: str) -> str:
+    """Everything an expansion depends on: the chart's files (name, size, modification time), the inputs, the
+    Helm engine's version and this module's and the YAML loader's code."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for file_name in sorted(files):
+            path = os.path.join(root, file_name)
+            stat = os.stat(path)
+            digest.update(f"{os.path.relpath(path, folder)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    digest.update("\0".join([folder, *inputs, importlib.metadata.version("helm-python-sdk")]).encode())
+    for module in (__file__, release_manifest.__file__):
+        digest.update(Path(module).read_bytes())
+    return digest.hexdigest()
+
+
 @functools.cache
 def _render(folder: str, values_json: str, name: str, namespace: str, kube_version: str) -> tuple:
+    """`_expand_chart`, kept in this process and (unless disabled) on disk: a new process reads an expansion it
+    has made before instead of parsing the chart's CRDs again (most of a cold render's time)."""
+    cache = chart_cache_dir()
+    if cache is None:
+        return _expand_chart(folder, values_json, name, namespace, kube_version)
+    path = cache / f"{_expansion_key(folder, values_json, name, namespace, kube_version)}.pickle"
+    try:
+        return pickle.loads(path.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError):
+        pass  # not there yet (or torn): expand and keep it
+    result = _expand_chart(folder, values_json, name, namespace, kube_version)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache, delete=False) as tmp:  # atomic: readers never see half a file
+            tmp.write(pickle.dumps(result, protocol=-1))
+        os.replace(tmp.name, path)
+    except OSError:
+        pass  # a read-only or full cache only costs the next process the expansion
+    return result
+
+
+def _expand_chart(folder: str, values_json: str, name: str, namespace: str, kube_version: str) -> tuple:
     """((source, object), ...) for the crds/ files and the rendered templates (NOTES.txt left out).
 
     Cached per (chart, version, values, release, Kubernetes version): parsing the CRDs is most of the cost.
