@@ -76,6 +76,11 @@ def test_every_whole_stack_test_holds_after_seven_ordinary_changes(tmp_path):
             "no:cacheprovider",
             "-m",
             "whole_stack",
+            # On every core: alone, this run is the suite's longest test and would leave the other cores idle.
+            "-n",
+            "auto",
+            "--dist",
+            "worksteal",
             "--durations=10",
             *ignore,
             "tests",
