@@ -108,7 +108,9 @@ class QueueTopology(pulumi.ComponentResource):
                 kind=kind,
                 metadata={"name": k8s_name, "namespace": args.namespace, "labels": args.labels},
                 spec={"rabbitmqClusterReference": cluster_ref, **spec},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *after]),
+                # `after` already waits for `args.depends_on` (the engine orders creates and deletes transitively):
+                # repeating it on every object multiplied the dependency edges the SDK checks for cycles.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after or args.depends_on),
             )
 
         vhost = cr(
