@@ -108,7 +108,10 @@ def _queue_labels(svc: ServicePlan, queue: QueueRef) -> dict[str, str]:
 def _dead_lettered(queue: QueueRef, window: str) -> str:
     dlq = f'namespace="{queue.subsystem}", queue="{dead_letter_queue(queue.queue)}"'
     # The dead-letter queue is consumed by nobody (QueueConsumersAbsent leaves it out): its growth is what was
-    # dead-lettered into it; a drain by an operator counts as zero, not as negative.
+    # dead-lettered into it; a drain by an operator counts as zero, not as negative. RabbitMQ counts no
+    # dead-lettering per source queue (its dead-lettered counters carry only queue type and strategy:
+    # deps/rabbit/src/rabbit_global_counters.erl at v4.1.4), and a quorum queue's depth is reported by its
+    # leader: summed per node, a leader change loses at most a sample.
     return f"clamp_min(sum(delta(rabbitmq_queue_messages{{{dlq}}}[{window}])), 0)"
 
 

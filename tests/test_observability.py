@@ -845,33 +845,39 @@ def test_one_dashboard_per_subsystem_provisioned_through_the_sidecar(stack_run, 
         assert f"{name}.json" in config_map["data"]
 
 
+def _monitor_jobs(objects: list[dict]) -> dict[tuple[str, str], dict]:
+    """(namespace, job) of every target the rendered monitors give Prometheus -> the monitor: prometheus-operator
+    (v0.93.0 promcfg.go) names a PodMonitor's "<namespace>/<name>", a ServiceMonitor's after the Service or, with
+    `jobLabel`, that label's value on it."""
+    jobs = {}
+    for monitor in (o for o in objects if o["kind"] == "PodMonitor"):
+        ns = monitor["metadata"]["namespace"]
+        jobs[(ns, f"{ns}/{monitor['metadata']['name']}")] = monitor
+    services = [o for o in objects if o["kind"] == "Service"]
+    for monitor in (o for o in objects if o["kind"] == "ServiceMonitor"):
+        spec = monitor["spec"]
+        selector = spec["selector"].get("matchLabels", {})
+        namespaces = spec.get("namespaceSelector", {}).get("matchNames", [monitor["metadata"]["namespace"]])
+        for service in services:
+            labels, ns = service["metadata"].get("labels", {}), service["metadata"].get("namespace")
+            if ns in namespaces and selector.items() <= labels.items():
+                jobs[(ns, labels.get(spec.get("jobLabel", ""), service["metadata"]["name"]))] = monitor
+    return jobs
+
+
 def test_monitors_keep_the_labels_the_alerts_route_on(stack_run, stack_plan):
-    """cert-manager's chart ServiceMonitor honours the exporter's labels: a Certificate's `namespace` stays its
-    own (not `exported_namespace`), so its expiry alert reaches the owning team."""
-    monitors = [o for o in stack_run.all_objects() if o["kind"] == "ServiceMonitor"]
-    namespace = stack_plan.config.infrastructure.operators.cert_manager.namespace
-    (cert_manager,) = [m for m in monitors if m["metadata"]["namespace"] == namespace]
-    assert all(e["honorLabels"] is True for e in cert_manager["spec"]["endpoints"])
+    """The ServiceMonitors of exporters that report other namespaces' objects honour the exporter's labels: a
+    Certificate's (cert-manager's chart, honorLabels set by the platform) or a Deployment's and pod's
+    (kube-state-metrics) `namespace` stays its own, not `exported_namespace`, so the alert reaches its team."""
+    jobs = _monitor_jobs(stack_run.all_objects())
+    operators = stack_plan.config.infrastructure.operators
+    for job, operator in METRICS_SOURCES.items():
+        monitor = jobs[(getattr(operators, operator).namespace, job)]
+        assert all(e.get("honorLabels") is True for e in monitor["spec"]["endpoints"]), job
 
 
 def test_the_targets_the_gap_alerts_watch_exist_under_those_job_names(stack_run, stack_plan):
-    """The `job` of each `up` the gap alerts read is what prometheus-operator (v0.93.0 promcfg.go) gives the
-    rendered monitors: a PodMonitor's "<namespace>/<name>", a ServiceMonitor's Service name or jobLabel value."""
-    objects = stack_run.all_objects()
-    jobs = set()
-    for kind in ("PodMonitor", "ServiceMonitor"):
-        for monitor in (o for o in objects if o["kind"] == kind):
-            ns, spec = monitor["metadata"]["namespace"], monitor["spec"]
-            if kind == "PodMonitor":
-                jobs.add((ns, f"{ns}/{monitor['metadata']['name']}"))
-                continue
-            selector = spec["selector"].get("matchLabels", {})
-            namespaces = spec.get("namespaceSelector", {}).get("matchNames", [ns])
-            for service in (o for o in objects if o["kind"] == "Service"):
-                labels = service["metadata"].get("labels", {})
-                if service["metadata"].get("namespace") in namespaces and selector.items() <= labels.items():
-                    job = labels.get(spec["jobLabel"]) if "jobLabel" in spec else service["metadata"]["name"]
-                    jobs.add((service["metadata"]["namespace"], job or service["metadata"]["name"]))
+    """The `job` of each `up` the gap alerts read is one the rendered monitors give their targets."""
     watched = {
         (m["namespace"], m["job"])
         for g in rule_groups(stack_plan)["groups"]
@@ -879,6 +885,7 @@ def test_the_targets_the_gap_alerts_watch_exist_under_those_job_names(stack_run,
         if r.get("alert", "").endswith("TargetMissing") or r.get("alert") == "MetricsSourceMissing"
         for m in [dict(re.findall(r'(namespace|job)="([^"]+)"', r["expr"]))]
     }
+    jobs = set(_monitor_jobs(stack_run.all_objects()))
     assert watched and watched <= jobs, sorted(watched - jobs)
 
 
