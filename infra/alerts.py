@@ -334,19 +334,18 @@ def gap_alerts(plan: PlatformPlan) -> list[dict]:
                 )
             )
         if sub.queue is not None:
-            queues = [n for q in sub.queue.queues for n in (q, dead_letter_queue(q))]
-            alerts.append(
-                _alert(
-                    "QueueMissing",
-                    "\nor\n".join(
-                        f'absent(rabbitmq_queue_messages_ready{{namespace="{ns}", queue="{q}"}})' for q in queues
-                    ),
-                    "10m",
-                    "page",
-                    f"Queue {{{{ $labels.queue }}}} declared for {ns} is not reported: deleted, or its cluster is down",
-                    mine,
+            # One rule per declared queue: a new queue adds a rule and changes none (the offline diff shows it).
+            for queue in (n for q in sub.queue.queues for n in (q, dead_letter_queue(q))):
+                alerts.append(
+                    _alert(
+                        "QueueMissing",
+                        f'absent(rabbitmq_queue_messages_ready{{namespace="{ns}", queue="{queue}"}})',
+                        "10m",
+                        "page",
+                        f"Queue {queue} declared for {ns} is not reported: deleted, or its cluster is down",
+                        {**mine, "queue": queue},
+                    )
                 )
-            )
     operators = plan.config.infrastructure.operators
     platform = {"subsystem": PLATFORM_ROUTE}
     for job, operator in METRICS_SOURCES.items():

@@ -376,7 +376,7 @@ def gap_scenarios(plan) -> list[dict]:
             [series("rabbitmq_queue_messages_ready", labels, "0x15") for labels in list(queue_series.values())[:-1]],
             "QueueMissing",
             "12m",
-            [_expected(plan, "QueueMissing", {"namespace": "shop", "queue": list(queue_series)[-1]})],
+            [_expected(plan, "QueueMissing", {"namespace": "shop"}, queue=list(queue_series)[-1])],
         ),
         case(
             "1m",
