@@ -3,13 +3,15 @@
 Routing: by subsystem (the alert's `namespace`), then by `severity` - `page` to the subsystem's pager
 receiver, `ticket` to its ticket receiver. Anything not from an application namespace goes to the `platform`
 route. Pages inhibit tickets for the same alert and target; a down database inhibits the SLO burn alerts of
-its subsystem (one page for one cause).
+its subsystem, a down queue cluster its queue alerts, a missing kube-state-metrics the operator alerts (one page
+for one cause).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from infra.alerts import QUEUE_SLO_ALERTS, SLO_ALERTS
 from infra.config import Receiver
 from infra.topology import PLATFORM_ROUTE, PlatformPlan
 
@@ -75,9 +77,21 @@ def alertmanager_config(plan: PlatformPlan, secrets: Mapping[str, str]) -> dict:
                 "equal": ["alertname", "namespace", "service"],
             },
             {
-                "source_matchers": ['alertname="PostgresInstanceDown"'],
-                "target_matchers": ['alertname=~"Service(Availability|Latency)BudgetBurn"'],
+                "source_matchers": ['alertname=~"PostgresInstanceDown|PostgresTargetMissing"'],
+                "target_matchers": [f'alertname=~"{"|".join(SLO_ALERTS + QUEUE_SLO_ALERTS)}"'],
                 "equal": ["namespace"],
+            },
+            # A queue cluster that is down or unscrapable reports none of its queues.
+            {
+                "source_matchers": ['alertname="QueueClusterTargetMissing"'],
+                "target_matchers": ['alertname=~"QueueMissing|QueueConsumersAbsent"'],
+                "equal": ["namespace"],
+            },
+            # Without kube-state-metrics every Deployment looks absent.
+            {
+                "source_matchers": ['alertname="MetricsSourceMissing"', 'job="kube-state-metrics"'],
+                "target_matchers": ['alertname="OperatorUnavailable"'],
+                "equal": [],
             },
         ],
         "receivers": [_receiver(n, r, secrets) for n, r in sorted(alerting.receivers.items())],

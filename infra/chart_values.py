@@ -153,8 +153,11 @@ def cert_manager_values(namespace: str) -> dict:
         # grant them) stay in cert-manager's own namespace instead.
         "global": {"leaderElection": {"namespace": namespace}},
         "crds": {"enabled": True},
-        # Its metrics feed the certificate-expiry alert.
-        "prometheus": {"enabled": True, "servicemonitor": {"enabled": True}},
+        # Its metrics feed the certificate-expiry alert. values.yaml `prometheus.servicemonitor.honorLabels`
+        # defaults to false: the Certificate's `namespace` label would be renamed `exported_namespace` and
+        # `namespace` read cert-manager, sending every certificate's alert to the platform route. Honoured, it
+        # stays the Certificate's (the controller's own series carry no `namespace`, so they keep the target's).
+        "prometheus": {"enabled": True, "servicemonitor": {"enabled": True, "honorLabels": True}},
         # values.yaml `config` becomes the controller's ControllerConfiguration (templates/controller-config.yaml).
         # `gatewayAPI.enabled` is the v1.21 field; the top-level `enableGatewayAPI` is deprecated and only copied
         # into it (internal/apis/config/controller/v1alpha1/defaults.go). With it on, the controller exits at start

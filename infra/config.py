@@ -252,6 +252,27 @@ class ServiceSlo(Model):
         lt=100,
         description="Target % of requests faster than latencySeconds. Default: defaults.slo.latencyTarget.",
     )
+    # Queue SLOs: for each queue the service consumes (only services that serve no HTTP get no HTTP SLOs).
+    processing_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Queue SLO: the ready messages of each queue it consumes should drain within this many "
+        "seconds at its current processing rate. Default: defaults.slo.processingSeconds.",
+    )
+    processing_target: float | None = Field(
+        default=None,
+        gt=50,
+        lt=100,
+        description="Queue SLO: target % of the time its queues drain within processingSeconds. Default: "
+        "defaults.slo.processingTarget.",
+    )
+    dead_letter_target: float | None = Field(
+        default=None,
+        gt=90,
+        lt=100,
+        description="Queue SLO: target % of consumed messages processed without being dead-lettered, over 30 "
+        "days. Default: defaults.slo.deadLetterTarget.",
+    )
 
 
 class Service(Model):
@@ -499,6 +520,15 @@ class SloDefaults(Model):
     )
     latency_seconds: float = Field(default=0.5, gt=0, description="Latency threshold (s). Default: 0.5.")
     latency_target: float = Field(default=99.0, gt=50, lt=100, description="Latency target %. Default: 99.0.")
+    processing_seconds: float = Field(
+        default=60, gt=0, description="Queue SLO: backlog drain-time objective (s). Default: 60."
+    )
+    processing_target: float = Field(
+        default=99.0, gt=50, lt=100, description="Queue SLO: % of the time within processingSeconds. Default: 99.0."
+    )
+    dead_letter_target: float = Field(
+        default=99.9, gt=90, lt=100, description="Queue SLO: % of messages not dead-lettered. Default: 99.9."
+    )
 
 
 class Defaults(Model):

@@ -1,7 +1,9 @@
 """Grafana dashboards as code, one per subsystem, built with grafana-foundation-sdk (pure).
 
-Each shows, per service, request rate, error ratio and p99 latency; and, where the subsystem has them, its
-database's and queue cluster's health. Provisioned through Grafana's dashboard sidecar (a labelled ConfigMap).
+Each shows, per service, request rate, error ratio and p99 latency; for its queue consumers, the queue SLOs
+(share of time the backlog is over the processing objective, share of messages dead-lettered); and, where the
+subsystem has them, its database's and queue cluster's health. Provisioned through Grafana's dashboard sidecar
+(a labelled ConfigMap).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from grafana_foundation_sdk.builders import dashboard, prometheus, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos
 
-from infra.alerts import ERROR_RULE
+from infra.alerts import DEAD_LETTER_RULE, ERROR_RULE, PROCESSING_RULE
 from infra.topology import PlatformPlan, SubsystemPlan
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="prometheus")
@@ -54,6 +56,20 @@ def panels(sub: SubsystemPlan) -> list[tuple[str, str, list[tuple[str, str]]]]:
             ],
         ),
     ]
+    if any(svc.consumes for svc in sub.services.values()):
+        # The queue SLOs' recorded series carry the consumer's namespace, wherever the queue lives.
+        out += [
+            (
+                "Queue SLO: time over processing objective (1h)",
+                "percentunit",
+                [(f"{PROCESSING_RULE}1h{{{ns}}}", "{{service}} {{queue}}")],
+            ),
+            (
+                "Queue SLO: dead-lettered ratio (1h)",
+                "percentunit",
+                [(f"{DEAD_LETTER_RULE}1h{{{ns}}}", "{{service}} {{queue}}")],
+            ),
+        ]
     if sub.postgres is not None:
         out += [
             ("PostgreSQL up", "short", [(f"cnpg_collector_up{{{ns}}}", "{{pod}}")]),

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from infra.chart_values import host_agent_namespaces
-from infra.config import Expose, ExternalEgress, ImageBuild, PlatformConfig, ProbePaths, Recovery, Resources
+from infra.config import (
+    Expose,
+    ExternalEgress,
+    ImageBuild,
+    PlatformConfig,
+    ProbePaths,
+    Recovery,
+    Resources,
+    SloDefaults,
+)
 from infra.errors import ConfigError, ConfigProblem, problems_from_validation_error
 
 DIGEST_SUFFIX = "@sha256:"
@@ -61,6 +70,10 @@ class ServicePlan:
     availability_target: float = 99.9
     latency_seconds: float = 0.5
     latency_target: float = 99.0
+    # Queue SLOs of the queues it consumes (the defaults live in config.SloDefaults; resolve() always sets them).
+    processing_seconds: float = SloDefaults.model_fields["processing_seconds"].default
+    processing_target: float = SloDefaults.model_fields["processing_target"].default
+    dead_letter_target: float = SloDefaults.model_fields["dead_letter_target"].default
     metrics_path: str = "/metrics"
     expose: Expose | None = None
     egress: dict[str, ExternalEgress] = field(default_factory=dict)
@@ -279,6 +292,10 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 latency_target=svc.slo.latency_target
                 if svc.slo.latency_target is not None
                 else defaults.slo.latency_target,
+                **{
+                    name: getattr(svc.slo, name) if getattr(svc.slo, name) is not None else getattr(defaults.slo, name)
+                    for name in ("processing_seconds", "processing_target", "dead_letter_target")
+                },
                 metrics_path=svc.metrics_path,
                 expose=svc.expose,
                 egress=dict(svc.egress),
@@ -339,9 +356,18 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
     return PlatformPlan(config=config, subsystems=subsystems, order=order)
 
 
-def operator_namespaces(config: PlatformConfig) -> set[str]:
+# Installs that run no controller of their own (only CRDs): nothing in their namespace to be available.
+CONTROLLERLESS_OPERATORS = frozenset({"gateway_crds"})
+
+
+def operator_namespaces(config: PlatformConfig, with_controller: bool = False) -> set[str]:
+    """Namespaces of the operator installs (`with_controller`: only those that run a controller)."""
     operators = config.infrastructure.operators
-    return {getattr(operators, name).namespace for name in type(operators).model_fields}
+    return {
+        getattr(operators, name).namespace
+        for name in type(operators).model_fields
+        if not (with_controller and name in CONTROLLERLESS_OPERATORS)
+    }
 
 
 def infrastructure_namespaces(config: PlatformConfig) -> set[str]:

@@ -423,6 +423,8 @@ def _promtool_consumers_absent(tmp_path: Path, expr: str) -> None:
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": []}))
     marked = {"namespace": "business", "queue": "report-requests", "vhost": "business"}
     other = {**marked, "queue": "clearing-batches"}
+    # The alert adds the owning subsystem (infra.alerts.owned).
+    fired = {**other, "subsystem": "business"}
 
     def series(labels):
         return "rabbitmq_queue_consumers{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
@@ -438,7 +440,7 @@ def _promtool_consumers_absent(tmp_path: Path, expr: str) -> None:
                     {"series": series(other), "values": "0x10"},
                 ],
                 "promql_expr_test": [
-                    {"expr": expr, "eval_time": "5m", "exp_samples": [{"labels": series(other), "value": 0}]}
+                    {"expr": expr, "eval_time": "5m", "exp_samples": [{"labels": series(fired), "value": 0}]}
                 ],
             }
         ],

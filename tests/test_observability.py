@@ -11,12 +11,13 @@ import pytest
 import yaml
 
 from infra.alertmanager import alertmanager_config
-from infra.alerts import rule_groups
+from infra.alerts import METRICS_SOURCES, QUEUE_SLO_ALERTS, SLO_ALERTS, prometheus_float, rule_groups
 from infra.chart_values import ALERTMANAGER_SECRET
 from infra.config import alert_secret_keys
 from infra.dashboards import dashboards, panels
-from infra.metrics import CONTRACT, metric_names
+from infra.metrics import CONTRACT, SERVICE, metric_names
 from infra.offline.mocks import ProgramFailed
+from infra.topology import PLATFORM_ROUTE
 from tests.conftest import STACKS, platform_deployments
 from tests.fixture_config import SMALL_TOPOLOGY, plan_of
 
@@ -38,8 +39,30 @@ def plan(request, plans):
     return plans[request.param]
 
 
+def _routed(topology: dict) -> dict:
+    """`alerting` with distinct receivers per route and severity, so a routing test can tell the teams apart."""
+    routes = {name: {"page": f"{name}-page", "ticket": f"{name}-ticket"} for name in [*topology, PLATFORM_ROUTE]}
+    receivers = {r: {"webhook": {"urlSecret": "alertChat"}} for route in routes.values() for r in route.values()}
+    return {"receivers": receivers, "routes": routes}
+
+
 # Alert and dashboard behaviour is shown on a small fixture config (with backups, so every alert family exists).
-SMALL = plan_of(SMALL_TOPOLOGY, backup={"objectStore": {"destinationPath": "s3://backups/wal"}})
+# The critical API's latency objective is a whole number of seconds: its bucket is `le="1.0"` in Prometheus 3.
+SMALL_WHOLE_SECOND = {
+    **SMALL_TOPOLOGY,
+    "shop": {
+        **SMALL_TOPOLOGY["shop"],
+        "services": {
+            **SMALL_TOPOLOGY["shop"]["services"],
+            "api": {**SMALL_TOPOLOGY["shop"]["services"]["api"], "slo": {"latencySeconds": 1}},
+        },
+    },
+}
+SMALL = plan_of(
+    SMALL_WHOLE_SECOND,
+    backup={"objectStore": {"destinationPath": "s3://backups/wal"}},
+    alerting=_routed(SMALL_WHOLE_SECOND),
+)
 
 
 # --- Scrape targets -----------------------------------------------------------------------------------------
@@ -107,14 +130,91 @@ def test_promtool_accepts_the_rule_files(tmp_path, plan):
     assert "SUCCESS" in result.stdout
 
 
-def test_every_service_has_paging_and_ticketing_burn_alerts_for_both_objectives(plan):
-    alerts = [r for g in rule_groups(plan)["groups"] for r in g["rules"] if "alert" in r]
+def _slo_alerts_of(plan, svc) -> set[tuple]:
+    return {
+        (r["alert"], r["labels"]["severity"], r["labels"].get("queue"))
+        for g in rule_groups(plan)["groups"]
+        for r in g["rules"]
+        if r.get("alert") in SLO_ALERTS + QUEUE_SLO_ALERTS
+        and (r["labels"]["namespace"], r["labels"]["service"]) == (svc.subsystem, svc.name)
+    }
+
+
+def test_services_get_the_slos_of_how_they_are_used(plan):
+    """HTTP SLOs for a service something calls (another service, or the gateway for an exposed one); queue SLOs
+    for each queue it consumes; a queue-only worker no HTTP SLO (its ratios would stay empty, never firing)."""
+    called = {(e.subsystem, e.service) for s in plan.services() for e in s.calls}
     for svc in plan.services():
-        mine = {(r["alert"], r["labels"]["severity"]) for r in alerts if r["labels"].get("service") == svc.name}
-        assert mine == {(f"Service{k}BudgetBurn", s) for k in ("Availability", "Latency") for s in ("page", "ticket")}
-    for rule in alerts:
+        serves_http = svc.expose is not None or (svc.subsystem, svc.name) in called
+        expected = {(a, sev, None) for a in SLO_ALERTS for sev in ("page", "ticket")} if serves_http else set()
+        expected |= {(a, sev, q.queue) for q in svc.consumes for a in QUEUE_SLO_ALERTS for sev in ("page", "ticket")}
+        assert _slo_alerts_of(plan, svc) == expected, f"{svc.subsystem}/{svc.name}"
+    for rule in (r for g in rule_groups(plan)["groups"] for r in g["rules"] if "alert" in r):
         assert rule["labels"]["severity"] in ("page", "ticket")
         assert rule["annotations"]["runbook_url"].startswith("https://")
+
+
+def test_a_queue_only_worker_gets_queue_slos_in_its_own_namespace():
+    engine, api = SMALL.service("audit", "engine"), SMALL.service("shop", "api")
+    assert {a for a, _, _ in _slo_alerts_of(SMALL, engine)} == set(QUEUE_SLO_ALERTS)
+    assert {a for a, _, _ in _slo_alerts_of(SMALL, api)} == set(SLO_ALERTS)
+    # engine consumes shop/orders: the rules read the queue in shop, the alert is about engine, in audit.
+    rule = _rule(SMALL, "QueueProcessingBudgetBurn", service="engine", severity="page")
+    assert rule["labels"]["namespace"] == rule["labels"]["subsystem"] == "audit"
+    recorded = [
+        r
+        for g in rule_groups(SMALL)["groups"]
+        for r in g["rules"]
+        if "record" in r and r.get("labels", {}).get("service") == "engine"
+    ]
+    assert all('namespace="shop", queue="orders' in r["expr"] for r in recorded)
+
+
+def test_queue_objectives_come_from_config_with_defaults_in_one_place():
+    from infra.config import SloDefaults
+
+    defaults = SloDefaults()
+    worker = SMALL.service("shop", "worker")
+    assert (worker.processing_seconds, worker.processing_target, worker.dead_letter_target) == (
+        defaults.processing_seconds,
+        defaults.processing_target,
+        defaults.dead_letter_target,
+    )
+    topology = {
+        **SMALL_TOPOLOGY,
+        "shop": {**SMALL_TOPOLOGY["shop"], "services": {**SMALL_TOPOLOGY["shop"]["services"]}},
+    }
+    topology["shop"]["services"]["worker"] = {
+        **topology["shop"]["services"]["worker"],
+        "slo": {"processingSeconds": 5, "processingTarget": 95, "deadLetterTarget": 99.5},
+    }
+    plan = plan_of(topology)
+    rule = _rule(plan, "QueueDeadLetterBudgetBurn", service="worker", severity="page")
+    assert "> 0.072 and" in rule["expr"]  # 14.4 x (1 - 99.5%)
+    recorded = next(
+        r
+        for g in rule_groups(plan)["groups"]
+        for r in g["rules"]
+        if r.get("record") == "queue:processing_over_objective:bool"
+    )
+    assert recorded["expr"].endswith("> bool 5.0")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "stored"),
+    [(1, "1.0"), (0.5, "0.5"), (10, "10.0"), (2.5, "2.5"), (0.005, "0.005"), (1e-05, "1e-05"), (1e6, "1e+06")],
+)
+def test_bucket_bounds_are_written_as_prometheus_3_stores_them(seconds, stored):
+    """prometheus v3 model/labels/float.go FormatOpenMetricsFloat (Go's shortest 'g', ".0" when integral)."""
+    assert prometheus_float(seconds) == stored
+
+
+def test_every_contract_metric_names_its_upstream_source_and_version():
+    for name, metric in CONTRACT.items():
+        if metric.source == SERVICE:
+            assert name.startswith("http_"), name
+            continue
+        assert re.match(r"^[\w.-]+/[\w.-]+@v\d+\.\d+\.\d+ \S+", metric.source), (name, metric.source)
 
 
 def test_rules_and_dashboards_use_only_contracted_metrics(plan):
@@ -132,6 +232,10 @@ def test_rules_and_dashboards_use_only_contracted_metrics(plan):
 def test_metric_name_extraction():
     assert metric_names('sum by (le, service) (rate(http_x_bucket{a="b", le="0.5"}[5m])) > 0.3') == {"http_x_bucket"}
     assert metric_names('time() - last_ts{ns="x"} > 93600 and deriv(q[15m]) > 0') == {"last_ts", "q"}
+    assert metric_names('count by (namespace) (ts offset 26h) and label_replace(x, "a", "$1", "b", "(.*)")') == {
+        "ts",
+        "x",
+    }
 
 
 def _render(template: str, labels: dict, value: str) -> str:
@@ -139,7 +243,7 @@ def _render(template: str, labels: dict, value: str) -> str:
     return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], out)
 
 
-def _rule(plan, alert: str, service: str | None = None, severity: str | None = None) -> dict:
+def _rule(plan, alert: str, service: str | None = None, severity: str | None = None, **match: str) -> dict:
     return next(
         r
         for g in rule_groups(plan)["groups"]
@@ -147,12 +251,18 @@ def _rule(plan, alert: str, service: str | None = None, severity: str | None = N
         if r.get("alert") == alert
         and (service is None or r["labels"].get("service") == service)
         and (severity is None or r["labels"]["severity"] == severity)
+        and all(r["labels"].get(k) == v for k, v in match.items())
     )
 
 
-def _expected(plan, alert, series_labels, value="", service=None, severity=None):
-    rule = _rule(plan, alert, service, severity)
+def _owner(plan, namespace: str) -> str:
+    return namespace if namespace in plan.subsystems else PLATFORM_ROUTE
+
+
+def _expected(plan, alert, series_labels, value="", service=None, severity=None, **match):
+    rule = _rule(plan, alert, service, severity, **match)
     labels = {**series_labels, **rule["labels"]}
+    labels.setdefault("subsystem", _owner(plan, labels["namespace"]))
     return {
         "exp_labels": labels,
         "exp_annotations": {k: _render(v, labels, value) for k, v in rule["annotations"].items()},
@@ -162,29 +272,240 @@ def _expected(plan, alert, series_labels, value="", service=None, severity=None)
 PAY = {"namespace": "shop", "service": "api"}  # SMALL's critical API
 
 
+def _series(name: str, labels: dict, values: str) -> dict:
+    inner = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{name}{{{inner}}}", "values": values}
+
+
+def _case(interval, input_series, alert, eval_time, firing) -> dict:
+    return {
+        "interval": interval,
+        "input_series": input_series,
+        "alert_rule_test": [{"eval_time": eval_time, "alertname": alert, "exp_alerts": firing}],
+    }
+
+
+# Target labels as prometheus-operator v0.93.0 sets them (pkg/prometheus/promcfg.go): a PodMonitor's `job` is
+# "<namespace>/<name>", a ServiceMonitor's the Service's name (or its jobLabel's value); `pod`, `service`,
+# `endpoint`, `instance` beside them.
+DB_TARGET = {"namespace": "shop", "job": "shop/shop-db", "endpoint": "metrics"}
+MQ_TARGET = {"namespace": "shop", "job": "shop/shop-mq", "endpoint": "prometheus-tls"}
+KSM_TARGET = {
+    "namespace": "monitoring",
+    "job": "kube-state-metrics",
+    "service": "kube-prometheus-stack-kube-state-metrics",
+}
+
+
+def _pods(target: dict, prefix: str, count: int) -> list[dict]:
+    return [{**target, "pod": f"{prefix}-{i}", "instance": f"10.0.0.{i}:9000"} for i in range(1, count + 1)]
+
+
+def gap_scenarios(plan) -> list[dict]:
+    """No silent gaps: each target kind firing when unscrapable (`up == 0`), short of what was declared, or gone
+    (`absent`); silent when every target answers."""
+    series, case = _series, _case
+    instances, replicas = plan.subsystems["shop"].postgres.instances, plan.subsystems["shop"].queue.replicas
+    db_pods, mq_pods = _pods(DB_TARGET, "shop-db", instances), _pods(MQ_TARGET, "shop-mq-server", replicas)
+    services = {
+        svc.name: {"namespace": ns, "job": svc.name, "service": svc.name, "endpoint": "metrics"}
+        for ns, sub in plan.subsystems.items()
+        for svc in sub.services.values()
+    }
+    queues = [(q, f"{q}-dlq") for q in plan.subsystems["shop"].queue.queues]
+    queue_series = {
+        q: {"namespace": "shop", "queue": q, "vhost": "shop", **mq_pods[0]} for pair in queues for q in pair
+    }
+    operators = sorted({"cnpg-system", "rabbitmq-system", "cert-manager", "envoy-gateway-system", "keda", "monitoring"})
+    deployments = {ns: {**KSM_TARGET, "namespace": ns, "deployment": f"{ns}-controller"} for ns in operators}
+    sources = {
+        job: {"namespace": getattr(plan.config.infrastructure.operators, op).namespace, "job": job}
+        for job, op in METRICS_SOURCES.items()
+    }
+    up = "up"
+    down_api = {**services["api"], "pod": "api-1", "instance": "10.0.1.1:9090"}
+    return [
+        # api's target fails, engine's are gone (absent), worker answers.
+        case(
+            "1m",
+            [series(up, down_api, "0x10"), series(up, services["worker"], "1x10")],
+            "ServiceTargetMissing",
+            "8m",
+            [
+                _expected(plan, "ServiceTargetMissing", down_api, service="api"),
+                _expected(plan, "ServiceTargetMissing", {"namespace": "audit", "job": "engine"}, service="engine"),
+            ],
+        ),
+        case("1m", [series(up, t, "1x10") for t in services.values()], "ServiceTargetMissing", "8m", []),
+        # For each data cluster: one member's exporter fails; one member is gone (deleted, never rescheduled); all
+        # are; all answer.
+        *(
+            c
+            for alert, pods, target in (
+                ("PostgresTargetMissing", db_pods, DB_TARGET),
+                ("QueueClusterTargetMissing", mq_pods, MQ_TARGET),
+            )
+            for c in (
+                case(
+                    "1m",
+                    [series(up, p, "0x10" if p is pods[-1] else "1x10") for p in pods],
+                    alert,
+                    "8m",
+                    [_expected(plan, alert, pods[-1])],
+                ),
+                case(
+                    "1m",
+                    [series(up, p, "1x10") for p in pods[:-1]],
+                    alert,
+                    "8m",
+                    [_expected(plan, alert, {"namespace": "shop"})],
+                ),
+                case(
+                    "1m",
+                    [series(up, {**target, "namespace": "audit", "job": "audit/x"}, "1x10")],
+                    alert,
+                    "8m",
+                    [_expected(plan, alert, {"namespace": "shop", "job": target["job"]})],
+                ),
+                case("1m", [series(up, p, "1x10") for p in pods], alert, "8m", []),
+            )
+        ),
+        # A declared queue (here the last dead-letter queue) no longer reported: deleted.
+        case(
+            "1m",
+            [series("rabbitmq_queue_messages_ready", labels, "0x15") for labels in list(queue_series.values())[:-1]],
+            "QueueMissing",
+            "12m",
+            [_expected(plan, "QueueMissing", {"namespace": "shop"}, queue=list(queue_series)[-1])],
+        ),
+        case(
+            "1m",
+            [series("rabbitmq_queue_messages_ready", labels, "0x15") for labels in queue_series.values()],
+            "QueueMissing",
+            "12m",
+            [],
+        ),
+        case(
+            "1m",
+            [series(up, {**sources["kube-state-metrics"], "pod": "ksm-1"}, "1x10")],
+            "MetricsSourceMissing",
+            "8m",
+            [_expected(plan, "MetricsSourceMissing", sources["cert-manager"], job="cert-manager")],
+        ),
+        case(
+            "1m",
+            [series(up, {**labels, "pod": "x-1"}, "1x10") for labels in sources.values()],
+            "MetricsSourceMissing",
+            "8m",
+            [],
+        ),
+        # The CloudNativePG operator has no available replica; KEDA's namespace reports no Deployment at all.
+        case(
+            "1m",
+            [
+                series(
+                    "kube_deployment_status_replicas_available",
+                    labels,
+                    "0x15" if ns == "cnpg-system" else "1x15",
+                )
+                for ns, labels in deployments.items()
+                if ns != "keda"
+            ],
+            "OperatorUnavailable",
+            "12m",
+            [
+                _expected(plan, "OperatorUnavailable", deployments["cnpg-system"]),
+                _expected(plan, "OperatorUnavailable", {"namespace": "keda"}),
+            ],
+        ),
+        case(
+            "1m",
+            [series("kube_deployment_status_replicas_available", labels, "1x15") for labels in deployments.values()],
+            "OperatorUnavailable",
+            "12m",
+            [],
+        ),
+    ]
+
+
+def queue_slo_scenarios(plan) -> list[dict]:
+    """Queue SLOs of `audit/engine`, which consumes `shop/orders`: series as RabbitMQ reports them (per node, with
+    the queue and vhost labels), alerts in the consumer's namespace."""
+    series, case = _series, _case
+    node = {**MQ_TARGET, "pod": "shop-mq-server-0", "instance": "10.0.2.1:15691"}
+    orders = {**node, "queue": "orders", "vhost": "shop"}
+    dlq = {**orders, "queue": "orders-dlq"}
+    engine = {"namespace": "audit", "subsystem": "audit", "service": "engine", "queue": "orders"}
+    ready, acked, messages = (
+        "rabbitmq_queue_messages_ready",
+        "rabbitmq_queue_messages_acked_total",
+        "rabbitmq_queue_messages",
+    )
+
+    def both(alert):
+        return [_expected(plan, alert, engine, service="engine", severity=s) for s in ("page", "ticket")]
+
+    return [
+        # 5000 ready at 10 acknowledgements a second: 500s to drain, over the 60s objective all the time.
+        case(
+            "1m",
+            [series(ready, orders, "5000x90"), series(acked, orders, "0+600x90")],
+            "QueueProcessingBudgetBurn",
+            "80m",
+            both("QueueProcessingBudgetBurn"),
+        ),
+        # A backlog nobody acknowledges is infinitely late.
+        case(
+            "1m",
+            [series(ready, orders, "50x90")],
+            "QueueProcessingBudgetBurn",
+            "80m",
+            both("QueueProcessingBudgetBurn"),
+        ),
+        # 10 ready at 10 a second: 1s. (Empty for the first two minutes: until a counter has two samples it has
+        # no rate, and a waiting backlog counts as late - seconds in 30 days, but not in an 80-minute test.)
+        case(
+            "1m",
+            [series(ready, orders, "0 0 10x88"), series(acked, orders, "0+600x90")],
+            "QueueProcessingBudgetBurn",
+            "80m",
+            [],
+        ),
+        # 10 of every 110 messages dead-lettered (the dead-letter queue grows by 10 a minute).
+        case(
+            "1m",
+            [series(acked, orders, "0+100x90"), series(messages, dlq, "0+10x90")],
+            "QueueDeadLetterBudgetBurn",
+            "80m",
+            both("QueueDeadLetterBudgetBurn"),
+        ),
+        # Old dead letters that stay put are not a burn.
+        case(
+            "1m",
+            [series(acked, orders, "0+100x90"), series(messages, dlq, "3x90")],
+            "QueueDeadLetterBudgetBurn",
+            "80m",
+            [],
+        ),
+    ]
+
+
 def scenarios(plan) -> list[dict]:
     """promtool unit tests: each alert family firing on synthetic series, and silent on healthy ones."""
-    db = {"namespace": "shop", "pod": "shop-db-1"}
-    q = {"namespace": "shop", "queue": "orders", "vhost": "shop"}
+    db = {**DB_TARGET, "pod": "shop-db-1", "instance": "10.0.0.1:9187"}
+    q = {**MQ_TARGET, "pod": "shop-mq-server-0", "queue": "orders", "vhost": "shop"}
     dlq = {**q, "queue": "orders-dlq"}
-    hpa = {"namespace": "shop", "horizontalpodautoscaler": "api"}
-    cert = {"namespace": "cert-manager", "name": "gateway-tls"}
-    restarts = {"namespace": "shop", "pod": "api-1", "container": "app"}
-
-    def series(name, labels, values):
-        inner = ", ".join(f'{k}="{v}"' for k, v in labels.items())
-        return {"series": f"{name}{{{inner}}}", "values": values}
-
-    def case(interval, input_series, alert, eval_time, firing):
-        return {
-            "interval": interval,
-            "input_series": input_series,
-            "alert_rule_test": [{"eval_time": eval_time, "alertname": alert, "exp_alerts": firing}],
-        }
+    hpa = {**KSM_TARGET, "namespace": "shop", "horizontalpodautoscaler": "api"}
+    # The Certificate's namespace, kept by honorLabels on cert-manager's ServiceMonitor.
+    cert = {"namespace": "shop", "job": "cert-manager", "name": "shop-mq-tls", "issuer_kind": "ClusterIssuer"}
+    restarts = {**KSM_TARGET, "namespace": "shop", "pod": "api-1", "container": "app"}
+    series, case = _series, _case
 
     req = "http_requests_total"
     bucket, count = "http_request_duration_seconds_bucket", "http_request_duration_seconds_count"
-    le = {**PAY, "le": "0.5"}
+    threshold = prometheus_float(plan.service("shop", "api").latency_seconds)
+    le = {**PAY, "le": threshold}
+    backup = "barman_cloud_cloudnative_pg_io_last_available_backup_timestamp"
     return [
         # Availability: 10% errors burns a 99.95% budget ~200x: page and ticket.
         case(
@@ -205,7 +526,8 @@ def scenarios(plan) -> list[dict]:
             "80m",
             [],
         ),
-        # Latency: half the requests slower than the threshold.
+        # Latency against a whole-number threshold, whose bucket Prometheus 3 stores as le="1.0": half the
+        # requests slower than it.
         case(
             "1m",
             [series(bucket, le, "0+300x90"), series(count, PAY, "0+600x90")],
@@ -236,7 +558,7 @@ def scenarios(plan) -> list[dict]:
             [series("cnpg_pg_replication_lag", db, "45x20")],
             "PostgresReplicationLagging",
             "10m",
-            [_expected(plan, "PostgresReplicationLagging", db, value="45")],
+            [_expected(plan, "PostgresReplicationLagging", {"namespace": "shop", "pod": "shop-db-1"}, value="45")],
         ),
         case("1m", [series("cnpg_pg_replication_lag", db, "1x20")], "PostgresReplicationLagging", "10m", []),
         case(
@@ -251,7 +573,7 @@ def scenarios(plan) -> list[dict]:
             "1m",
             [
                 series("barman_cloud_cloudnative_pg_io_last_failed_backup_timestamp", db, "2000x20"),
-                series("barman_cloud_cloudnative_pg_io_last_available_backup_timestamp", db, "1000x20"),
+                series(backup, db, "1000x20"),
             ],
             "PostgresBackupFailed",
             "10m",
@@ -261,27 +583,32 @@ def scenarios(plan) -> list[dict]:
             "1m",
             [
                 series("barman_cloud_cloudnative_pg_io_last_failed_backup_timestamp", db, "1000x20"),
-                series("barman_cloud_cloudnative_pg_io_last_available_backup_timestamp", db, "2000x20"),
+                series(backup, db, "2000x20"),
             ],
             "PostgresBackupFailed",
             "10m",
             [],
         ),
         # Samples every 5 minutes: sparser series go stale between samples, which resets `for`.
+        # The newest backup is from the epoch's start: far too old.
         case(
             "5m",
-            [series("barman_cloud_cloudnative_pg_io_last_available_backup_timestamp", db, "0x340")],
+            [series(backup, db, "1x340")],
             "PostgresBackupTooOld",
             "28h",
-            [_expected(plan, "PostgresBackupTooOld", db)],
+            [_expected(plan, "PostgresBackupTooOld", {"namespace": "shop"})],
         ),
+        # No first backup (the plugin reports 0) for longer than the allowed age: overdue.
         case(
             "5m",
-            [series("barman_cloud_cloudnative_pg_io_last_available_backup_timestamp", db, "0+300x340")],
+            [series(backup, db, "0x340")],
             "PostgresBackupTooOld",
             "28h",
-            [],
+            [_expected(plan, "PostgresBackupTooOld", {"namespace": "shop"})],
         ),
+        # A new cluster: no backup yet, and none expected yet.
+        case("5m", [series(backup, db, "0x150")], "PostgresBackupTooOld", "12h", []),
+        case("5m", [series(backup, db, "0+300x340")], "PostgresBackupTooOld", "28h", []),
         case(
             "1m",
             [series("rabbitmq_queue_messages_ready", q, "0+200x40")],
@@ -354,31 +681,60 @@ def scenarios(plan) -> list[dict]:
             "2h",
             [],
         ),
+        *queue_slo_scenarios(plan),
+        *gap_scenarios(plan),
     ]
+
+
+def write_unit_tests(tmp_path, plan, tests: list[dict]) -> list[str]:
+    """promtool test files for `tests`, for one `promtool test rules` call. The SLO scenarios load the recording
+    and SLO groups; the platform scenarios only the platform group (it reads no recorded series), evaluated as
+    often as their series are sampled - so the day-long backup scenarios do not evaluate every recording rule
+    every 30 seconds."""
+    groups = rule_groups(plan)["groups"]
+    platform = {r["alert"] for g in groups if g["name"] == "platform-alerts" for r in g["rules"]}
+    files: dict[tuple[str, str], list[dict]] = {}
+    for t in tests:
+        kind = "platform" if t["alert_rule_test"][0]["alertname"] in platform else "slo"
+        files.setdefault((kind, t["interval"]), []).append(t)
+    paths = []
+    for (kind, interval), chosen in sorted(files.items()):
+        selected = [g for g in groups if (g["name"] == "platform-alerts") == (kind == "platform")]
+        (tmp_path / f"{kind}-rules.yaml").write_text(yaml.safe_dump({"groups": selected}, sort_keys=False))
+        path = tmp_path / f"{kind}-{interval}-tests.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {"rule_files": [f"{kind}-rules.yaml"], "evaluation_interval": interval, "tests": chosen},
+                sort_keys=False,
+            )
+        )
+        paths.append(str(path))
+    return paths
 
 
 def test_promtool_unit_tests_cover_every_alert_family(tmp_path):
     plan = SMALL
-    _write_rules(tmp_path, plan)
     tests = scenarios(plan)
     covered = {t["alert_rule_test"][0]["alertname"] for t in tests}
     all_alerts = {r["alert"] for g in rule_groups(plan)["groups"] for r in g["rules"] if "alert" in r}
     assert covered == all_alerts, f"alerts without a unit test: {sorted(all_alerts - covered)}"
-    (tmp_path / "tests.yaml").write_text(
-        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}, sort_keys=False)
-    )
-    result = run(PROMTOOL, "test", "rules", str(tmp_path / "tests.yaml"))
+    firing = {t["alert_rule_test"][0]["alertname"] for t in tests if t["alert_rule_test"][0]["exp_alerts"]}
+    silent = {t["alert_rule_test"][0]["alertname"] for t in tests if not t["alert_rule_test"][0]["exp_alerts"]}
+    assert firing == silent == all_alerts, "each family needs a firing and a healthy scenario"
+    result = run(PROMTOOL, "test", "rules", *write_unit_tests(tmp_path, plan, tests))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_unit_tests_can_fail(tmp_path):
     """A scenario expecting silence where the alert fires must make promtool fail (the harness is not blind)."""
     plan = SMALL
-    _write_rules(tmp_path, plan)
-    wrong = scenarios(plan)[4]  # PostgresInstanceDown, firing
+    wrong = next(
+        t
+        for t in scenarios(plan)
+        if t["alert_rule_test"][0]["alertname"] == "PostgresInstanceDown" and t["alert_rule_test"][0]["exp_alerts"]
+    )
     wrong["alert_rule_test"][0]["exp_alerts"] = []
-    (tmp_path / "tests.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "tests": [wrong]}))
-    assert run(PROMTOOL, "test", "rules", str(tmp_path / "tests.yaml")).returncode != 0
+    assert run(PROMTOOL, "test", "rules", *write_unit_tests(tmp_path, plan, [wrong])).returncode != 0
 
 
 # --- Alertmanager -------------------------------------------------------------------------------------------
@@ -410,6 +766,28 @@ def test_alerts_route_by_subsystem_and_severity(tmp_path, plan):
             labels = [f"namespace={namespace}", f"severity={severity}"]
             result = run(AMTOOL, "config", "routes", "test", f"--config.file={config}", *labels)
             assert result.stdout.strip() == getattr(route, severity), (labels, result.stdout + result.stderr)
+
+
+def test_every_alert_family_reaches_the_team_that_owns_what_it_is_about(tmp_path):
+    """Each alert as promtool shows it firing (labels from realistic series plus the rule's) goes, by amtool,
+    to the route of the subsystem that owns its namespace - a certificate's to the team of its namespace, a
+    queue SLO to the consumer's team - or to the platform route for shared infrastructure."""
+    plan = SMALL
+    config = _alertmanager_file(tmp_path, plan)
+    routes = plan.config.alerting.routes
+    checked = set()
+    for test in scenarios(plan):
+        for alert in test["alert_rule_test"][0]["exp_alerts"]:
+            labels = alert["exp_labels"]
+            owner = _owner(plan, labels["namespace"])
+            assert labels["subsystem"] == owner, labels
+            args = [f"{k}={v}" for k, v in {"alertname": test["alert_rule_test"][0]["alertname"], **labels}.items()]
+            result = run(AMTOOL, "config", "routes", "test", f"--config.file={config}", *args)
+            assert result.stdout.strip() == getattr(routes[owner], labels["severity"]), (args, result.stdout)
+            checked.add((test["alert_rule_test"][0]["alertname"], owner))
+    all_alerts = {r["alert"] for g in rule_groups(plan)["groups"] for r in g["rules"] if "alert" in r}
+    assert {a for a, _ in checked} == all_alerts
+    assert {o for _, o in checked} == {*plan.subsystems, PLATFORM_ROUTE}
 
 
 def test_pages_inhibit_tickets_and_receivers_use_secrets(plan):
@@ -465,6 +843,59 @@ def test_one_dashboard_per_subsystem_provisioned_through_the_sidecar(stack_run, 
         config_map = maps[f"dashboard-{name}"]
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert f"{name}.json" in config_map["data"]
+
+
+def _monitor_jobs(objects: list[dict]) -> dict[tuple[str, str], dict]:
+    """(namespace, job) of every target the rendered monitors give Prometheus -> the monitor: prometheus-operator
+    (v0.93.0 promcfg.go) names a PodMonitor's "<namespace>/<name>", a ServiceMonitor's after the Service or, with
+    `jobLabel`, that label's value on it."""
+    jobs = {}
+    for monitor in (o for o in objects if o["kind"] == "PodMonitor"):
+        ns = monitor["metadata"]["namespace"]
+        jobs[(ns, f"{ns}/{monitor['metadata']['name']}")] = monitor
+    services = [o for o in objects if o["kind"] == "Service"]
+    for monitor in (o for o in objects if o["kind"] == "ServiceMonitor"):
+        spec = monitor["spec"]
+        selector = spec["selector"].get("matchLabels", {})
+        namespaces = spec.get("namespaceSelector", {}).get("matchNames", [monitor["metadata"]["namespace"]])
+        for service in services:
+            labels, ns = service["metadata"].get("labels", {}), service["metadata"].get("namespace")
+            if ns in namespaces and selector.items() <= labels.items():
+                jobs[(ns, labels.get(spec.get("jobLabel", ""), service["metadata"]["name"]))] = monitor
+    return jobs
+
+
+def test_monitors_keep_the_labels_the_alerts_route_on(stack_run, stack_plan):
+    """The ServiceMonitors of exporters that report other namespaces' objects honour the exporter's labels: a
+    Certificate's (cert-manager's chart, honorLabels set by the platform) or a Deployment's and pod's
+    (kube-state-metrics) `namespace` stays its own, not `exported_namespace`, so the alert reaches its team."""
+    jobs = _monitor_jobs(stack_run.all_objects())
+    operators = stack_plan.config.infrastructure.operators
+    for job, operator in METRICS_SOURCES.items():
+        monitor = jobs[(getattr(operators, operator).namespace, job)]
+        assert all(e.get("honorLabels") is True for e in monitor["spec"]["endpoints"]), job
+
+
+def test_the_targets_the_gap_alerts_watch_exist_under_those_job_names(stack_run, stack_plan):
+    """The `job` of each `up` the gap alerts read is one the rendered monitors give their targets."""
+    watched = {
+        (m["namespace"], m["job"])
+        for g in rule_groups(stack_plan)["groups"]
+        for r in g["rules"]
+        if r.get("alert", "").endswith("TargetMissing") or r.get("alert") == "MetricsSourceMissing"
+        for m in [dict(re.findall(r'(namespace|job)="([^"]+)"', r["expr"]))]
+    }
+    jobs = set(_monitor_jobs(stack_run.all_objects()))
+    assert watched and watched <= jobs, sorted(watched - jobs)
+
+
+def test_dashboards_show_queue_slos_for_the_subsystems_that_consume():
+    boards = dashboards(SMALL)
+    for name, sub in SMALL.subsystems.items():
+        titles = {p["title"] for p in boards[f"{name}.json"]["panels"]}
+        consumes = any(s.consumes for s in sub.services.values())
+        assert ("Queue SLO: time over processing objective (1h)" in titles) == consumes, name
+        assert ("Queue SLO: dead-lettered ratio (1h)" in titles) == consumes, name
 
 
 def test_dashboards_show_traffic_errors_latency_and_data_health():
