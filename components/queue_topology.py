@@ -191,7 +191,7 @@ class QueueTopology(pulumi.ComponentResource):
                 "User",
                 key,
                 {"importCredentialsSecret": {"name": user.credentials_secret}},
-                [],
+                [vhost],  # through it, everything the topology waits for (credentials, cluster, operator)
             )
             cr(
                 f"permission-{key}",

@@ -223,11 +223,11 @@ def with_checkov_skips(obj: dict, skips: dict[str, str]) -> dict:
     """`checkov.io/skipN: <check>=<reason>` on workloads: an accepted exception, visible on the object."""
     if obj.get("kind") not in POD_TEMPLATE_KINDS or not skips:
         return obj
-    out = copy.deepcopy(obj)
-    annotations = out["metadata"].setdefault("annotations", {})
+    metadata = obj.get("metadata") or {}
+    annotations = dict(metadata.get("annotations") or {})
     for i, (check, reason) in enumerate(sorted(skips.items()), start=1):
         annotations[f"checkov.io/skip{i}"] = f"{check}={reason}"
-    return out
+    return {**obj, "metadata": {**metadata, "annotations": annotations}}
 
 
 def transform(obj: dict, args: ReleaseManifestArgs, source: str) -> dict:
