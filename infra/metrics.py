@@ -21,6 +21,8 @@ CONTRACT: dict[str, str] = {
     "cnpg_pg_replication_lag": "CloudNativePG: standby lag in seconds",
     "cnpg_pg_replication_in_recovery": "CloudNativePG: 1 on a standby, 0 on the primary",
     "cnpg_backends_total": "CloudNativePG: open connections",
+    "cnpg_pg_stat_archiver_seconds_since_last_archival": "CloudNativePG: seconds since WAL was last archived",
+    "cnpg_collector_pg_wal_archive_status": "CloudNativePG: WAL segments by archive status (value=ready|done)",
     # Barman Cloud plugin (exported by the instances; the cnpg_collector_*backup* metrics are 0 with plugins).
     "barman_cloud_cloudnative_pg_io_last_available_backup_timestamp": "Barman Cloud plugin: newest base backup",
     "barman_cloud_cloudnative_pg_io_last_failed_backup_timestamp": "Barman Cloud plugin: last failed backup",
