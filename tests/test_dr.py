@@ -17,6 +17,7 @@ from infra.offline.render import dr_state
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
 from tests.conftest import STACKS
 from tests.fixture_config import SMALL_TOPOLOGY, plan_of
+from tests.test_diff import git_project, run_diff  # noqa: F401 (git_project is a fixture)
 from tests.test_input import assert_render_refused
 from tests.test_observability import PROMTOOL, run
 
@@ -554,3 +555,19 @@ def test_tls_streaming_adds_the_connection_its_certificates_and_exactly_its_netw
     assert any(c[1].startswith("external:") and peer.postgres_addresses[0] in c[1] for c in result.declared) or any(
         peer.postgres_addresses[0] in str(c) for c in result.declared
     )
+
+
+def test_the_diff_command_reads_the_declared_step_from_both_renders(git_project):  # noqa: F811 (the fixture)
+    """End to end, as CI runs it: the base ref's render writes its dr-state.json, the working tree declares the
+    demotion; the diff exits 0 (no danger) and lists the step as expected."""
+    stacks = {s: plan_for_stack(s, git_project) for s in stack_names(git_project)}
+    primary, standby = _pair(stacks)
+    old, new = stacks[primary].config.dr.site, stacks[standby].config.dr.site
+    path = git_project / f"Pulumi.{primary}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["config"][KEY].update(primarySite=new, switchover={"fromSite": old, "step": "demote"})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = run_diff(git_project, primary)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"#### Expected: switchover from site {old}, step `demote`" in result.stdout
+    assert "Danger" not in result.stdout
