@@ -571,3 +571,17 @@ def test_the_diff_command_reads_the_declared_step_from_both_renders(git_project)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"#### Expected: switchover from site {old}, step `demote`" in result.stdout
     assert "Danger" not in result.stdout
+
+
+def test_the_declared_step_is_read_from_either_side():
+    steady = {"site": "b", "primarySite": "a", "switchover": None, "fencedSites": []}
+    demoting = {**steady, "primarySite": "b", "switchover": {"fromSite": "a", "step": "demote"}}
+    failed_over = {**steady, "primarySite": "b", "fencedSites": ["a"]}
+    assert switchover_context(steady, steady) is None
+    assert switchover_context(steady, demoting) == "switchover from site a, step `demote`"
+    # The change that removes the block is the switchover's last one.
+    assert switchover_context(demoting, {**steady, "primarySite": "b"}).startswith("ending switchover")
+    assert switchover_context(steady, failed_over).startswith("failover to site b (site a fenced")
+    # A fence alone, without the primary moving, explains no role change.
+    assert switchover_context(steady, {**steady, "fencedSites": ["a"]}) is None
+    assert switchover_context(None, None) is None
