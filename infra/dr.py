@@ -142,6 +142,17 @@ def dr_problems(config: PlatformConfig, databases: list[str]) -> list[ConfigProb
             problems.append(
                 ConfigProblem(f"dr.sites.{name}.bootstrapFrom", f"{site.bootstrap_from!r} must name the other site")
             )
+    # One founding site: a cluster created as a replica must bootstrap from a backup or a base backup
+    # (cloudnative-pg v1.30.0 internal/webhook/v1/cluster_webhook.go validateReplicaMode, at creation only).
+    founders = sorted(n for n, s in dr.sites.items() if s.bootstrap_from is None)
+    if len(founders) != 1:
+        problems.append(
+            ConfigProblem(
+                "dr.sites",
+                f"{len(founders)} sites have no bootstrapFrom ({', '.join(founders) or 'none'}): exactly one site "
+                "is created empty (the founding primary); the other is born a replica, restored from its store",
+            )
+        )
     regions = [s.region for s in dr.sites.values()]
     if len(set(regions)) != len(regions):
         problems.append(

@@ -282,6 +282,10 @@ def test_asynchronous_replication_inside_a_site_must_meet_the_rpo():
     [
         (dr_config(objectives={"shop": {"rpoSeconds": 300, "rtoMinutes": 30}}), "dr.objectives.audit: is missing"),
         (dr_config(primary="north"), "dr.primarySite: 'north' is not a key of dr.sites"),
+        (
+            dr_config(sites={n: {k: v for k, v in s.items() if k != "bootstrapFrom"} for n, s in SITES.items()}),
+            "dr.sites: 2 sites have no bootstrapFrom (east, west)",
+        ),
         (dr_config(switchover={"fromSite": "west", "step": "demote"}), "`demote` is the old primary's step"),
         (
             dr_config(site="east", primary="east", switchover={"fromSite": "west", "step": "promote"}),
