@@ -250,6 +250,8 @@ def member_entry(member: TopologyMember, local: bool, store: str) -> dict:
     if member.host is not None and not local:
         entry["connectionParameters"] = {
             "host": member.host,
+            # CloudNativePG's replication user: client-certificate login only (cloudnative-pg v1.30.0
+            # docs/src/bootstrap.md "About the replication user").
             "user": "streaming_replica",
             "sslmode": "verify-full",
             "dbname": "postgres",

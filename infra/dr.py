@@ -26,10 +26,6 @@ from infra.errors import ConfigProblem
 # "Distributed Topology" and plugin-barman-cloud v0.14.0): every Cluster of the topology lists every member in
 # `externalClusters` (plugin entry: barmanObjectName + serverName - an omitted serverName defaults to the *current*
 # Cluster's name, config.go L157-175, so it is always written); `replica.primary`/`source`/`self` name entries.
-# CloudNativePG's replication user; client-certificate login only (cloudnative-pg v1.30.0 docs/src/bootstrap.md
-# "About the replication user").
-STREAMING_USER = "streaming_replica"
-POSTGRES_PORT = 5432
 
 
 def member(subsystem: str, site: str) -> str:

@@ -5,7 +5,8 @@ extra group. Metric sources (cloudnative-pg v1.30.0 config/manager/default-monit
 - `cnpg_pg_stat_archiver_seconds_since_last_archival`: collected on a primary, and on every instance of a replica
   cluster (archive_mode=always; the query's predicate_query). Postgres archives only when there is WAL to archive,
   so an idle database's value grows harmlessly: the alert also needs WAL waiting to be archived,
-  `cnpg_collector_pg_wal_archive_status{value="ready"}` (segments with a `.ready` file, docs/src/monitoring.md).
+  `cnpg_collector_pg_wal_archive_status{value="ready"}` (segments with a `.ready` file: cloudnative-pg v1.30.0
+  pkg/management/postgres/webserver/metricserver/pg_collector.go L163, wal.go L42; docs/src/monitoring.md).
 - `cnpg_pg_replication_lag`: seconds since the last replayed transaction on an instance in recovery, 0 when it has
   replayed all it received (the `pg_replication` query). On a site that is not primary every instance is in
   recovery and the designated primary replays the other site's WAL, so its lag is the site's distance from the
