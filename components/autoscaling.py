@@ -97,6 +97,16 @@ def scaled_object_spec(deployment: str, min_replicas: int, max_replicas: int, sc
     }
 
 
+# KEDA "Pause autoscaling" (keda.sh/docs/2.20/concepts/scaling-deployments, kedacore/keda#944): with this
+# annotation KEDA scales the target to the given count and stops autoscaling until the annotation is removed.
+PAUSED_REPLICAS_ANNOTATION = "autoscaling.keda.sh/paused-replicas"
+
+
+def pause_metadata(paused: bool) -> dict:
+    """Metadata to merge into a ScaledObject's: the pause at zero pods, or nothing."""
+    return {"annotations": {PAUSED_REPLICAS_ANNOTATION: "0"}} if paused else {}
+
+
 def pdb_min_available(min_replicas: int) -> int | None:
     """Keep all but one pod through voluntary disruptions; no PDB for a single replica (it would block drains)."""
     if min_replicas <= 1:

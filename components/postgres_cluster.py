@@ -47,6 +47,36 @@ class RecoveryArgs:
 
 
 @dataclass(frozen=True)
+class TopologyMember:
+    """One Cluster of a distributed topology (one per site), as every member lists it in `externalClusters`."""
+
+    name: str
+    """Its externalClusters entry; also the name of the ObjectStore that points at its archive."""
+    server_name: str
+    destination_path: str
+    endpoint_url: str | None = None
+    host: str | None = None
+    """Where its `-rw` service is reachable from the other members: TLS streaming from it (hybrid replication).
+    None: WAL shipping through its object store only."""
+
+
+@dataclass(frozen=True)
+class DistributedTopologyArgs:
+    """CloudNativePG's distributed topology (cloudnative-pg v1.30.0 docs/src/replica_cluster.md "Distributed
+    Topology"): the member named `primary` accepts writes, every other one replays its WAL."""
+
+    self_name: str
+    primary: str
+    members: tuple[TopologyMember, ...]
+    """Every member, this one included."""
+    promotion_token: str | None = None
+    """The old primary's `.status.demotionToken`, set together with `primary: self` (a switchover, no data loss)."""
+    bootstrap_from: str | None = None
+    """The member this one was first restored from (a replica is born from an object store); None: initdb."""
+    archive_timeout: str = "5min"
+
+
+@dataclass(frozen=True)
 class PostgresClusterArgs:
     name: str
     """Kubernetes name of the cluster (services and secrets the operator creates derive from it)."""
@@ -66,6 +96,8 @@ class PostgresClusterArgs:
     backup: BackupArgs | None = None
     recovery: RecoveryArgs | None = None
     """Requires `backup` (the same store); read by the operator only when the cluster is first created."""
+    topology: DistributedTopologyArgs | None = None
+    """This cluster as one member of a distributed topology (disaster recovery); requires `backup`."""
     monitoring: pulumi.Resource | None = None
     """The Prometheus operator install: when set, a PodMonitor scrapes every instance's exporter."""
     protect: bool = True
@@ -104,6 +136,17 @@ def object_store_spec(args: PostgresClusterArgs, credentials_secret: str | None)
     }
 
 
+def member_store_spec(args: PostgresClusterArgs, member: TopologyMember, credentials_secret: str | None) -> dict:
+    """Another member's archive: its destination and endpoint, this site's credentials (which may read it)."""
+    spec = object_store_spec(args, credentials_secret)
+    configuration = {**spec["configuration"], "destinationPath": member.destination_path}
+    configuration.pop("endpointURL", None)
+    if member.endpoint_url is not None:
+        configuration["endpointURL"] = member.endpoint_url
+    # No retentionPolicy: pruning that history is its own site's job, never a reader's.
+    return {k: v for k, v in {**spec, "configuration": configuration}.items() if k != "retentionPolicy"}
+
+
 def scheduled_backup_spec(args: PostgresClusterArgs) -> dict:
     return {
         "cluster": {"name": args.name},
@@ -120,6 +163,8 @@ def cluster_spec(args: PostgresClusterArgs) -> dict:
     """The CloudNativePG Cluster spec (pure)."""
     if args.recovery is not None and args.backup is None:
         raise ValueError(f"{args.name}: recovery needs backup (the object store to recover from)")
+    if args.topology is not None and (args.backup is None or args.recovery is not None):
+        raise ValueError(f"{args.name}: a distributed topology needs backup and no recovery")
     storage = {"size": args.storage_size}
     if args.storage_class is not None:
         storage["storageClass"] = args.storage_class
@@ -128,6 +173,8 @@ def cluster_spec(args: PostgresClusterArgs) -> dict:
         # Refuse every connection that is not TLS (PCI DSS 4.2); CloudNativePG appends its own rules after these.
         "pg_hba": ["hostnossl all all all reject"],
     }
+    if args.topology is not None:
+        postgresql["parameters"]["archive_timeout"] = args.topology.archive_timeout
     if args.synchronous and args.instances > 1:
         postgresql["synchronous"] = {"method": "any", "number": 1, "dataDurability": "required"}
     spec = {
@@ -159,6 +206,8 @@ def cluster_spec(args: PostgresClusterArgs) -> dict:
     }
     if args.priority_class is not None:
         spec["priorityClassName"] = args.priority_class
+    if args.topology is not None:
+        spec.update(distributed_topology(args))
     if args.backup is not None:
         spec["plugins"] = [
             {
@@ -187,6 +236,58 @@ def cluster_spec(args: PostgresClusterArgs) -> dict:
             }
         ]
     return spec
+
+
+def member_entry(member: TopologyMember, local: bool, store: str) -> dict:
+    """An externalClusters entry: the member's archive through the plugin (serverName always written: omitted, it
+    defaults to the *current* Cluster's name - plugin-barman-cloud v0.14.0 internal/cnpgi/operator/config/config.go),
+    plus TLS streaming from another member when it has a host (cloudnative-pg v1.30.0 docs/src/replica_cluster.md
+    L468-490, samples/cluster-replica-tls.yaml: the source's `-replication` client certificate and `-ca`)."""
+    entry: dict = {
+        "name": member.name,
+        "plugin": {"name": BARMAN_PLUGIN, "parameters": {"barmanObjectName": store, "serverName": member.server_name}},
+    }
+    if member.host is not None and not local:
+        entry["connectionParameters"] = {
+            "host": member.host,
+            # CloudNativePG's replication user: client-certificate login only (cloudnative-pg v1.30.0
+            # docs/src/bootstrap.md "About the replication user").
+            "user": "streaming_replica",
+            "sslmode": "verify-full",
+            "dbname": "postgres",
+        }
+        entry["sslKey"] = {"name": f"{member.name}-replication", "key": "tls.key"}
+        entry["sslCert"] = {"name": f"{member.name}-replication", "key": "tls.crt"}
+        entry["sslRootCert"] = {"name": f"{member.name}-ca", "key": "ca.crt"}
+    return entry
+
+
+def distributed_topology(args: PostgresClusterArgs) -> dict:
+    """`replica`, `externalClusters` and the bootstrap of one member: `source` is the primary for a replica and
+    the other member for the primary (the upstream two-site example); the webhook requires self, primary and
+    source to name entries (internal/webhook/v1/cluster_webhook.go L2102-2180)."""
+    topo = args.topology
+    others = [m.name for m in topo.members if m.name != topo.self_name]
+    source = topo.primary if topo.primary != topo.self_name else others[0]
+    replica: dict = {"self": topo.self_name, "primary": topo.primary, "source": source}
+    if topo.promotion_token is not None:
+        replica["promotionToken"] = topo.promotion_token
+    part: dict = {
+        "replica": replica,
+        "externalClusters": [
+            member_entry(m, m.name == topo.self_name, object_store_name(args) if m.name == topo.self_name else m.name)
+            for m in topo.members
+        ],
+    }
+    own = next(m for m in topo.members if m.name == topo.self_name)
+    if own.host is not None:
+        # The other member verifies this name (sslmode verify-full); the operator's server certificate carries it.
+        part["certificates"] = {"serverAltDNSNames": [own.host]}
+    if topo.bootstrap_from is not None:
+        part["bootstrap"] = {
+            "recovery": {"source": topo.bootstrap_from, "database": args.database, "owner": args.database}
+        }
+    return part
 
 
 class PostgresCluster(pulumi.ComponentResource):
@@ -229,6 +330,20 @@ class PostgresCluster(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *before_cluster]),
                 )
             )
+            # The other members' archives, read-only from here: WAL to replay, or the base backup to start from.
+            for member in args.topology.members if args.topology is not None else ():
+                if member.name == args.topology.self_name:
+                    continue
+                before_cluster.append(
+                    k8s.apiextensions.CustomResource(
+                        f"{name}-member-{member.name}",
+                        api_version="barmancloud.cnpg.io/v1",
+                        kind="ObjectStore",
+                        metadata={**metadata, "name": member.name},
+                        spec=member_store_spec(args, member, credentials_secret),
+                        opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *before_cluster]),
+                    )
+                )
         cluster = k8s.apiextensions.CustomResource(
             f"{name}-cluster",
             api_version="postgresql.cnpg.io/v1",

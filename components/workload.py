@@ -57,6 +57,9 @@ class WorkloadArgs:
     component: str
     scaling: autoscaling.ResourceScaling | autoscaling.QueueScaling | None = None
     """None: a fixed `min_replicas`. Otherwise the autoscaler owns `replicas` and the Deployment leaves it out."""
+    paused: bool = False
+    """Queue consumers: hold the Deployment at zero pods with KEDA's pause annotation (the ScaledObject stays, so
+    removing the pause restores autoscaling in place)."""
     priority_class: str | None = None
     extra_labels: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -223,7 +226,7 @@ class Workload(pulumi.ComponentResource):
                 f"{name}-scaler",
                 api_version="keda.sh/v1alpha1",
                 kind="ScaledObject",
-                metadata=metadata,
+                metadata={**metadata, **autoscaling.pause_metadata(args.paused)},
                 spec=autoscaling.scaled_object_spec(
                     args.name, args.min_replicas, args.max_replicas, args.scaling, args.name
                 ),

@@ -471,11 +471,15 @@ def platform_alerts(plan: PlatformPlan) -> list[dict]:
 
 
 def rule_groups(plan: PlatformPlan) -> dict:
-    """The `groups` of a Prometheus rule file (and of the PrometheusRule spec)."""
+    """The `groups` of a Prometheus rule file (and of the PrometheusRule spec); disaster-recovery rules from
+    `infra.dr_alerts`."""
+    from infra.dr_alerts import dr_rule_groups  # it imports this module
+
     return {
         "groups": [
             {"name": "slo-recording", "interval": "30s", "rules": recording_rules(plan)},
             {"name": "slo-alerts", "rules": slo_alerts(plan)},
             {"name": "platform-alerts", "rules": platform_alerts(plan)},
+            *dr_rule_groups(plan),
         ]
     }

@@ -853,6 +853,158 @@ class Cluster(Model):
     )
 
 
+Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")]
+StackName = Annotated[str, StringConstraints(pattern=r"^[a-z][-a-z0-9]{0,48}$")]
+S3Path = Annotated[str, StringConstraints(pattern=r"^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/.*)?$")]
+
+
+class DrSite(Model):
+    """One site of the disaster-recovery topology: a cluster in its own region, deployed by its own stack."""
+
+    stack: StackName = Field(description="The stack that deploys this site (`Pulumi.<stack>.yaml`). Required.")
+    region: Region = Field(description="Cloud region of the site, e.g. `eu-west-1`. Required.")
+    destination_path: S3Path = Field(
+        description="The site's own object store (`s3://bucket/prefix`): its databases archive WAL and base "
+        "backups there, and every other site reads it. Must equal the site stack's backup.objectStore."
+        "destinationPath. Required."
+    )
+    endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint. Default: AWS S3.")
+    generation: int = Field(
+        default=1,
+        ge=1,
+        le=99,
+        description="How many times this site's databases were built. Part of their server names, so a site "
+        "rebuilt as a replica after a failover archives under a new name and never over the history that "
+        "diverged. Default: 1.",
+    )
+    bootstrap_from: Name | None = Field(
+        default=None,
+        description="Site whose object store this site's databases were first restored from (they were born "
+        "replicas); none: they were created empty (`initdb`), the founding primary. Read by CloudNativePG only "
+        "when a cluster is created. Default: none.",
+    )
+    state_backend: Annotated[
+        str, StringConstraints(pattern=r"^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]\?region=[a-z0-9-]+$")
+    ] = Field(
+        description="The Pulumi state backend of the site's stack (`s3://<bucket>?region=<region>`; the "
+        "deploy job's PULUMI_BACKEND_URL of the site's environment). In the site's own region, so the site "
+        "can be deployed when every other region is gone. Required."
+    )
+    postgres_addresses: list[Cidr] = Field(
+        default_factory=list,
+        description="Where this site's PostgreSQL clusters are reachable from other sites (5432): TLS streaming "
+        "replication (`streaming: true`) connects there. Default: none.",
+    )
+    postgres_host: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.-]*\{subsystem\}[a-z0-9.-]*$")] | None = Field(
+        default=None,
+        description="Host name other sites stream a database of this site from, with `{subsystem}` standing for "
+        "the subsystem (e.g. `{subsystem}-db.eu-west.db.settlement.internal`, a private load balancer in front "
+        "of the `-rw` service); added to the cluster certificate's names. Required with `streaming`. Default: none.",
+    )
+
+
+class Switchover(Model):
+    """A planned switchover in progress (README "Disaster recovery"): each step is one reviewed change."""
+
+    from_site: Name = Field(description="The site that was primary when the switchover began. Required.")
+    step: Literal["demote", "promote", "consumers"] = Field(
+        description="`demote`: the old primary's stack sets primarySite to the new site (its databases become "
+        "replicas and write their demotion tokens). `promote`: the new primary's stack sets primarySite to "
+        "itself with promotionTokens. `consumers`: both stacks move the applications (the new site runs them, "
+        "the old one holds them at the standby size). Remove the block when DNS points at the new site. Required."
+    )
+    promotion_tokens: dict[Name, Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/=]{16,}$")]] = Field(
+        default_factory=dict,
+        description="Per subsystem with a database: the old primary cluster's `.status.demotionToken` (base64). "
+        "Required on the promoting site at step `promote`, for every database. Default: none.",
+    )
+
+
+class FencedSite(Model):
+    generation: int = Field(ge=1, le=99, description="The generation of the site's databases that was lost. Required.")
+    reason: Annotated[str, StringConstraints(min_length=10)] = Field(
+        description="What happened (incident, date). Required."
+    )
+
+
+class RecoveryObjective(Model):
+    rpo_seconds: int = Field(
+        ge=1,
+        le=86400,
+        description="Recovery point objective: most seconds of committed data a site loss may cost. The archive "
+        "timeout and the replication mode must meet it; alerts fire when replication or archiving falls behind "
+        "it. Required.",
+    )
+    rto_minutes: int = Field(
+        ge=1, le=10080, description="Recovery time objective: minutes until the subsystem serves again. Required."
+    )
+
+
+class QueueContinuity(Model):
+    mode: Literal["drain"] = Field(
+        description="What happens to messages in a site's queues when the primary moves. `drain`: queues are not "
+        "replicated across sites. A planned switchover stops intake and lets the old primary's consumers empty "
+        "its queues before the demotion (README: Switchover, step 0); a failover loses the messages that were "
+        "in the lost site's queues, and producers must re-send what was not confirmed as processed: consumers "
+        "are idempotent (a re-sent message is processed at most once). Required."
+    )
+    reason: Annotated[str, StringConstraints(min_length=10)] = Field(
+        description="Why this choice (what loss a failover may cause and who recovers it). Required."
+    )
+
+
+class DisasterRecovery(Model):
+    """This stack as one site of a primary/standby pair (README "Disaster recovery")."""
+
+    site: Name = Field(description="The site this stack deploys (a key of `sites`). Required.")
+    primary_site: Name = Field(
+        description="THE key naming the primary site: its databases accept writes, the others replicate from "
+        "its object store. Every site's stack carries it; a switchover changes it in a documented order, a "
+        "failover on the surviving site alone. Required."
+    )
+    sites: dict[Name, DrSite] = Field(
+        min_length=2,
+        max_length=2,
+        description="Both sites of the pair, keyed by name; identical in every site's stack file. Required.",
+    )
+    objectives: dict[Name, RecoveryObjective] = Field(
+        description="RTO and RPO per subsystem (every subsystem). Required."
+    )
+    queue_continuity: QueueContinuity = Field(description="What happens to messages when a site is lost. Required.")
+    switchover: Switchover | None = Field(
+        default=None, description="A planned switchover in progress, and its step. Default: none."
+    )
+    fenced_sites: dict[Name, FencedSite] = Field(
+        default_factory=dict,
+        description="Sites lost in a failover, written by the failover change on the surviving site. A fenced "
+        "site's stack refuses to run until its generation is above the fenced one and it is not the primary "
+        "(rebuilt as a replica). Default: none.",
+    )
+    streaming: bool = Field(
+        default=False,
+        description="Also stream WAL over TLS from the primary site (hybrid replication: lower lag, the object "
+        "store stays the fallback). Needs every site's postgresAddresses and postgresHost, and the other site's "
+        "`<member>-replication` and `<member>-ca` Secrets copied to this site (README). Default: false (WAL "
+        "shipping only).",
+    )
+    archive_timeout_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=3600,
+        description="PostgreSQL archive_timeout: a WAL segment is archived at least this often, so without "
+        "streaming a standby is at most this far behind. Must not exceed any subsystem's RPO without streaming. "
+        "Default: 300 (CloudNativePG's 5min).",
+    )
+    standby_api_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_REPLICAS,
+        description="Pods per API service while this site does not serve (an HPA's floor is 1). Consumers on a "
+        "site that does not serve run zero pods (their autoscaler is paused): their databases are read-only "
+        "replicas. Default: 1.",
+    )
+
+
 class PlatformConfig(Model):
     cluster: Cluster | None = Field(
         default=None,
@@ -883,6 +1035,11 @@ class PlatformConfig(Model):
         default=None,
         description="Continuous WAL archiving and scheduled base backups for every PostgreSQL "
         "cluster (Barman Cloud plugin). Default: none (refused while guardrails.requireBackups is true).",
+    )
+    dr: DisasterRecovery | None = Field(
+        default=None,
+        description='Disaster recovery: this stack as one site of a primary/standby pair (README "Disaster '
+        'recovery"). Default: none (a single-site environment).',
     )
     budget: Budget | None = Field(
         default=None,

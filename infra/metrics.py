@@ -59,6 +59,14 @@ CONTRACT: dict[str, Metric] = {
     "cnpg_backends_total": Metric(
         "open connections", CNPG + "config/manager/default-monitoring.yaml (backends: total)"
     ),
+    "cnpg_pg_stat_archiver_seconds_since_last_archival": Metric(
+        "seconds since WAL was last archived",
+        CNPG + "config/manager/default-monitoring.yaml (pg_stat_archiver: seconds_since_last_archival)",
+    ),
+    "cnpg_collector_pg_wal_archive_status": Metric(
+        "WAL segments by archive status (value=ready|done)",
+        CNPG + "pkg/management/postgres/webserver/metricserver/pg_collector.go L163, wal.go L42",
+    ),
     # Barman Cloud plugin (exported by the instances; the cnpg_collector_*backup* metrics are 0 with plugins).
     # All three read 0 until the object store records a first backup.
     "barman_cloud_cloudnative_pg_io_last_available_backup_timestamp": Metric("newest base backup", BARMAN),

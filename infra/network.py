@@ -288,6 +288,15 @@ def declared_edges(plan: PlatformPlan, groups: Groups) -> set[Edge]:
         add(infra["cnpg"], db, POSTGRES_STATUS_PORT)
         if plan.config.backup is not None:
             add_out(db, net.object_store_cidrs, [443])
+        dr = plan.config.dr
+        if dr is not None and dr.streaming:
+            # TLS streaming between the sites' databases (README "Disaster recovery"): this site's members
+            # stream from the other site's, and the other's from this one's, whichever is primary.
+            for name, site in sorted(dr.sites.items()):
+                if name != dr.site:
+                    add_out(db, site.postgres_addresses, [POSTGRES_PORT])
+                    for cidr in _externals(site.postgres_addresses):
+                        add(cidr, db, POSTGRES_PORT)
     if groups.databases:
         add(infra["cnpg"], infra["barman"], BARMAN_PLUGIN_PORT)
 

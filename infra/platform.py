@@ -19,12 +19,19 @@ from components.internal_ca import TRUST_SECRET, InternalCA
 from components.monitoring_config import MonitoringConfig, MonitoringConfigArgs
 from components.namespace import NamespaceArgs
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
-from components.postgres_cluster import BackupArgs, PostgresClusterArgs, RecoveryArgs
+from components.postgres_cluster import (
+    BackupArgs,
+    DistributedTopologyArgs,
+    PostgresClusterArgs,
+    RecoveryArgs,
+    TopologyMember,
+)
 from components.queue_cluster import QueueClusterArgs
 from components.queue_topology import QueueTopology, QueueTopologyArgs, QueueUser
 from components.sizing import PodSize, namespace_quota
 from components.subsystem import Subsystem, SubsystemArgs, SubsystemWorkload
 from components.workload import Probes, SecretMount, Shutdown, WorkloadArgs
+from infra import dr as dr_rules
 from infra.alertmanager import alertmanager_config
 from infra.alerts import rule_groups
 from infra.chart_values import ALERTMANAGER_SECRET
@@ -232,6 +239,7 @@ def workload_args(
         part_of=PART_OF,
         component="worker" if svc.consumes else "api",
         scaling=scaling(svc),
+        paused=svc.paused,
         priority_class=priority_class_name("critical" if svc.critical else "standard"),
         extra_labels={SUBSYSTEM_LABEL: svc.subsystem},
         env=service_env(svc),
@@ -266,6 +274,35 @@ def backup_args(plan: PlatformPlan, sub: SubsystemPlan, secrets: dict[str, pulum
     )
 
 
+def topology_args(plan: PlatformPlan, sub: SubsystemPlan) -> DistributedTopologyArgs | None:
+    """The subsystem's database as one member of the disaster-recovery pair (infra/dr.py), or None."""
+    dr = plan.config.dr
+    if dr is None:
+        return None
+    members = tuple(
+        TopologyMember(
+            name=dr_rules.member(sub.name, name),
+            server_name=dr_rules.server_name(sub.name, name, site.generation),
+            destination_path=site.destination_path,
+            endpoint_url=site.endpoint_url,
+            host=site.postgres_host.format(subsystem=sub.name) if dr.streaming and site.postgres_host else None,
+        )
+        for name, site in sorted(dr.sites.items())
+    )
+    own = dr.sites[dr.site]
+    token = None
+    if dr.switchover is not None and dr.switchover.step == "promote" and dr_rules.is_primary(dr):
+        token = dr.switchover.promotion_tokens[sub.name]
+    return DistributedTopologyArgs(
+        self_name=dr_rules.member(sub.name, dr.site),
+        primary=dr_rules.member(sub.name, dr.primary_site),
+        members=members,
+        promotion_token=token,
+        bootstrap_from=dr_rules.member(sub.name, own.bootstrap_from) if own.bootstrap_from is not None else None,
+        archive_timeout=f"{dr.archive_timeout_seconds}s",
+    )
+
+
 def postgres_args(
     plan: PlatformPlan,
     sub: SubsystemPlan,
@@ -288,6 +325,7 @@ def postgres_args(
         monitoring=monitoring,
         backup=backup_args(plan, sub, secrets),
         recovery=RecoveryArgs(recovery.from_server_name, recovery.target_time) if recovery is not None else None,
+        topology=topology_args(plan, sub),
         priority_class=priority_class_name("critical" if sub.critical else "standard"),
         part_of=PART_OF,
         extra_labels={SUBSYSTEM_LABEL: sub.name},

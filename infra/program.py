@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -10,7 +11,7 @@ import pulumi_kubernetes as k8s
 from infra.config import Cluster
 from infra.errors import ConfigError
 from infra.platform import Platform, PlatformArgs
-from infra.stack_config import load_platform_config, read_secrets
+from infra.stack_config import PROJECT_ROOT, load_platform_config, read_secrets
 from infra.topology import PlatformPlan
 
 PROVIDER_NAME = "platform-kubernetes"
@@ -53,10 +54,11 @@ def kubernetes_provider(cluster: Cluster | None) -> k8s.Provider:
     )
 
 
-def run(offline: bool = False) -> None:
-    """The program. `offline`: under the offline tools' mocks, where a stack without a cluster still renders."""
+def run(offline: bool = False, project_dir: Path = PROJECT_ROOT) -> None:
+    """The program. `offline`: under the offline tools' mocks, where a stack without a cluster still renders.
+    `project_dir`: where the stack files are (the other disaster-recovery sites' are read from there)."""
     try:
-        plan = load_platform_config()
+        plan = load_platform_config(project_dir)
     except ConfigError as error:
         # RunError makes the engine print the message alone, without a Python traceback.
         raise pulumi.RunError(error.report(pulumi.get_stack())) from None

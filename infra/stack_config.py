@@ -23,6 +23,7 @@ from infra.config import (
     ALERT_SECRET_PATTERN,
     BACKUP_SECRET_KEYS,
     SECRET_CONFIG_KEYS,
+    DisasterRecovery,
     PlatformConfig,
     alert_secret_keys,
 )
@@ -362,8 +363,29 @@ def _parse(values: dict[str, Any], secret_keys: frozenset[str]) -> PlatformPlan:
     return plan
 
 
-def load_platform_config() -> PlatformPlan:
-    """The plan for the running stack, from the SDK's runtime config (engine or mocks alike)."""
+def site_checks(plan: PlatformPlan, stack: str, project_dir: Path) -> None:
+    """The disaster-recovery rules that read the other sites' stack files (infra.dr.site_file_problems)."""
+    from infra.dr import site_file_problems
+
+    def read_dr(peer: str) -> DisasterRecovery | None:
+        config = read_stack_files(peer, project_dir)
+        value = config.values.get(f"{config.project}:dr")
+        if value is None:
+            return None
+        try:
+            return DisasterRecovery.model_validate(value)
+        except ValidationError as exc:
+            problems = problems_from_validation_error(exc, DisasterRecovery, ("dr",))
+            raise ConfigError([ConfigProblem(f"Pulumi.{peer}.yaml: {p.path}", p.message) for p in problems]) from None
+
+    problems = site_file_problems(plan.config, stack, project_dir, read_dr)
+    if problems:
+        raise ConfigError(problems)
+
+
+def load_platform_config(project_dir: Path = PROJECT_ROOT) -> PlatformPlan:
+    """The plan for the running stack, from the SDK's runtime config (engine or mocks alike). `project_dir`: where
+    the other stack files are (the engine runs the program from the project root)."""
     import pulumi
     from pulumi.runtime import config as runtime_config
 
@@ -377,6 +399,7 @@ def load_platform_config() -> PlatformPlan:
         raise ConfigError(problems + error.problems) from None
     if problems:
         raise ConfigError(problems)
+    site_checks(plan, pulumi.get_stack(), project_dir)
     return plan
 
 
@@ -395,7 +418,9 @@ def read_secrets(plan: PlatformPlan) -> dict[str, Any]:
 def plan_for_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> PlatformPlan:
     """The plan a stack's files produce, without running the program (offline tools and tests). A refused config
     names, for each problem, the file that holds the offending key."""
-    return plan_of(read_stack_files(stack, project_dir))
+    plan = plan_of(read_stack_files(stack, project_dir))
+    site_checks(plan, stack, project_dir)
+    return plan
 
 
 def plan_of(config: StackConfig) -> PlatformPlan:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from infra import dr as dr_rules
 from infra.chart_values import host_agent_namespaces
 from infra.config import (
     Expose,
@@ -67,6 +68,9 @@ class ServicePlan:
     cpu_utilization: int
     memory_utilization: int
     messages_per_replica: int
+    paused: bool = False
+    """Held at zero pods, its autoscaler paused: a consumer on a disaster-recovery site that does not serve
+    (its database is a read-only replica)."""
     availability_target: float = 99.9
     latency_seconds: float = 0.5
     latency_target: float = 99.0
@@ -245,6 +249,11 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 problems.append(
                     ConfigProblem(f"{path}.replicas", f"min ({min_replicas}) must be <= max ({max_replicas})")
                 )
+            # A disaster-recovery site that does not serve: consumers at zero (their database is a read-only
+            # replica), APIs at dr.standbyApiReplicas. The only way a minimum of 0 is accepted.
+            paused = not dr_rules.serves(config) and bool(svc.consumes)
+            if not dr_rules.serves(config):
+                min_replicas = 0 if paused else min(config.dr.standby_api_replicas, max_replicas)
 
             consumed_from = sorted({q.subsystem for q in queue_refs["consumes"]})
             if len(consumed_from) > 1:
@@ -307,6 +316,7 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 messages_per_replica=scaling.messages_per_replica
                 if scaling.messages_per_replica is not None
                 else wl.messages_per_replica,
+                paused=paused,
             )
 
         postgres = None
@@ -320,7 +330,7 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 resources=pgd.resources,
                 database=pg.database if pg.database is not None else "app",
                 synchronous=pgd.synchronous,
-                server_name=pg.server_name if pg.server_name is not None else f"{sub_name}-db",
+                server_name=postgres_server_name(config, sub_name),
                 recovery=pg.recovery,
             )
         queue = None
@@ -340,6 +350,8 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
     # A consumer whose reference is broken is already reported; its queue looking unconsumed is the consequence.
     problems += consumer_problems(config, {} if broken_consumes else publishers, consumers)
     problems += data_safety_problems(config, subsystems)
+    databases = sorted(n for n, s in subsystems.items() if s.postgres is not None)
+    problems += dr_rules.dr_problems(config, databases)
     problems += exposure_problems(config, subsystems)
     problems += alerting_problems(config)
     order, cycle = creation_order(subsystems)
@@ -354,6 +366,15 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
     if problems:
         raise ConfigError(problems)
     return PlatformPlan(config=config, subsystems=subsystems, order=order)
+
+
+def postgres_server_name(config: PlatformConfig, subsystem: str) -> str:
+    """Where the subsystem's database archives in the object store: per site and generation with `dr`."""
+    pg = config.subsystems[subsystem].postgres
+    dr = config.dr
+    if dr is not None and dr.site in dr.sites:
+        return dr_rules.server_name(subsystem, dr.site, dr.sites[dr.site].generation)
+    return pg.server_name if pg.server_name is not None else f"{subsystem}-db"
 
 
 # Installs that run no controller of their own (only CRDs): nothing in their namespace to be available.

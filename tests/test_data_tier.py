@@ -161,7 +161,16 @@ def test_a_stack_with_databases_but_no_backup_is_refused(project):
         project.render("prod")
 
 
+def single_site(project, stack: str) -> None:
+    """The sample stack without `dr`: point-in-time recovery is a single-site operation (with `dr` a site's
+    databases bootstrap from the other site, and `recovery` is refused)."""
+    data = project.load(f"Pulumi.{stack}.yaml")
+    data["config"].pop("settlement-platform:dr", None)
+    project.save(f"Pulumi.{stack}.yaml", data)
+
+
 def test_point_in_time_recovery_bootstraps_from_the_store(project):
+    single_site(project, "prod")
     topology = project.topology()
     topology["payment"]["postgres"] = {
         "serverName": "payment-db-2",
@@ -203,6 +212,7 @@ def test_point_in_time_recovery_bootstraps_from_the_store(project):
     ],
 )
 def test_unsafe_recoveries_are_refused(project, stack, postgres, expected):
+    single_site(project, stack)
     topology = project.topology()
     topology["payment"]["postgres"] = postgres
     project.set_topology(topology)

@@ -133,6 +133,9 @@ def test_renaming_a_prod_database_exits_non_zero_with_danger(git_project):
     prod = yaml.safe_load(stack_file.read_text())
     routes = prod["config"]["settlement-platform:alerting"]["routes"]
     routes["settlement"] = routes.pop("business")
+    objectives = prod["config"].get("settlement-platform:dr", {}).get("objectives", {})
+    if "business" in objectives:
+        objectives["settlement"] = objectives.pop("business")
     stack_file.write_text(yaml.safe_dump(prod))
 
     result = run_diff(git_project, "prod")

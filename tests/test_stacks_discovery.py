@@ -102,9 +102,10 @@ def test_every_stack_has_its_generated_policy_config():
         path = policy_config.path(stack)
         assert path.exists(), f"{path} is missing: run `make golden`"
         assert path.read_text() == policy_config.text(plan_for_stack(stack)), f"{path} is stale: run `make golden`"
-    assert sorted(p.name for p in (PROJECT_ROOT / "policy").glob("config.*.json")) == [
+    # Both sides sorted as file names: `prod-dr` sorts before `prod` as `config.prod-dr.json`, after it as a stack.
+    assert sorted(p.name for p in (PROJECT_ROOT / "policy").glob("config.*.json")) == sorted(
         f"config.{s}.json" for s in stack_names()
-    ]
+    )
 
 
 def test_only_configurable_rules_follow_a_guardrail():
@@ -178,10 +179,10 @@ def test_the_offline_diff_loops_over_the_stack_files(tmp_path):
 
 def test_every_stack_is_deployed_exactly_once():
     jobs = workflow("deploy.yml")["jobs"]
-    deployed = [s for job in ("up", "up-prod") for s in jobs[job]["strategy"]["matrix"]["stack"]]
+    deployed = [s for job in ("up", "up-prod", "up-prod-dr") for s in jobs[job]["strategy"]["matrix"]["stack"]]
     assert sorted(deployed) == stack_names(), (
         "deploy.yml names its stacks on purpose (before or behind the production approval gate): add the new "
-        "stack to the `up` or `up-prod` matrix"
+        'stack to the `up` or `up-prod` matrix (`up-prod-dr`: the standby site, README "Disaster recovery")'
     )
 
 

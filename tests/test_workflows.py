@@ -80,7 +80,10 @@ def test_merges_deploy_dev_then_prod_behind_an_approval_gate():
     assert jobs["up"]["needs"] == "test" and jobs["up"]["strategy"]["matrix"]["stack"] == ["dev"]
     assert jobs["up-prod"]["needs"] == "up"
     assert jobs["up-prod"]["environment"] == "production"
-    for job in ("up", "up-prod"):
+    # The standby site deploys with the primary's region down: after the tests, not after prod, from its own
+    # environment (its own role, region and state backend; README "Disaster recovery").
+    assert jobs["up-prod-dr"]["needs"] == "test" and jobs["up-prod-dr"]["environment"] == "production-dr"
+    for job in ("up", "up-prod", "up-prod-dr"):
         action = next(s for s in jobs[job]["steps"] if s.get("uses", "").startswith("pulumi/actions"))
         assert action["with"]["command"] == "up" and action["with"]["policyPacks"] == "policy"
 
@@ -391,7 +394,7 @@ def test_id_token_is_granted_only_where_a_role_is_assumed():
         for name, job in wf["jobs"].items()
         if job.get("permissions", {}).get("id-token") == "write"
     }
-    assert granted == {"deploy:up", "deploy:up-prod", "preview:pulumi-preview"}
+    assert granted == {"deploy:up", "deploy:up-prod", "deploy:up-prod-dr", "preview:pulumi-preview"}
 
 
 def test_deploys_log_in_to_the_registry_and_previews_do_not_push():

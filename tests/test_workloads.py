@@ -8,6 +8,7 @@ import pytest
 
 from components.pod_security import restricted_violations
 from components.sizing import parse_quantity
+from infra.dr import serves
 from infra.offline.mocks import ProgramRun
 from tests.conftest import platform_deployments
 
@@ -300,6 +301,12 @@ def test_availability_minimums_come_from_the_stack_defaults(stack_run, stack_pla
     workload = stack_plan.config.defaults.workload
     for svc in stack_plan.services():
         declared = stack_plan.config.subsystems[svc.subsystem].services[svc.name].replicas
+        if not serves(stack_plan.config):
+            # A disaster-recovery site that does not serve (README "Disaster recovery"): consumers held at zero,
+            # APIs at the standby size, whatever the defaults.
+            want = 0 if svc.consumes else min(stack_plan.config.dr.standby_api_replicas, svc.max_replicas)
+            assert _min_replicas(stack_run, svc.name) == want, f"{svc.subsystem}/{svc.name}"
+            continue
         if declared is not None and declared.min is not None:
             continue
         want = workload.critical_min_replicas if svc.critical else workload.min_replicas

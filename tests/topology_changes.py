@@ -83,7 +83,8 @@ def add_queue_and_consumer(root: Path) -> None:
 
 def add_subsystem(root: Path) -> None:
     """A new subsystem with its own PostgreSQL and RabbitMQ clusters, an exposed API and a queue consumer; every
-    stack routes its alerts (a subsystem without a route is refused)."""
+    stack routes its alerts (a subsystem without a route is refused) and every disaster-recovery stack states its
+    objectives."""
 
     def edit(subsystems: dict) -> None:
         subsystems["treasury"] = {
@@ -111,6 +112,10 @@ def add_subsystem(root: Path) -> None:
         data = _load(root, f"Pulumi.{stack}.yaml")
         routes = data["config"][f"{NS}:alerting"]["routes"]
         routes["treasury"] = dict(routes["platform"])
+        # A disaster-recovery site states every subsystem's RTO and RPO (a missing one is refused).
+        dr = data["config"].get(f"{NS}:dr")
+        if dr is not None:
+            dr["objectives"]["treasury"] = dict(max(dr["objectives"].values(), key=lambda o: o["rpoSeconds"]))
         _save(root, f"Pulumi.{stack}.yaml", data)
 
 

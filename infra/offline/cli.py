@@ -21,6 +21,7 @@ def _render(args: argparse.Namespace) -> int:
     result = render.render_stack(args.stack, Path(args.project_dir))
     render.write(result, out)
     render.write_redacted_alertmanager(args.stack, Path(args.project_dir), out)
+    render.write_dr_state(args.stack, Path(args.project_dir), out)
     objects = len(render.manifests(result))
     print(f"rendered stack {args.stack!r}: {len(result.registrations)} resources, {objects} Kubernetes objects")
     print(f"  -> {out}/manifests, {out}/resources.json, {out}/{render.REDACTED_ALERTMANAGER}")
@@ -156,7 +157,8 @@ def _diff(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    changes = diff.diff(base.resources, render.resources(head))
+    switchover = diff.switchover_context(base.dr_state, render.dr_state(args.stack, project))
+    changes = diff.diff(base.resources, render.resources(head), switchover)
     alertmanager = (base.alertmanager, render.redacted_alertmanager(args.stack, project))
     text = diff.report(args.stack, args.base, changes, alertmanager)
     if args.out:

@@ -29,7 +29,7 @@ import yaml
 
 from components.sizing import parse_quantity
 from infra.offline import caches
-from infra.offline.render import REDACTED_ALERTMANAGER
+from infra.offline.render import DR_STATE, REDACTED_ALERTMANAGER
 from infra.offline.safety import STATEFUL_KINDS
 
 SUBSYSTEM_COMPONENT = "settlement:platform:Subsystem"
@@ -204,6 +204,8 @@ class ResourceChange:
     """The subsystem, namespace or Helm release it belongs to, for the report's sections."""
     fields: list[FieldChange] = field(default_factory=list)
     dangers: list[str] = field(default_factory=list)
+    expected: str | None = None
+    """The declared switchover or failover step this change belongs to (README "Disaster recovery")."""
 
 
 def _label(resource: dict) -> str:
@@ -390,6 +392,49 @@ OPERATOR_RULES: tuple[OperatorRule, ...] = (
 )
 
 
+# Which site's database accepts writes (CloudNativePG distributed topology, cloudnative-pg v1.30.0
+# docs/src/replica_cluster.md): changing it demotes or promotes a cluster. Only a declared switchover step or a
+# recorded failover makes that expected (`switchover_context`); otherwise it is danger.
+ROLE_PATHS = ("spec.replica.primary", "spec.replica.promotionToken")
+
+
+def _role_change(kind: str | None, fields: list[FieldChange]) -> bool:
+    return kind == "Cluster" and any(f.path in ROLE_PATHS for f in fields)
+
+
+def switchover_context(base: dict | None, head: dict | None) -> str | None:
+    """What the config says is in progress (the `dr-state.json` of both renders), or None.
+
+    A switchover step is declared by `dr.switchover` on either side (its last change removes it); a failover by a
+    site newly in `dr.fencedSites` together with a new primary site."""
+    if head is None:
+        return None
+    for side, when in ((head, ""), (base, "ending ")):
+        sw = (side or {}).get("switchover")
+        if sw is not None:
+            return f"{when}switchover from site {sw['fromSite']}, step `{sw['step']}`"
+    newly_fenced = sorted(set(head.get("fencedSites", [])) - set((base or {}).get("fencedSites", [])))
+    if newly_fenced and base is not None and base.get("primarySite") != head.get("primarySite"):
+        return f"failover to site {head['primarySite']} (site {', '.join(newly_fenced)} fenced; data loss possible)"
+    return None
+
+
+def _switchover_expected(kind: str | None, change: ResourceChange) -> bool:
+    """The objects a switchover or failover step changes, and nothing else: the databases' roles, the
+    applications' size (their autoscalers, pause and disruption budgets) and the role-dependent alert rules."""
+    if change.action in ("created", "deleted"):
+        return kind == "PodDisruptionBudget"
+    paths = [f.path for f in change.fields]
+    allowed = {
+        "Cluster": ("spec.replica.",),
+        "HorizontalPodAutoscaler": ("spec.minReplicas",),
+        "PodDisruptionBudget": ("spec.minAvailable",),
+        "ScaledObject": ("spec.minReplicaCount", "metadata.annotations"),
+        "PrometheusRule": ("spec.groups[disaster-recovery]",),
+    }.get(kind or "")
+    return allowed is not None and all(any(p.startswith(a) for a in allowed) for p in paths)
+
+
 def _operator_dangers(kind: str | None, label: str, old: dict, new: dict) -> list[str]:
     return [
         f"`{rule.path}` of {label}: {rule.reason}"
@@ -421,7 +466,9 @@ def _renames(before: dict[str, dict], after: dict[str, dict]) -> dict[str, str]:
     }
 
 
-def diff(base: list[dict], head: list[dict]) -> list[ResourceChange]:
+def diff(base: list[dict], head: list[dict], switchover: str | None = None) -> list[ResourceChange]:
+    """Changes from `base` to `head`; `switchover` (`switchover_context`): the declared step, whose changes are
+    marked expected instead of danger."""
     before = {r["urn"]: r for r in base}
     after = {r["urn"]: r for r in head}
     owners = {**groups(base), **groups(head)}
@@ -462,6 +509,13 @@ def diff(base: list[dict], head: list[dict]) -> list[ResourceChange]:
                 what = "stateful " if stateful else ""
                 change.dangers.append(f"{hit} of {what}{change.label} cannot change in place: forces a replacement")
             change.dangers += _operator_dangers(kind, change.label, old["inputs"], new["inputs"])
+            if _role_change(kind, change.fields):
+                change.dangers.append(
+                    f"`spec.replica` of {change.label} moves the primary role between sites, but no switchover "
+                    "(dr.switchover) or failover (dr.fencedSites) is declared"
+                )
+        if switchover is not None and _switchover_expected(kind, change):
+            change.expected, change.dangers = switchover, []
         changes.append(change)
     return changes
 
@@ -473,6 +527,8 @@ class Rendered:
     resources: list[dict]
     alertmanager: dict | None
     """The redacted Alertmanager config; None when that side's code did not write it (older refs)."""
+    dr_state: dict | None = None
+    """The disaster-recovery state (`DR_STATE`); None without `dr` or from older refs."""
 
 
 def _value(v: Any) -> str:
@@ -518,6 +574,12 @@ def report(
     dangers = [d for c in changes for d in c.dangers]
     if dangers:
         lines += ["#### :warning: Danger", ""] + [f"- {d}" for d in dangers] + [""]
+    expected = [c for c in changes if c.expected is not None]
+    if expected:
+        lines += [f"#### Expected: {expected[0].expected}", ""]
+        lines += ['The config declares this step (README "Disaster recovery"); these changes are it:', ""]
+        lines += [f"- {_summary(c)}" + "".join(f"; {_field_line(f)}" for f in c.fields) for c in expected]
+        lines.append("")
     by_group: dict[str, list[ResourceChange]] = {}
     for c in changes:
         by_group.setdefault(c.group, []).append(c)
@@ -621,8 +683,9 @@ def _render_commit(stack: str, ref: str, commit: str, repo: Path, out: Path) -> 
 
 
 def _read_render(out: Path) -> Rendered:
-    redacted = out / REDACTED_ALERTMANAGER
+    redacted, state = out / REDACTED_ALERTMANAGER, out / DR_STATE
     return Rendered(
         json.loads((out / "resources.json").read_text()),
         yaml.safe_load(redacted.read_text()) if redacted.exists() else None,
+        json.loads(state.read_text()) if state.exists() else None,
     )

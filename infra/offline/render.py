@@ -15,8 +15,9 @@ from infra.offline.mocks import ProgramRun, run_program
 from infra.stack_config import PROJECT_ROOT, StackConfig, plan_for_stack, read_stack_files
 
 CLUSTER_SCOPED = "_cluster"
-# Read by `python -m infra diff` from renders of other git refs: keep the name stable.
+# Read by `python -m infra diff` from renders of other git refs: keep the names stable.
 REDACTED_ALERTMANAGER = "alertmanager.redacted.yaml"
+DR_STATE = "dr-state.json"
 
 
 def render_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> ProgramRun:
@@ -27,7 +28,7 @@ def render_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> ProgramRun:
     from infra.program import run
 
     config = read_stack_files(stack, project_dir)
-    result = run_program(config, lambda: run(offline=True))
+    result = run_program(config, lambda: run(offline=True, project_dir=project_dir))
     result.chart_objects = charts.expand_run(result.registrations, f"v{kubernetes_version(config)}.0")
     budget = config.values.get(f"{config.project}:budget")
     if budget is not None:
@@ -108,3 +109,27 @@ def redacted_alertmanager(stack: str, project_dir: Path = PROJECT_ROOT) -> dict:
 def write_redacted_alertmanager(stack: str, project_dir: Path, out_dir: Path) -> None:
     config = redacted_alertmanager(stack, project_dir)
     (out_dir / REDACTED_ALERTMANAGER).write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def dr_state(stack: str, project_dir: Path = PROJECT_ROOT) -> dict | None:
+    """The stack's disaster-recovery role as the diff needs it (which step of a switchover the config declares),
+    or None for a stack without `dr`."""
+    dr = plan_for_stack(stack, project_dir).config.dr
+    if dr is None:
+        return None
+    sw = dr.switchover
+    return {
+        "site": dr.site,
+        "primarySite": dr.primary_site,
+        "switchover": {"fromSite": sw.from_site, "step": sw.step} if sw is not None else None,
+        "fencedSites": sorted(dr.fenced_sites),
+    }
+
+
+def write_dr_state(stack: str, project_dir: Path, out_dir: Path) -> None:
+    state = dr_state(stack, project_dir)
+    target = out_dir / DR_STATE
+    if state is None:
+        target.unlink(missing_ok=True)
+    else:
+        target.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
