@@ -304,6 +304,7 @@ def staleness(plan: PlatformPlan, last_success: dict | None, now: datetime) -> s
     if last_success is None:
         return "no successful drill is recorded"
     finished = datetime.fromisoformat(last_success["finished"])
+    finished = finished if finished.tzinfo is not None else finished.replace(tzinfo=UTC)
     if now - finished > limit:
         return (
             f"the last successful drill finished {finished.isoformat()}, more than {limit.days} days ago "

@@ -348,3 +348,24 @@ def test_the_workflow_identity_may_write_exactly_what_the_drill_creates(drill_ru
         for o in drill_run.all_objects()
         if o["kind"] != "Namespace"
     )
+
+
+def test_a_refused_drill_stack_names_its_file_and_field_without_a_traceback(drill_project, tmp_path):
+    data = drill_project.load("Pulumi.qa-drill.yaml")
+    data["config"]["settlement-platform:backup"] = {"objectStore": {"destinationPath": "s3://prod-backups/wal"}}
+    drill_project.save("Pulumi.qa-drill.yaml", data)
+    result = cli("render", "qa-drill", "--project-dir", str(drill_project.root), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Pulumi.qa-drill.yaml: backup: must not be set in a drill stack" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_describe_shows_a_drill_stack_as_the_drill_it_is(drill_run):
+    from infra.offline.describe import describe
+
+    plan = drill_plan(drill_run)
+    text = describe(drill_run.stack, plan)
+    assert "restore drill" in text and plan.config.drill.source.destination_path in text
+    for sub, pg in drill.databases(plan).items():
+        assert f"`{pg.server_name}`" in text and drill.verifier_name(sub) in text
+    assert "### Services" not in text

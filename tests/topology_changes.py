@@ -109,6 +109,8 @@ def add_subsystem(root: Path) -> None:
     _edit_topology(root, edit)
     for stack in _stacks(root):
         data = _load(root, f"Pulumi.{stack}.yaml")
+        if f"{NS}:alerting" not in data["config"]:
+            continue  # a drill stack routes no alerts
         routes = data["config"][f"{NS}:alerting"]["routes"]
         routes["treasury"] = dict(routes["platform"])
         _save(root, f"Pulumi.{stack}.yaml", data)

@@ -339,6 +339,7 @@ def _drill(args: argparse.Namespace) -> int:
         print(f"stack {args.stack!r} is not a restore drill (no `drill` in Pulumi.{args.stack}.yaml)", file=sys.stderr)
         return 2
     now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+    now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)  # a time without an offset is UTC
     if args.action == "scope":
         print(json.dumps(drill.identity_scope(plan), indent=2))
         return 0
