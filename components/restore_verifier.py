@@ -162,6 +162,12 @@ def job_spec(args: RestoreVerifierArgs, cluster_created: str) -> dict:
     }
 
 
+VERIFY_TIMEOUTS = pulumi.CustomTimeouts(create="20m", update="20m")
+"""pulumi-kubernetes awaits a Job until its `Complete` condition is True (pulumi/docs, pulumi_kubernetes batch/v1
+Job: "waits until its status is ready"), and fails the update when it fails: longer than the Job's own
+activeDeadlineSeconds (15 min), so the Job's verdict, not the engine's patience, decides."""
+
+
 class RestoreVerifier(pulumi.ComponentResource):
     """A ServiceAccount without permissions and the verifying Job; `pulumi up` waits for the Job to complete."""
 
@@ -181,7 +187,9 @@ class RestoreVerifier(pulumi.ComponentResource):
             f"{name}-job",
             metadata={**metadata, "annotations": job_annotations(args.image)},
             spec=pulumi.Output.from_input(args.cluster_created).apply(lambda created: job_spec(args, created)),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, account]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.depends_on, account], custom_timeouts=VERIFY_TIMEOUTS
+            ),
         )
         self.job_name = job.metadata.name
         self.register_outputs({"job_name": self.job_name})

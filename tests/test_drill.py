@@ -84,6 +84,9 @@ def test_a_verifying_job_per_database_waits_for_its_restored_cluster(drill_run):
         job_reg = registration(drill_run, "Job", job["metadata"]["name"])
         cluster_reg = registration(drill_run, "Cluster", cluster)
         assert cluster_reg.urn in job_reg.dependencies, job_reg.name
+        # The engine waits for the Job's own verdict (its deadline), not less.
+        deadline = job["spec"]["activeDeadlineSeconds"]
+        assert int(job_reg.custom_timeouts["create"].removesuffix("m")) * 60 > deadline
         assert cluster_reg.inputs["metadata"]["annotations"]["pulumi.com/waitFor"] == "condition=Ready"
 
 
