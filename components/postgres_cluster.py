@@ -44,6 +44,10 @@ class RecoveryArgs:
 
     from_server_name: str
     target_time: str | None = None
+    object_store: str | None = None
+    """The ObjectStore (in the cluster's namespace) to read; None: the cluster's own backup store."""
+    service_account_annotations: dict[str, str] = field(default_factory=dict)
+    """The reading identity (e.g. a read-only IAM role) when the cluster has no `backup` of its own."""
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,8 @@ def scheduled_backup_spec(args: PostgresClusterArgs) -> dict:
 
 def cluster_spec(args: PostgresClusterArgs) -> dict:
     """The CloudNativePG Cluster spec (pure)."""
-    if args.recovery is not None and args.backup is None:
-        raise ValueError(f"{args.name}: recovery needs backup (the object store to recover from)")
+    if args.recovery is not None and args.backup is None and args.recovery.object_store is None:
+        raise ValueError(f"{args.name}: recovery needs backup or recovery.object_store (the store to recover from)")
     if args.topology is not None and (args.backup is None or args.recovery is not None):
         raise ValueError(f"{args.name}: a distributed topology needs backup and no recovery")
     storage = {"size": args.storage_size}
@@ -218,6 +222,8 @@ def cluster_spec(args: PostgresClusterArgs) -> dict:
         ]
         if args.backup.service_account_annotations:
             spec["serviceAccountTemplate"] = {"metadata": {"annotations": args.backup.service_account_annotations}}
+    elif args.recovery is not None and args.recovery.service_account_annotations:
+        spec["serviceAccountTemplate"] = {"metadata": {"annotations": args.recovery.service_account_annotations}}
     if args.recovery is not None:
         recovery: dict = {"source": "origin", "database": args.database, "owner": args.database}
         if args.recovery.target_time is not None:
@@ -229,7 +235,9 @@ def cluster_spec(args: PostgresClusterArgs) -> dict:
                 "plugin": {
                     "name": BARMAN_PLUGIN,
                     "parameters": {
-                        "barmanObjectName": object_store_name(args),
+                        "barmanObjectName": args.recovery.object_store or object_store_name(args),
+                        # Always explicit: omitted, it defaults to this Cluster's own name (plugin-barman-cloud
+                        # v0.14.0 internal/cnpgi/operator/config/config.go L157-175).
                         "serverName": args.recovery.from_server_name,
                     },
                 },
@@ -290,6 +298,11 @@ def distributed_topology(args: PostgresClusterArgs) -> dict:
     return part
 
 
+def _creation_timestamp(metadata) -> str:
+    value = metadata.get("creationTimestamp") if isinstance(metadata, dict) else metadata.creation_timestamp
+    return value or ""
+
+
 class PostgresCluster(pulumi.ComponentResource):
     """A highly available PostgreSQL cluster; the operator runs failover, replication and credentials."""
 
@@ -297,6 +310,8 @@ class PostgresCluster(pulumi.ComponentResource):
     rw_service: pulumi.Output[str]
     app_secret: pulumi.Output[str]
     ca_secret: pulumi.Output[str]
+    created: pulumi.Output[str]
+    """The Cluster's creationTimestamp (set by the API server): when its bootstrap began."""
 
     def __init__(self, name: str, args: PostgresClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:data:PostgresCluster", name, None, opts)
@@ -379,11 +394,13 @@ class PostgresCluster(pulumi.ComponentResource):
         self.rw_service = self.cluster_name.apply(lambda n: f"{n}-rw")
         self.app_secret = self.cluster_name.apply(lambda n: f"{n}-app")
         self.ca_secret = self.cluster_name.apply(lambda n: f"{n}-ca")
+        self.created = cluster.metadata.apply(_creation_timestamp)
         self.register_outputs(
             {
                 "cluster_name": self.cluster_name,
                 "rw_service": self.rw_service,
                 "app_secret": self.app_secret,
                 "ca_secret": self.ca_secret,
+                "created": self.created,
             }
         )

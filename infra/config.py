@@ -87,7 +87,7 @@ ALERT_SECRET_PATTERN = r"^alert[A-Z][A-Za-z0-9]*$"
 def alert_secret_keys(config: PlatformConfig) -> dict[str, str]:
     """Secret config keys the alerting receivers name -> where they are named."""
     keys = {}
-    for name, receiver in config.alerting.receivers.items():
+    for name, receiver in (config.alerting.receivers if config.alerting is not None else {}).items():
         path = f"alerting.receivers.{name}"
         if receiver.pager is not None:
             keys[receiver.pager.routing_key_secret] = f"{path}.pager.routingKeySecret"
@@ -569,6 +569,79 @@ class Backup(Model):
     )
 
 
+S3Path = Annotated[str, StringConstraints(pattern=r"^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/.*)?$")]
+
+
+class Drill(Model):
+    """A restore drill: this stack restores every database of the topology from another stack's backups into a
+    scratch namespace, verifies each with SQL, and is then destroyed (README "Restore drill"). A drill stack
+    runs nothing else: no operators, no services, no archiving."""
+
+    namespace: Name = Field(
+        default="restore-drill",
+        description="The scratch namespace the drill restores into (and that its identity may write). "
+        "Default: restore-drill.",
+    )
+    source_stack: Name = Field(
+        description="The stack whose backups are drilled (its `Pulumi.<stack>.yaml`, read from the same checkout): "
+        "the restored databases recover the server names that stack archives under (with `dr`, per site and "
+        "generation), and `source.destinationPath` must equal its `backup.objectStore.destinationPath`. Required."
+    )
+    source: ObjectStore = Field(
+        description="The object store holding the backups to restore: the source stack's `backup.objectStore` "
+        "path, read through a read-only identity (`serviceAccountAnnotations`, e.g. an IRSA role allowed only "
+        "s3:GetObject/s3:ListBucket there). Only `iamRole` credentials. Required."
+    )
+    results_path: S3Path = Field(
+        description="Where each drill's result is kept after teardown (`s3://bucket/drill-results/<stack>`), "
+        "written by the drill workflow, never by a database pod. Must not overlap `source.destinationPath`. "
+        "Required."
+    )
+    max_age_days: int = Field(
+        default=8,
+        ge=1,
+        le=31,
+        description="The freshness check fails when the last successful drill is older than this many days "
+        "(the weekly schedule plus a day of slack). Default: 8.",
+    )
+    rto_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=1440,
+        description="Restore time objective: a drill whose restore of any database took longer fails. One "
+        "threshold for every database until the DR section states RTO per subsystem; then it defaults from "
+        "there. Default: 60.",
+    )
+    point_queries: dict[Name, Annotated[str, StringConstraints(min_length=8)]] = Field(
+        default_factory=dict,
+        description="Per subsystem, SQL returning one timestamptz: the newest point the restored data holds "
+        "(e.g. `SELECT max(created_at) FROM ledger_entries`). CloudNativePG records no recovered point, and "
+        "`pg_last_xact_replay_timestamp()` is NULL once the restored instance restarts after recovery "
+        '(README "Restore drill"). Default: none (the replay timestamp, often NULL).',
+    )
+    verifier_resources: Resources = Field(
+        default=Resources(
+            requests=ComputeResources(cpu="50m", memory="64Mi"), limits=ComputeResources(cpu="200m", memory="128Mi")
+        ),
+        description="Requests and limits of each verifying Job's pod. Default: requests 50m/64Mi, limits 200m/128Mi.",
+    )
+
+    @model_validator(mode="after")
+    def _read_only_and_apart(self) -> Drill:
+        if self.source.credentials != "iamRole":
+            raise ValueError(
+                "source.credentials must be `iamRole`: the drill reads the backups through a read-only role, "
+                "never with the archiving keys"
+            )
+        src, res = (p.rstrip("/") + "/" for p in (self.source.destination_path, self.results_path))
+        if src.startswith(res) or res.startswith(src):
+            raise ValueError(
+                f"resultsPath ({self.results_path!r}) overlaps source.destinationPath "
+                f"({self.source.destination_path!r}): the drill would write where the backups are"
+            )
+        return self
+
+
 class Guardrails(Model):
     require_image_digest: bool = Field(
         default=True, description="Refuse service images not pinned by `@sha256:` digest. Default: true."
@@ -1029,7 +1102,11 @@ class PlatformConfig(Model):
     network: Network = Field(description="Network facts of the target cluster. Required.")
     gateway: Gateway = Field(default_factory=Gateway, description="The HTTPS entry point.")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Prometheus, Alertmanager, Grafana.")
-    alerting: Alerting = Field(description="Who is told about alerts, and how. Required.")
+    alerting: Alerting | None = Field(
+        default=None,
+        description="Who is told about alerts, and how. Required, except in a drill stack (`drill`), which runs "
+        "no Alertmanager.",
+    )
     guardrails: Guardrails = Field(default_factory=Guardrails, description="Production guard rails.")
     backup: Backup | None = Field(
         default=None,
@@ -1040,6 +1117,11 @@ class PlatformConfig(Model):
         default=None,
         description='Disaster recovery: this stack as one site of a primary/standby pair (README "Disaster '
         'recovery"). Default: none (a single-site environment).',
+    )
+    drill: Drill | None = Field(
+        default=None,
+        description="Make this stack a restore drill of the topology's databases instead of an environment "
+        '(README "Restore drill"). Default: none.',
     )
     budget: Budget | None = Field(
         default=None,

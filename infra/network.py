@@ -418,8 +418,11 @@ class Policy:
 def namespace_policies(plan: PlatformPlan, groups: Groups, declared: set[Edge]) -> list[Policy]:
     """Default deny plus exact allows, for every namespace the platform creates, of the `declared` edges and the
     charts' wiring (`wiring_edges`, added here so no caller can forget it)."""
-    edges = set(declared) | wiring_edges(plan, groups)
-    managed = managed_namespaces(plan)
+    return policies_for(managed_namespaces(plan), groups, set(declared) | wiring_edges(plan, groups))
+
+
+def policies_for(managed: list[str], groups: Groups, edges: set[Edge]) -> list[Policy]:
+    """Default deny plus exact allows of `edges`, in each of the `managed` namespaces."""
     everywhere = set(groups.namespaces.values())
     policies = []
     # Namespace-wide allows (every pod, hook Jobs included): allow-dns, and allow-control-plane in operator

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import Cluster
+from infra.drill import RestoreDrill
 from infra.errors import ConfigError
 from infra.platform import Platform, PlatformArgs
 from infra.stack_config import PROJECT_ROOT, load_platform_config, read_secrets
@@ -67,6 +68,13 @@ def run(offline: bool = False, project_dir: Path = PROJECT_ROOT) -> None:
         raise pulumi.RunError(refusal)
 
     provider = kubernetes_provider(plan.config.cluster)
+    providers = {"kubernetes": provider}
+    if plan.config.drill is not None:
+        # A drill stack builds the drill alone (infra/drill.py), in a cluster whose operators another stack runs.
+        drill = RestoreDrill("drill", plan, opts=pulumi.ResourceOptions(providers=providers))
+        pulumi.export("namespace", drill.namespace)
+        pulumi.export("verifiers", drill.verifiers)
+        return
     platform = Platform(
         "platform",
         PlatformArgs(
@@ -77,7 +85,7 @@ def run(offline: bool = False, project_dir: Path = PROJECT_ROOT) -> None:
         ),
         # Every child inherits it (parent chain); `pulumi:disable-default-providers` in Pulumi.yaml makes the
         # engine refuse any Kubernetes resource that would still reach for the default provider.
-        opts=pulumi.ResourceOptions(providers={"kubernetes": provider}),
+        opts=pulumi.ResourceOptions(providers=providers),
     )
     pulumi.export("namespaces", platform.namespaces)
     pulumi.export("services", platform.service_addresses)

@@ -363,8 +363,9 @@ def _parse(values: dict[str, Any], secret_keys: frozenset[str]) -> PlatformPlan:
     return plan
 
 
-def site_checks(plan: PlatformPlan, stack: str, project_dir: Path) -> None:
-    """The disaster-recovery rules that read the other sites' stack files (infra.dr.site_file_problems)."""
+def site_checks(plan: PlatformPlan, stack: str, project_dir: Path) -> PlatformPlan:
+    """The rules that read other stack files: disaster recovery's other sites (infra.dr.site_file_problems), and a
+    drill's source stack, whose server names the drill's plan takes (infra.drill.with_source_server_names)."""
     from infra.dr import site_file_problems
 
     def read_dr(peer: str) -> DisasterRecovery | None:
@@ -381,6 +382,26 @@ def site_checks(plan: PlatformPlan, stack: str, project_dir: Path) -> None:
     problems = site_file_problems(plan.config, stack, project_dir, read_dr)
     if problems:
         raise ConfigError(problems)
+    drill = plan.config.drill
+    if drill is None:
+        return plan
+    from infra import drill as drill_rules
+
+    source_file = f"Pulumi.{drill.source_stack}.yaml"
+    if drill.source_stack == stack or not (project_dir / source_file).exists():
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    f"Pulumi.{stack}.yaml: drill.sourceStack",
+                    f"{drill.source_stack!r}: no other stack file {source_file} in {project_dir}",
+                )
+            ]
+        )
+    source = plan_for_stack(drill.source_stack, project_dir)
+    problems = drill_rules.source_problems(plan, source)
+    if problems:
+        raise ConfigError([ConfigProblem(f"Pulumi.{stack}.yaml: {p.path}", p.message) for p in problems])
+    return drill_rules.with_source_server_names(plan, source)
 
 
 def load_platform_config(project_dir: Path = PROJECT_ROOT) -> PlatformPlan:
@@ -399,8 +420,7 @@ def load_platform_config(project_dir: Path = PROJECT_ROOT) -> PlatformPlan:
         raise ConfigError(problems + error.problems) from None
     if problems:
         raise ConfigError(problems)
-    site_checks(plan, pulumi.get_stack(), project_dir)
-    return plan
+    return site_checks(plan, pulumi.get_stack(), project_dir)
 
 
 def read_secrets(plan: PlatformPlan) -> dict[str, Any]:
@@ -418,9 +438,7 @@ def read_secrets(plan: PlatformPlan) -> dict[str, Any]:
 def plan_for_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> PlatformPlan:
     """The plan a stack's files produce, without running the program (offline tools and tests). A refused config
     names, for each problem, the file that holds the offending key."""
-    plan = plan_of(read_stack_files(stack, project_dir))
-    site_checks(plan, stack, project_dir)
-    return plan
+    return site_checks(plan_of(read_stack_files(stack, project_dir)), stack, project_dir)
 
 
 def plan_of(config: StackConfig) -> PlatformPlan:

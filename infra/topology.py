@@ -352,7 +352,8 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
     problems += data_safety_problems(config, subsystems)
     databases = sorted(n for n, s in subsystems.items() if s.postgres is not None)
     problems += dr_rules.dr_problems(config, databases)
-    problems += exposure_problems(config, subsystems)
+    if config.drill is None:  # a drill stack routes nothing
+        problems += exposure_problems(config, subsystems)
     problems += alerting_problems(config)
     order, cycle = creation_order(subsystems)
     if cycle:
@@ -404,6 +405,10 @@ def alerting_problems(config: PlatformConfig) -> list[ConfigProblem]:
     """Every subsystem's alerts (and the shared infrastructure's) must reach a declared receiver."""
     problems = []
     alerting = config.alerting
+    if alerting is None:
+        if config.drill is not None:
+            return []  # a drill stack runs no Alertmanager
+        return [ConfigProblem("alerting", "is required: who is told about alerts (only a drill stack omits it)")]
     for name in sorted(set(config.subsystems) | {PLATFORM_ROUTE}):
         if name not in alerting.routes:
             problems.append(ConfigProblem(f"alerting.routes.{name}", "is missing: its alerts would reach nobody"))
@@ -466,7 +471,9 @@ def data_safety_problems(config: PlatformConfig, subsystems: dict[str, Subsystem
     """Backups required where databases exist, and recoveries that cannot overwrite their own source."""
     problems = []
     databases = sorted(name for name, sub in subsystems.items() if sub.postgres is not None)
-    if databases and config.backup is None and config.guardrails.require_backups:
+    if config.drill is not None:
+        problems += drill_problems(config, databases)
+    elif databases and config.backup is None and config.guardrails.require_backups:
         problems.append(
             ConfigProblem(
                 "backup",
@@ -479,7 +486,7 @@ def data_safety_problems(config: PlatformConfig, subsystems: dict[str, Subsystem
         if pg.recovery is None:
             continue
         path = f"subsystems.{name}.postgres"
-        if config.backup is None:
+        if config.backup is None and config.drill is None:
             problems.append(ConfigProblem(f"{path}.recovery", "needs `backup` (the object store to recover from)"))
         if pg.recovery.from_server_name == pg.server_name:
             problems.append(
@@ -496,6 +503,46 @@ def data_safety_problems(config: PlatformConfig, subsystems: dict[str, Subsystem
                 "infrastructure.operators.barmanCloud.namespace",
                 f"({operators.barman_cloud.namespace!r}) must equal cloudnativePg.namespace "
                 f"({operators.cloudnative_pg.namespace!r}): the plugin runs beside the operator",
+            )
+        )
+    return problems
+
+
+def drill_problems(config: PlatformConfig, databases: list[str]) -> list[ConfigProblem]:
+    """A drill stack restores and verifies; it never archives, so it can never write into the backups it reads."""
+    problems = []
+    if config.backup is not None:
+        problems.append(
+            ConfigProblem(
+                "backup",
+                "must not be set in a drill stack (`drill`): its restored databases never archive or back up, so "
+                "nothing it runs can write into the object store it restores from",
+            )
+        )
+    if not databases:
+        problems.append(ConfigProblem("drill", "the topology has no PostgreSQL cluster to restore"))
+    if config.guardrails.protect_stateful_resources:
+        problems.append(
+            ConfigProblem(
+                "guardrails.protectStatefulResources",
+                "must be false in a drill stack (`drill`): its restored databases are scratch copies that "
+                "`pulumi destroy` removes after every drill; say so in the stack file",
+            )
+        )
+    taken = set(config.subsystems) | RESERVED_NAMESPACES | infrastructure_namespaces(config)
+    if config.drill.namespace in taken:
+        problems.append(
+            ConfigProblem(
+                "drill.namespace",
+                f"({config.drill.namespace!r}) is a namespace the environment itself uses: the drill's teardown "
+                "would delete it; choose a scratch namespace of its own",
+            )
+        )
+    for name in sorted(set(config.drill.point_queries) - set(databases)):
+        problems.append(
+            ConfigProblem(
+                f"drill.pointQueries.{name}",
+                f"{name!r} is not a subsystem with a PostgreSQL cluster (those with one: {', '.join(databases)})",
             )
         )
     return problems

@@ -26,9 +26,21 @@ STACKS_DIR_ENV = "SETTLEMENT_TEST_STACKS_DIR"
 STACKS_DIR = Path(os.environ.get(STACKS_DIR_ENV) or PROJECT_ROOT)
 # Every Pulumi.<stack>.yaml: a new stack file is under every whole-stack test without editing one.
 STACKS = tuple(stack_names(STACKS_DIR))
+
+
+def _is_drill(stack: str) -> bool:
+    """A restore-drill stack (`drill` in its file) builds the drill alone, not an environment (infra/drill.py)."""
+    config = (yaml.safe_load((STACKS_DIR / f"Pulumi.{stack}.yaml").read_text()) or {}).get("config") or {}
+    return "settlement-platform:drill" in config
+
+
+# Environments (`stack_run`: the properties of a whole platform) and restore drills (`drill_run`); checks that hold
+# for anything the program renders (schemas, Pod Security, checkov, reachability) take `any_stack_run`.
+DRILL_STACKS = tuple(s for s in STACKS if _is_drill(s))
+PLATFORM_STACKS = tuple(s for s in STACKS if s not in DRILL_STACKS)
 # Fixtures that hand a test the real stacks: a test using one is a whole-stack test, marked `whole_stack`, and must
 # hold for any valid topology (it checks properties computed from the plan, never names of the sample topology).
-WHOLE_STACK_FIXTURES = {"rendered", "stack_run", "plans", "stack_plan"}
+WHOLE_STACK_FIXTURES = {"rendered", "stack_run", "plans", "stack_plan", "any_stack_run", "drill_run"}
 # ... except behaviour tests that compare a mutated copy of the sample stacks (`project`) with the sample itself.
 SAMPLE_FIXTURES = {"dev", "prod", "project"}
 
@@ -76,8 +88,21 @@ def plans() -> dict[str, PlatformPlan]:
     return {stack: plan_for_stack(stack, STACKS_DIR) for stack in STACKS}
 
 
-@pytest.fixture(params=STACKS)
+@pytest.fixture(params=PLATFORM_STACKS)
 def stack_run(request, rendered) -> ProgramRun:
+    """Each environment stack's render."""
+    return rendered[request.param]
+
+
+@pytest.fixture(params=STACKS)
+def any_stack_run(request, rendered) -> ProgramRun:
+    """Each stack's render, environments and drills alike."""
+    return rendered[request.param]
+
+
+@pytest.fixture(params=DRILL_STACKS)
+def drill_run(request, rendered) -> ProgramRun:
+    """Each restore-drill stack's render."""
     return rendered[request.param]
 
 
@@ -144,6 +169,8 @@ def small_project(project) -> ProjectCopy:
         data = project.load(f"Pulumi.{stack}.yaml")
         config = data["config"]
         config.pop("settlement-platform:overrides", None)  # they patch the sample's services
+        if "settlement-platform:alerting" not in config:
+            continue  # a drill stack routes no alerts
         routes = config["settlement-platform:alerting"]["routes"]
         routes.update({name: dict(routes["platform"]) for name in SMALL_TOPOLOGY})
         for name in [r for r in routes if r not in SMALL_TOPOLOGY and r != "platform"]:

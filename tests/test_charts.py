@@ -130,21 +130,21 @@ def test_every_release_of_a_stack_expands_from_its_pinned_chart(stack_run):
         assert obj.release.version == next(r for r in releases if r.urn == obj.release.urn).inputs["version"]
 
 
-def test_chart_objects_are_written_and_listed(stack_run, tmp_path):
-    render.write(stack_run, tmp_path)
+def test_chart_objects_are_written_and_listed(any_stack_run, tmp_path):
+    render.write(any_stack_run, tmp_path)
     written = {p.relative_to(tmp_path / "manifests").as_posix() for p in (tmp_path / "manifests").rglob("*.yaml")}
-    for obj in stack_run.chart_objects:
+    for obj in any_stack_run.chart_objects:
         assert render.manifest_path(obj.object) in written
     listed = (tmp_path / "resources.json").read_text()
-    assert listed.count(f'"type": "{charts.CHART_OBJECT_TYPE}"') == len(stack_run.chart_objects)
+    assert listed.count(f'"type": "{charts.CHART_OBJECT_TYPE}"') == len(any_stack_run.chart_objects)
 
 
-def test_the_expansion_is_deterministic(stack_run, monkeypatch):
+def test_the_expansion_is_deterministic(any_stack_run, monkeypatch):
     """Two renders of the same stack install byte-identical objects (a generated password would differ)."""
     charts.clear_cache()  # render again through Helm, not from the in-process cache ...
     monkeypatch.setenv(charts.CHART_CACHE_ENV, "")  # ... nor from the disk cache
-    again = render.render_stack(stack_run.stack, STACKS_DIR)
-    assert [o.object for o in again.chart_objects] == [o.object for o in stack_run.chart_objects]
+    again = render.render_stack(any_stack_run.stack, STACKS_DIR)
+    assert [o.object for o in again.chart_objects] == [o.object for o in any_stack_run.chart_objects]
 
 
 def test_the_helm_engine_is_an_offline_extra_that_pulumi_up_never_installs():

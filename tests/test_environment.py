@@ -34,11 +34,11 @@ def namespaces(run: ProgramRun) -> dict[str, dict]:
 KUBE_SYSTEM_KINDS = {"RoleBinding", "Service"}
 
 
-def test_every_object_lands_in_a_namespace_the_platform_creates(stack_run):
-    created = namespaces(stack_run)
+def test_every_object_lands_in_a_namespace_the_platform_creates(any_stack_run):
+    created = namespaces(any_stack_run)
     stray = {
         f"{o['kind']}/{o['metadata']['namespace']}/{o['metadata']['name']}"
-        for o in stack_run.all_objects()
+        for o in any_stack_run.all_objects()
         if o["metadata"].get("namespace") and o["metadata"]["namespace"] not in created
         if not (o["metadata"]["namespace"] == "kube-system" and o["kind"] in KUBE_SYSTEM_KINDS)
     }
@@ -51,12 +51,12 @@ def host_agents(run: ProgramRun) -> dict[str, str]:
     )
 
 
-def test_every_pod_outside_the_listed_host_agent_namespaces_meets_restricted(stack_run):
-    labels = namespaces(stack_run)
-    exempt = host_agents(stack_run)
+def test_every_pod_outside_the_listed_host_agent_namespaces_meets_restricted(any_stack_run):
+    labels = namespaces(any_stack_run)
+    exempt = host_agents(any_stack_run)
     failures = {}
     pods = 0
-    for obj in stack_run.all_objects():
+    for obj in any_stack_run.all_objects():
         spec = pod_spec(obj)
         namespace = obj["metadata"].get("namespace")
         if spec is None or namespace in exempt:
@@ -65,7 +65,7 @@ def test_every_pod_outside_the_listed_host_agent_namespaces_meets_restricted(sta
         assert labels[namespace].get(ENFORCE) == "restricted", namespace
         if problems := pss_restricted_violations(spec):
             failures[f"{obj['kind']} {namespace}/{obj['metadata']['name']}"] = problems
-    assert pods > len(stack_run.objects("Deployment")), "the charts' pods were not checked"
+    assert pods > len(any_stack_run.objects("Deployment")), "the charts' pods were not checked"
     assert not failures
 
 
@@ -78,11 +78,11 @@ def test_only_listed_host_agents_run_below_restricted(stack_run):
         assert "Deployment" not in kinds and "StatefulSet" not in kinds, f"only host agents in {namespace}"
 
 
-def test_every_builtin_object_passes_strict_kubernetes_schema(stack_run):
-    version = plan_for_stack(stack_run.stack, STACKS_DIR).config.kubernetes_version
+def test_every_builtin_object_passes_strict_kubernetes_schema(any_stack_run):
+    version = plan_for_stack(any_stack_run.stack, STACKS_DIR).config.kubernetes_version
     failures = {
         f"{o['kind']} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}": errors
-        for o in stack_run.all_objects()
+        for o in any_stack_run.all_objects()
         if schemas.is_builtin(o) and (errors := schemas.validate_builtin(o, version))
     }
     assert not failures

@@ -131,11 +131,11 @@ def test_a_budget_refuses_naming_the_largest_consumers():
         footprint.check_budget("s", fp, Budget(cpu="3", memory="8Gi"))
 
 
-def test_every_container_of_every_stack_requests_cpu_and_memory(stack_run):
+def test_every_container_of_every_stack_requests_cpu_and_memory(any_stack_run):
     """Operators, monitoring and run-time pods included: nothing is scheduled on a best-effort basis."""
-    for pod in footprint.pod_groups(stack_run.all_objects()):
+    for pod in footprint.pod_groups(any_stack_run.all_objects()):
         assert pod.per_pod.cpu_requests > 0 and pod.per_pod.memory_requests > 0, (pod.kind, pod.namespace, pod.name)
-    objects = stack_run.all_objects()
+    objects = any_stack_run.all_objects()
     limit_ranges = {o["metadata"]["namespace"] for o in objects if o["kind"] == "LimitRange"}
     for obj in objects:
         if obj["kind"] not in ("Deployment", "StatefulSet", "DaemonSet"):

@@ -8,13 +8,13 @@ from infra.offline import golden
 from tests.conftest import STACKS_DIR
 
 
-def test_stack_matches_its_golden_subset(stack_run):
+def test_stack_matches_its_golden_subset(any_stack_run):
     # The golden files of the project under test (tests/test_any_topology.py writes a changed copy's).
-    expected = json.loads((STACKS_DIR / golden.path(stack_run.stack).relative_to(golden.PROJECT_ROOT)).read_text())
-    actual = json.loads(json.dumps(golden.subset(stack_run)))
+    expected = json.loads((STACKS_DIR / golden.path(any_stack_run.stack).relative_to(golden.PROJECT_ROOT)).read_text())
+    actual = json.loads(json.dumps(golden.subset(any_stack_run)))
     for section in sorted(expected.keys() | actual.keys()):
         assert actual.get(section) == expected.get(section), (
-            f"{stack_run.stack}: '{section}' differs from tests/golden/{stack_run.stack}.json.\n"
+            f"{any_stack_run.stack}: '{section}' differs from tests/golden/{any_stack_run.stack}.json.\n"
             f"If the change is intended, regenerate and review the diff:\n  {golden.REGENERATE}"
         )
 

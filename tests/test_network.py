@@ -20,11 +20,11 @@ def graphs(rendered):
     return out
 
 
-def test_every_namespace_the_program_creates_denies_by_default(stack_run):
-    namespaces = {n["metadata"]["name"] for n in stack_run.objects("Namespace")}
+def test_every_namespace_the_program_creates_denies_by_default(any_stack_run):
+    namespaces = {n["metadata"]["name"] for n in any_stack_run.objects("Namespace")}
     deny = {
         p["metadata"]["namespace"]
-        for p in stack_run.objects("NetworkPolicy")
+        for p in any_stack_run.objects("NetworkPolicy")
         if p["metadata"]["name"] == "default-deny"
         and p["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     }
@@ -96,8 +96,8 @@ def test_the_model_catches_a_removed_rule(prod):
     assert ("business/settlement-api", "payment/payment-api", 8080, "TCP") in missing
 
 
-def test_no_rule_selects_all_namespaces_or_all_pods_of_another_namespace(stack_run):
-    for policy in stack_run.objects("NetworkPolicy"):
+def test_no_rule_selects_all_namespaces_or_all_pods_of_another_namespace(any_stack_run):
+    for policy in any_stack_run.objects("NetworkPolicy"):
         for direction, key in (("ingress", "from"), ("egress", "to")):
             for rule in policy["spec"].get(direction) or []:
                 assert rule.get(key), f"{policy['metadata']}: a rule without peers allows everyone"
@@ -198,10 +198,10 @@ def test_one_rate_limited_route_per_exposed_service(stack_run):
     assert limits == {"payment-api": 200, "settlement-api": 100}
 
 
-def test_only_the_gateway_is_reachable_from_outside(stack_run):
-    for service in stack_run.objects("Service"):
+def test_only_the_gateway_is_reachable_from_outside(any_stack_run):
+    for service in any_stack_run.objects("Service"):
         assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]
-    for cluster in stack_run.objects("RabbitmqCluster"):
+    for cluster in any_stack_run.objects("RabbitmqCluster"):
         assert cluster["spec"]["service"]["type"] == "ClusterIP"
 
 

@@ -18,7 +18,7 @@ from infra.dashboards import dashboards, panels
 from infra.metrics import CONTRACT, SERVICE, metric_names
 from infra.offline.mocks import ProgramFailed
 from infra.topology import PLATFORM_ROUTE
-from tests.conftest import STACKS, platform_deployments
+from tests.conftest import PLATFORM_STACKS, platform_deployments
 from tests.fixture_config import SMALL_TOPOLOGY, plan_of
 
 PROMTOOL = shutil.which("promtool") or "promtool"
@@ -33,9 +33,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture(params=STACKS)
+@pytest.fixture(params=PLATFORM_STACKS)
 def plan(request, plans):
-    """Each real stack's plan, for properties that need no render."""
+    """Each environment stack's plan, for properties that need no render."""
     return plans[request.param]
 
 

@@ -14,7 +14,7 @@ import yaml
 from infra.offline import cli, golden, policy_config
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
 from policy import rules
-from tests.conftest import STACKS, STACKS_DIR
+from tests.conftest import DRILL_STACKS, PLATFORM_STACKS, STACKS, STACKS_DIR
 
 WORKFLOWS = PROJECT_ROOT / ".github" / "workflows"
 
@@ -102,7 +102,7 @@ def test_every_stack_has_its_generated_policy_config():
         path = policy_config.path(stack)
         assert path.exists(), f"{path} is missing: run `make golden`"
         assert path.read_text() == policy_config.text(plan_for_stack(stack)), f"{path} is stale: run `make golden`"
-    # Both sides sorted as file names: `prod-dr` sorts before `prod` as `config.prod-dr.json`, after it as a stack.
+    # Sorted by file name on both sides: `prod-dr` and `prod-drill` sort before `prod` once `.json` follows.
     assert sorted(p.name for p in (PROJECT_ROOT / "policy").glob("config.*.json")) == sorted(
         f"config.{s}.json" for s in stack_names()
     )
@@ -180,13 +180,21 @@ def test_the_offline_diff_loops_over_the_stack_files(tmp_path):
 def test_every_stack_is_deployed_exactly_once():
     jobs = workflow("deploy.yml")["jobs"]
     deployed = [s for job in ("up", "up-prod", "up-prod-dr") for s in jobs[job]["strategy"]["matrix"]["stack"]]
-    assert sorted(deployed) == stack_names(), (
+    drills = workflow("restore-drill.yml")["jobs"]
+    drilled = drills["drill"]["strategy"]["matrix"]["stack"]
+    assert sorted(deployed) == list(PLATFORM_STACKS), (
         "deploy.yml names its stacks on purpose (before or behind the production approval gate): add the new "
         'stack to the `up` or `up-prod` matrix (`up-prod-dr`: the standby site, README "Disaster recovery")'
     )
+    # A drill stack is brought up (and destroyed) by the restore-drill workflow alone, and checked for freshness.
+    assert sorted(drilled) == list(DRILL_STACKS) == sorted(drills["freshness"]["strategy"]["matrix"]["stack"])
+    assert sorted(deployed + drilled) == stack_names()
 
 
-@pytest.mark.parametrize(("workflow_name", "job"), [("deploy.yml", "up"), ("preview.yml", "pulumi-preview")])
+@pytest.mark.parametrize(
+    ("workflow_name", "job"),
+    [("deploy.yml", "up"), ("preview.yml", "pulumi-preview"), ("restore-drill.yml", "drill")],
+)
 def test_each_stack_is_previewed_and_deployed_with_its_policy_config(workflow_name, job):
     steps = workflow(workflow_name)["jobs"][job]["steps"]
     action = next(s for s in steps if s.get("uses", "").startswith("pulumi/actions"))

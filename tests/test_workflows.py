@@ -45,7 +45,7 @@ def load(name: str) -> dict:
 
 
 def test_workflows_validate_against_the_github_schema():
-    assert [p.name for p in WORKFLOWS] == ["deploy.yml", "preview.yml"]
+    assert [p.name for p in WORKFLOWS] == ["deploy.yml", "preview.yml", "restore-drill.yml"]
     result = check(WORKFLOWS)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -348,13 +348,13 @@ WORKFLOW_CHECKS = [
 ]
 
 
-@pytest.mark.parametrize("workflow", ["preview.yml", "deploy.yml"])
+@pytest.mark.parametrize("workflow", ["preview.yml", "deploy.yml", "restore-drill.yml"])
 @pytest.mark.parametrize("checker", WORKFLOW_CHECKS, ids=lambda f: f.__name__)
 def test_the_workflows_have_the_property(workflow, checker):
     assert checker(load(workflow)) == []
 
 
-@pytest.mark.parametrize("workflow", ["preview.yml", "deploy.yml"])
+@pytest.mark.parametrize("workflow", ["preview.yml", "deploy.yml", "restore-drill.yml"])
 def test_every_action_is_pinned_by_commit_with_its_tag(workflow):
     assert unpinned_actions(text(workflow)) == []
     # Every `uses:` the regex saw is every `uses:` GitHub runs.
@@ -379,7 +379,7 @@ def test_unpinned_actions_are_named():
 def test_the_cli_is_the_version_of_the_sdk():
     sdk = pulumi_pin()
     assert re.fullmatch(r"\d+\.\d+\.\d+", sdk)
-    for name in ("preview.yml", "deploy.yml"):
+    for name in ("preview.yml", "deploy.yml", "restore-drill.yml"):
         assert cli_version_problems(load(name), sdk) == []
     assert cli_version_problems(load("preview.yml"), "3.0.0") == [
         f"pulumi-preview: pulumi-version '{sdk}', the SDK is pulumi==3.0.0"
@@ -387,14 +387,24 @@ def test_the_cli_is_the_version_of_the_sdk():
 
 
 def test_id_token_is_granted_only_where_a_role_is_assumed():
-    deploy, preview = load("deploy.yml"), load("preview.yml")
+    deploy, preview, drill = load("deploy.yml"), load("preview.yml"), load("restore-drill.yml")
     granted = {
         f"{file}:{name}"
-        for file, wf in (("deploy", deploy), ("preview", preview))
+        for file, wf in (("deploy", deploy), ("preview", preview), ("drill", drill))
         for name, job in wf["jobs"].items()
         if job.get("permissions", {}).get("id-token") == "write"
     }
-    assert granted == {"deploy:up", "deploy:up-prod", "deploy:up-prod-dr", "preview:pulumi-preview"}
+    assert granted == {
+        "deploy:up",
+        "deploy:up-prod",
+        "deploy:up-prod-dr",
+        "preview:pulumi-preview",
+        "drill:drill",
+        "drill:freshness",
+    }
+    # Every job given a token uses it to assume its environment's role.
+    for name in ("drill", "freshness"):
+        assert first(drill["jobs"][name], lambda s: action(s) == AWS) is not None, name
 
 
 def test_deploys_log_in_to_the_registry_and_previews_do_not_push():
@@ -521,7 +531,7 @@ def test_every_stacks_cluster_context_is_the_one_ci_names():
 
     aliases = {
         step["run"]
-        for wf in ("preview.yml", "deploy.yml")
+        for wf in ("preview.yml", "deploy.yml", "restore-drill.yml")
         for job in load(wf)["jobs"].values()
         for step in job.get("steps", [])
         if "update-kubeconfig" in step.get("run", "")
@@ -532,3 +542,83 @@ def test_every_stacks_cluster_context_is_the_one_ci_names():
         cluster = config.get("settlement-platform:cluster")
         if cluster is not None:
             assert cluster["context"] == f"settlement-{stack}", stack
+
+
+# --- The restore drill (issue 14 item 4, README "Restore drill") ------------------------------------------------
+
+DRILL_CRON, FRESHNESS_CRON = "17 3 * * 1", "43 7 * * *"
+
+
+def drill_problems(wf: dict) -> list[str]:
+    """The drill runs weekly outside prod's approval gate, and whatever happens it is judged, its result kept and
+    the drill torn down; the run fails when the drill failed. A daily job checks the last success's age."""
+    problems = []
+    crons = [entry["cron"] for entry in wf["on"].get("schedule") or []]
+    if crons != [DRILL_CRON, FRESHNESS_CRON]:
+        problems.append(f"schedule {crons}: want the weekly drill and the daily freshness check")
+    job = wf["jobs"]["drill"]
+    if job.get("environment") != "${{ matrix.stack }}":
+        problems.append("drill: must run in the drill stack's own environment, not prod's (`production`)")
+    if DRILL_CRON not in job.get("if", ""):
+        problems.append("drill: must run on the weekly schedule")
+    steps = job["steps"]
+    up = pulumi_index(job)
+    if steps[up]["with"].get("command") != "up" or not steps[up].get("continue-on-error"):
+        problems.append("drill: `pulumi up` must come first and let the teardown run when it fails")
+    later = steps[up + 1 :]
+    destroy = [s for s in later if action(s) == PULUMI and s["with"].get("command") == "destroy"]
+    if len(destroy) != 1 or destroy[0].get("if") != "always()":
+        problems.append("drill: one `pulumi destroy` after `up`, run always()")
+    judged = [s for s in later if "infra drill" in s.get("run", "") and " judge " in s["run"]]
+    kept = [s for s in later if "aws s3 cp drill-result.json" in s.get("run", "")]
+    if not judged or not kept or any(s.get("if") != "always()" for s in judged + kept):
+        problems.append("drill: the run must always be judged (`infra drill ... judge`) and its result kept in S3")
+    elif steps.index(kept[0]) > steps.index(destroy[0]) if destroy else False:
+        problems.append("drill: keep the result before the teardown")
+    fail = steps[-1]
+    if "steps.up.outcome" not in fail.get("if", "") or "steps.judge.outcome" not in fail.get("if", ""):
+        problems.append("drill: the last step must fail the run when `up` or the judgement failed")
+    fresh = wf["jobs"].get("freshness", {})
+    if not any("infra drill" in s.get("run", "") and " fresh " in s["run"] for s in fresh.get("steps", [])):
+        problems.append("freshness: must run `infra drill <stack> fresh`")
+    if "if" in fresh:
+        problems.append("freshness: must run on every trigger (daily)")
+    return problems
+
+
+def test_the_restore_drill_workflow_has_its_properties():
+    assert drill_problems(load("restore-drill.yml")) == []
+
+
+def _without_destroy(wf: dict) -> None:
+    wf["jobs"]["drill"]["steps"] = [
+        s for s in wf["jobs"]["drill"]["steps"] if s.get("with", {}).get("command") != "destroy"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (_set(("jobs", "drill", "environment"), "production"), "own environment"),
+        (_without_destroy, "one `pulumi destroy`"),
+        (lambda wf: wf["jobs"]["drill"]["steps"][-2].pop("if"), "one `pulumi destroy`"),
+        (lambda wf: wf["jobs"]["drill"]["steps"].pop(), "must fail the run"),
+        (_set(("on", "schedule"), [{"cron": DRILL_CRON}]), "schedule"),
+        (lambda wf: wf["jobs"]["freshness"].update({"if": "false"}), "freshness"),
+    ],
+)
+def test_each_drill_property_fires_on_a_broken_workflow(mutate, problem):
+    wf = copy.deepcopy(load("restore-drill.yml"))
+    mutate(wf)
+    assert any(problem in found for found in drill_problems(wf)), drill_problems(wf)
+
+
+def test_the_drill_runs_at_least_as_often_as_its_freshness_limit():
+    """Weekly (one weekday): every drill stack must tolerate 7 days between successes, plus slack."""
+    from infra.stack_config import plan_for_stack
+    from tests.conftest import DRILL_STACKS
+
+    day, month, weekday = DRILL_CRON.split()[2:]
+    assert (day, month) == ("*", "*") and weekday.isdigit()
+    for stack in DRILL_STACKS:
+        assert plan_for_stack(stack).config.drill.max_age_days > 7, stack

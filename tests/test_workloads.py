@@ -185,8 +185,8 @@ def test_quota_covers_every_workload_and_data_pod_at_max_scale(stack_run, stack_
         assert stack_run.object("LimitRange", "container-defaults", ns)["spec"]["limits"][0]["default"]
 
 
-def test_every_container_has_requests_and_limits(stack_run):
-    for d in deployments(stack_run):
+def test_every_container_has_requests_and_limits(any_stack_run):
+    for d in deployments(any_stack_run):
         resources = container(d)["resources"]
         assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
 

@@ -110,6 +110,8 @@ def add_subsystem(root: Path) -> None:
     _edit_topology(root, edit)
     for stack in _stacks(root):
         data = _load(root, f"Pulumi.{stack}.yaml")
+        if f"{NS}:alerting" not in data["config"]:
+            continue  # a drill stack routes no alerts
         routes = data["config"][f"{NS}:alerting"]["routes"]
         routes["treasury"] = dict(routes["platform"])
         # A disaster-recovery site states every subsystem's RTO and RPO (a missing one is refused).

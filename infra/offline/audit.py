@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from infra import drill
 from infra.network import EXTERNAL, Edge, Groups, PodGroup, declared_edges, pod_groups
 from infra.offline import wiring
 from infra.offline.mocks import ProgramRun
@@ -89,8 +90,12 @@ def audit(run: ProgramRun, plan: PlatformPlan, policies: list[dict] | None = Non
     """The stack's audit; `policies` replaces the rendered NetworkPolicies (to show what a change would do)."""
     pods = inventory(run, plan)
     model = Model(pods, rendered_policies(run) if policies is None else policies, namespace_labels(run))
-    groups = pod_groups(plan)
-    declared = resolve(declared_edges(plan, groups), groups, pods)
+    if plan.config.drill is not None:
+        groups = drill.pod_groups(plan)
+        declared = resolve(drill.declared_edges(plan, groups), groups, pods)
+    else:
+        groups = pod_groups(plan)
+        declared = resolve(declared_edges(plan, groups), groups, pods)
     derived = wiring.derive(run.all_objects(), pods, plan.config.network)
     expected = set(declared) | derived.edges
     managed = {ns["metadata"]["name"] for ns in run.objects("Namespace")}

@@ -305,6 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
     secrets.add_argument("--check", action="store_true", help="exit 1 when a placeholder is left")
     secrets.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
     secrets.set_defaults(func=_secrets)
+    drill = commands.add_parser(
+        "drill",
+        help="restore drill: `judge` a run from the verifiers' logs (exit 1 if a database failed or exceeded the "
+        "RTO), check the last success is `fresh` (exit 1 if older than drill.maxAgeDays), print the identities' "
+        "`scope`",
+    )
+    drill.add_argument("stack")
+    drill.add_argument("action", choices=["judge", "fresh", "scope"])
+    drill.add_argument("--logs", help="judge: the verifier Jobs' logs")
+    drill.add_argument("--out", help="judge: where to write the result record (JSON)")
+    drill.add_argument("--last", help="fresh: the last successful record (JSON; absent: none yet)")
+    drill.add_argument("--now", help="ISO 8601 time to judge at (default: now)")
+    drill.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
+    drill.set_defaults(func=_drill)
     bench = commands.add_parser("bench", help="time the offline render and measure its memory")
     bench.add_argument("stacks", nargs="*", help="default: every stack")
     bench.add_argument("--repeat", type=int, default=5)
@@ -313,6 +327,43 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--tests", action="store_true", help="also time the test suite")
     bench.set_defaults(func=_bench)
     return parser
+
+
+def _drill(args: argparse.Namespace) -> int:
+    """The restore drill's bookkeeping (README "Restore drill"): judge a run, check freshness, print the scope."""
+    from datetime import UTC, datetime
+
+    from infra import drill
+    from infra.stack_config import plan_for_stack
+
+    plan = plan_for_stack(args.stack, Path(args.project_dir))
+    if plan.config.drill is None:
+        print(f"stack {args.stack!r} is not a restore drill (no `drill` in Pulumi.{args.stack}.yaml)", file=sys.stderr)
+        return 2
+    now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+    now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)  # a time without an offset is UTC
+    if args.action == "scope":
+        print(json.dumps(drill.identity_scope(plan), indent=2))
+        return 0
+    if args.action == "judge":
+        results = drill.parse_results(Path(args.logs).read_text())
+        record = drill.record(plan, results, now)
+        Path(args.out).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        for result in results:
+            print(
+                f"{result.get('server')}: restored in {result.get('restoreSeconds')} s, recovered point "
+                f"{result.get('recoveredPoint')}, {result.get('userTables')} tables"
+            )
+        for problem in record["problems"]:
+            print(f"drill failed: {problem}", file=sys.stderr)
+        return 0 if record["passed"] else 1
+    last = Path(args.last)
+    stale = drill.staleness(plan, json.loads(last.read_text()) if last.is_file() else None, now)
+    if stale is not None:
+        print(f"restore drill overdue: {stale}", file=sys.stderr)
+        return 1
+    print(f"stack {args.stack!r}: the last successful drill is within {plan.config.drill.max_age_days} days")
+    return 0
 
 
 def _refusal_naming_files(args: argparse.Namespace, cause: pulumi.RunError) -> str:

@@ -156,7 +156,35 @@ def readme_with_graph(readme: str, plan: PlatformPlan) -> str:
     return readme[:start] + mermaid_block(plan) + readme[end:]
 
 
+def drill_table(plan: PlatformPlan) -> str:
+    """A drill stack: what it restores, from where, and how each restore is verified."""
+    from infra import drill
+
+    queries = plan.config.drill.point_queries
+    rows = [
+        [
+            f"{plan.config.drill.namespace}/{drill.postgres_cluster_name(sub)}",
+            f"`{pg.server_name}`",
+            drill.verifier_name(sub),
+            f"`{queries[sub]}`" if sub in queries else "replay timestamp",
+        ]
+        for sub, pg in drill.databases(plan).items()
+    ]
+    return _table(["restored cluster", "from server name", "verifying Job", "recovered point"], rows)
+
+
 def describe(stack: str, plan: PlatformPlan) -> str:
+    if plan.config.drill is not None:
+        d = plan.config.drill
+        return "\n\n".join(
+            [
+                f"## Stack `{stack}` at a glance: restore drill",
+                f"Restores into namespace `{d.namespace}` from `{d.source.destination_path}` (never archives); "
+                f"RTO {d.rto_minutes} min, a success at least every {d.max_age_days} days; results in "
+                f"`{d.results_path}`.",
+                drill_table(plan),
+            ]
+        )
     sections = [
         f"## Stack `{stack}` at a glance",
         "### Subsystems",

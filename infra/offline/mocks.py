@@ -95,6 +95,9 @@ def clean(value: Any) -> Any:
     return value
 
 
+MOCK_CREATION_TIMESTAMP = "2026-01-01T00:00:00Z"
+
+
 class PlatformMocks(pulumi.runtime.Mocks):
     """Outputs the engine would fill in, fabricated deterministically so renders are reproducible."""
 
@@ -108,6 +111,9 @@ class PlatformMocks(pulumi.runtime.Mocks):
             outputs["repoDigest"] = f"{repository}@{digest}"
         elif args.typ == "kubernetes:helm.sh/v3:Release":
             outputs["status"] = {"status": "deployed", "version": args.inputs.get("version", "")}
+        elif args.typ == "kubernetes:postgresql.cnpg.io/v1:Cluster":
+            # The API server stamps every object; the restore drill's verifier measures from this one.
+            outputs["metadata"] = {**outputs.get("metadata", {}), "creationTimestamp": MOCK_CREATION_TIMESTAMP}
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:

@@ -16,6 +16,7 @@ import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 
+from infra import drill
 from infra.network import EXTERNAL, NAMESPACE_LABEL
 from infra.offline.mocks import ProgramRun
 from infra.topology import PlatformPlan
@@ -148,6 +149,9 @@ def inventory(run: ProgramRun, plan: PlatformPlan) -> list[Pod]:
     net = plan.config.network
     envoy_namespace = plan.config.infrastructure.operators.envoy_gateway.namespace
     pods = [_pod(net.dns_namespace, "dns", net.dns_pod_labels, DNS_PORTS)]
+    if plan.config.drill is not None:
+        # A drill stack's render holds the drill alone; the operator it relies on is another stack's pod.
+        pods += [_pod(g.namespace, g.name, g.selector()) for g in drill.foreign_pods(plan)]
     objects = run.all_objects()
     for obj in objects:
         if obj["kind"] in WORKLOAD_KINDS:

@@ -103,6 +103,8 @@ def redacted_alertmanager(stack: str, project_dir: Path = PROJECT_ROOT) -> dict:
     review; this is the same generated config with only the values of the named secret keys left out.
     """
     plan = plan_for_stack(stack, project_dir)
+    if plan.config.alerting is None:
+        return {}  # a drill stack runs no Alertmanager
     return alertmanager_config(plan, {key: f"<secret:{key}>" for key in alert_secret_keys(plan.config)})
 
 
