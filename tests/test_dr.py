@@ -138,6 +138,8 @@ def test_dr_alerts_watch_every_database_against_its_rpo(plan_any):
     for sub in (s for s in plan_any.subsystems.values() if s.postgres is not None):
         rpo = dr.objectives[sub.name].rpo_seconds
         mine = {r["alert"]: r for r in rules if r["labels"]["namespace"] == sub.namespace}
+        # Owned like every other alert (tests/test_observability.py: the `subsystem` label names the owner).
+        assert all(r["labels"]["subsystem"] == sub.name for r in mine.values())
         assert f"> {rpo}" in mine["WalArchivingBehindRpo"]["expr"]
         assert ("StandbyReplicationBehindRpo" in mine) == (not dr_rules.is_primary(dr))
 
@@ -470,7 +472,8 @@ def test_promtool_fires_dr_alerts_beyond_the_rpo_only(tmp_path):
     db = 'namespace="shop", pod="shop-db-1"'
 
     def case(series: list[tuple[str, str]], alert: str, at: str, firing: bool) -> dict:
-        expected = [{"exp_labels": {"alertname": alert, "namespace": "shop", "severity": "page"}}] if firing else []
+        labels = {"alertname": alert, "namespace": "shop", "subsystem": "shop", "severity": "page"}
+        expected = [{"exp_labels": labels}] if firing else []
         for item in expected:
             rule = next(r for g in rule_groups(plan)["groups"] for r in g["rules"] if r.get("alert") == alert)
             item["exp_annotations"] = rule["annotations"]
