@@ -39,6 +39,11 @@ def server_name(subsystem: str, site: str, generation: int) -> str:
     return base if generation == 1 else f"{base}-g{generation}"
 
 
+def bucket_of(destination_path: str) -> str:
+    """`s3://bucket/prefix` -> `bucket`."""
+    return destination_path.removeprefix("s3://").partition("/")[0]
+
+
 def is_primary(dr: DisasterRecovery) -> bool:
     return dr.primary_site == dr.site
 
@@ -86,6 +91,27 @@ def collision_problems(locations: list[tuple[str, str]]) -> list[ConfigProblem]:
                         "each other's server names",
                     )
                 )
+    return problems
+
+
+def shared_bucket_problems(dr: DisasterRecovery) -> list[ConfigProblem]:
+    """Each site archives to its own bucket: a bucket lives in one region, so one bucket for both sites is lost
+    with that region together with the history the survivor needs, and the survivor has nowhere to archive after
+    a failover. Distinct server names keep the folders apart in one bucket (`collision_problems`), not the sites."""
+    problems = []
+    buckets: dict[tuple[str, str | None], str] = {}
+    for name, site in sorted(dr.sites.items()):
+        bucket = (bucket_of(site.destination_path), site.endpoint_url)
+        if bucket in buckets:
+            problems.append(
+                ConfigProblem(
+                    f"dr.sites.{name}.destinationPath",
+                    f"({site.destination_path!r}) is in bucket {bucket[0]!r}, which site {buckets[bucket]!r} "
+                    "archives to: each site needs its own bucket in its own region, or a region loss takes both "
+                    "sites' archives",
+                )
+            )
+        buckets.setdefault(bucket, name)
     return problems
 
 
@@ -198,6 +224,7 @@ def dr_problems(config: PlatformConfig, databases: list[str]) -> list[ConfigProb
                 )
             )
     problems += collision_problems(archive_locations(config, databases))
+    problems += shared_bucket_problems(dr)
 
     for sub in sorted(set(config.subsystems) - set(dr.objectives)):
         problems.append(ConfigProblem(f"dr.objectives.{sub}", "is missing: every subsystem states its RTO and RPO"))

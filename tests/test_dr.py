@@ -288,6 +288,14 @@ def test_asynchronous_replication_inside_a_site_must_meet_the_rpo():
             dr_config(sites={n: {k: v for k, v in s.items() if k != "bootstrapFrom"} for n, s in SITES.items()}),
             "dr.sites: 2 sites have no bootstrapFrom (east, west)",
         ),
+        # One bucket for both sites (distinct server names, so no folder collides): a region loss takes both.
+        (
+            dr_config(
+                sites={**copy.deepcopy(SITES), "east": {**SITES["east"], "destinationPath": "s3://west-backups/dr"}}
+            ),
+            "dr.sites.west.destinationPath: ('s3://west-backups/wal') is in bucket 'west-backups', which site 'east' "
+            "archives to",
+        ),
         (dr_config(switchover={"fromSite": "west", "step": "demote"}), "`demote` is the old primary's step"),
         (
             dr_config(site="east", primary="east", switchover={"fromSite": "west", "step": "promote"}),
