@@ -167,12 +167,24 @@ def dr_problems(config: PlatformConfig, databases: list[str]) -> list[ConfigProb
     # One founding site: a cluster created as a replica must bootstrap from a backup or a base backup
     # (cloudnative-pg v1.30.0 internal/webhook/v1/cluster_webhook.go validateReplicaMode, at creation only).
     founders = sorted(n for n, s in dr.sites.items() if s.bootstrap_from is None)
-    if len(founders) != 1:
+    if len(founders) > 1:
         problems.append(
             ConfigProblem(
                 "dr.sites",
-                f"{len(founders)} sites have no bootstrapFrom ({', '.join(founders) or 'none'}): exactly one site "
-                "is created empty (the founding primary); the other is born a replica, restored from its store",
+                f"{len(founders)} sites have no bootstrapFrom ({', '.join(founders)}): exactly one site is created "
+                "empty (the founding primary); the other is born a replica, restored from its store",
+            )
+        )
+    elif dr.primary_site in dr.sites and not founders:
+        # Typically the rebuild after a failover, with the lost site's bootstrapFrom set and the survivor's kept.
+        # Dropping it from a live Cluster is accepted: the webhook checks no bootstrap change on update
+        # (cluster_webhook.go validateClusterChanges L232-242; validateReplicaMode's check is at creation only).
+        problems.append(
+            ConfigProblem(
+                f"dr.sites.{dr.primary_site}.bootstrapFrom",
+                f"({dr.sites[dr.primary_site].bootstrap_from!r}) leaves no site without bootstrapFrom: exactly one "
+                f"is the founding primary; remove it from the primary site {dr.primary_site!r} (its clusters exist, "
+                "and CloudNativePG reads the bootstrap only when a cluster is created)",
             )
         )
     regions = [s.region for s in dr.sites.values()]

@@ -296,6 +296,12 @@ def test_asynchronous_replication_inside_a_site_must_meet_the_rpo():
             "dr.sites.west.destinationPath: ('s3://west-backups/wal') is in bucket 'west-backups', which site 'east' "
             "archives to",
         ),
+        # A rebuild that set the lost site's bootstrapFrom and kept the survivor's: the error says which to remove.
+        (
+            dr_config(sites={**copy.deepcopy(SITES), "west": {**SITES["west"], "bootstrapFrom": "east"}}),
+            "dr.sites.west.bootstrapFrom: ('east') leaves no site without bootstrapFrom: exactly one is the founding "
+            "primary; remove it from the primary site 'west'",
+        ),
         (dr_config(switchover={"fromSite": "west", "step": "demote"}), "`demote` is the old primary's step"),
         (
             dr_config(site="east", primary="east", switchover={"fromSite": "west", "step": "promote"}),
