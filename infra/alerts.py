@@ -390,7 +390,13 @@ def platform_alerts(plan: PlatformPlan) -> list[dict]:
         ),
         _alert(
             "PostgresReplicationLagging",
-            f"max by (namespace, pod) (cnpg_pg_replication_lag) > {m.replication_lag_seconds}",
+            # Not on the instances of a replica cluster (a disaster-recovery standby site): there the designated
+            # primary replays the other site's archived WAL, and its lag (seconds since the last replayed commit,
+            # never 0 without a WAL receiver) is the distance to the other site, watched against the RPO by
+            # `StandbyReplicationBehindRpo` (infra/dr_alerts.py); at this threshold it would page all day.
+            "max by (namespace, pod) (\ncnpg_pg_replication_lag\n"
+            "unless on (namespace, pod) (cnpg_collector_replica_mode == 1)\n"
+            f") > {m.replication_lag_seconds}",
             "5m",
             "page",
             "Standby {{ $labels.pod }} lags {{ $value }}s behind its primary: a failover now could be slow",

@@ -1057,8 +1057,8 @@ class DisasterRecovery(Model):
         default=False,
         description="Also stream WAL over TLS from the primary site (hybrid replication: lower lag, the object "
         "store stays the fallback). Needs every site's postgresAddresses and postgresHost, and the other site's "
-        "`<member>-replication` and `<member>-ca` Secrets copied to this site (README). Default: false (WAL "
-        "shipping only).",
+        "`<subsystem>-db-replication` and `<subsystem>-db-ca` Secrets copied to this site as "
+        "`<member>-replication` and `<member>-ca` (README). Default: false (WAL shipping only).",
     )
     archive_timeout_seconds: int = Field(
         default=300,

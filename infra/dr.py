@@ -39,6 +39,11 @@ def server_name(subsystem: str, site: str, generation: int) -> str:
     return base if generation == 1 else f"{base}-g{generation}"
 
 
+def bucket_of(destination_path: str) -> str:
+    """`s3://bucket/prefix` -> `bucket`."""
+    return destination_path.removeprefix("s3://").partition("/")[0]
+
+
 def is_primary(dr: DisasterRecovery) -> bool:
     return dr.primary_site == dr.site
 
@@ -86,6 +91,27 @@ def collision_problems(locations: list[tuple[str, str]]) -> list[ConfigProblem]:
                         "each other's server names",
                     )
                 )
+    return problems
+
+
+def shared_bucket_problems(dr: DisasterRecovery) -> list[ConfigProblem]:
+    """Each site archives to its own bucket: a bucket lives in one region, so one bucket for both sites is lost
+    with that region together with the history the survivor needs, and the survivor has nowhere to archive after
+    a failover. Distinct server names keep the folders apart in one bucket (`collision_problems`), not the sites."""
+    problems = []
+    buckets: dict[tuple[str, str | None], str] = {}
+    for name, site in sorted(dr.sites.items()):
+        bucket = (bucket_of(site.destination_path), site.endpoint_url)
+        if bucket in buckets:
+            problems.append(
+                ConfigProblem(
+                    f"dr.sites.{name}.destinationPath",
+                    f"({site.destination_path!r}) is in bucket {bucket[0]!r}, which site {buckets[bucket]!r} "
+                    "archives to: each site needs its own bucket in its own region, or a region loss takes both "
+                    "sites' archives",
+                )
+            )
+        buckets.setdefault(bucket, name)
     return problems
 
 
@@ -141,12 +167,24 @@ def dr_problems(config: PlatformConfig, databases: list[str]) -> list[ConfigProb
     # One founding site: a cluster created as a replica must bootstrap from a backup or a base backup
     # (cloudnative-pg v1.30.0 internal/webhook/v1/cluster_webhook.go validateReplicaMode, at creation only).
     founders = sorted(n for n, s in dr.sites.items() if s.bootstrap_from is None)
-    if len(founders) != 1:
+    if len(founders) > 1:
         problems.append(
             ConfigProblem(
                 "dr.sites",
-                f"{len(founders)} sites have no bootstrapFrom ({', '.join(founders) or 'none'}): exactly one site "
-                "is created empty (the founding primary); the other is born a replica, restored from its store",
+                f"{len(founders)} sites have no bootstrapFrom ({', '.join(founders)}): exactly one site is created "
+                "empty (the founding primary); the other is born a replica, restored from its store",
+            )
+        )
+    elif dr.primary_site in dr.sites and not founders:
+        # Typically the rebuild after a failover, with the lost site's bootstrapFrom set and the survivor's kept.
+        # Dropping it from a live Cluster is accepted: the webhook checks no bootstrap change on update
+        # (cluster_webhook.go validateClusterChanges L232-242; validateReplicaMode's check is at creation only).
+        problems.append(
+            ConfigProblem(
+                f"dr.sites.{dr.primary_site}.bootstrapFrom",
+                f"({dr.sites[dr.primary_site].bootstrap_from!r}) leaves no site without bootstrapFrom: exactly one "
+                f"is the founding primary; remove it from the primary site {dr.primary_site!r} (its clusters exist, "
+                "and CloudNativePG reads the bootstrap only when a cluster is created)",
             )
         )
     regions = [s.region for s in dr.sites.values()]
@@ -198,6 +236,7 @@ def dr_problems(config: PlatformConfig, databases: list[str]) -> list[ConfigProb
                 )
             )
     problems += collision_problems(archive_locations(config, databases))
+    problems += shared_bucket_problems(dr)
 
     for sub in sorted(set(config.subsystems) - set(dr.objectives)):
         problems.append(ConfigProblem(f"dr.objectives.{sub}", "is missing: every subsystem states its RTO and RPO"))

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 from infra.alerts import RUNBOOK
 from infra.dr import is_primary
-from infra.topology import PlatformPlan
+from infra.topology import PlatformPlan, SubsystemPlan
 
 GROUP = "disaster-recovery"
 
 
-def _alert(name: str, expr: str, for_: str, severity: str, namespace: str, summary: str) -> dict:
+def _alert(name: str, expr: str, for_: str, severity: str, sub: SubsystemPlan, summary: str) -> dict:
+    # `subsystem` as on every other alert (infra.alerts `owned`): the label alerts are owned and grouped by.
     return {
         "alert": name,
         "expr": expr,
         "for": for_,
-        "labels": {"severity": severity, "namespace": namespace},
+        "labels": {"severity": severity, "namespace": sub.namespace, "subsystem": sub.name},
         "annotations": {"summary": summary, "runbook_url": f"{RUNBOOK}{name}"},
     }
 
@@ -57,7 +58,7 @@ def dr_alerts(plan: PlatformPlan) -> list[dict]:
                 f'(namespace) max by (namespace) (cnpg_collector_pg_wal_archive_status{{{ns}, value="ready"}}) > 0',
                 "1m",
                 severity,
-                sub.namespace,
+                sub,
                 f"WAL of {sub.namespace} waits to be archived and nothing was archived for more than its RPO "
                 f"({rpo}s): the other site and point-in-time recovery fall behind",
             )
@@ -69,7 +70,7 @@ def dr_alerts(plan: PlatformPlan) -> list[dict]:
                     f"max by (namespace) (cnpg_pg_replication_lag{{{ns}}}) > {rpo}",
                     _duration(rpo),
                     severity,
-                    sub.namespace,
+                    sub,
                     f"The standby copy of {sub.namespace} at site {dr.site} is more than its RPO ({rpo}s) behind "
                     f"site {dr.primary_site}: a failover now would lose more than the objective",
                 )

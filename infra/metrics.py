@@ -63,6 +63,11 @@ CONTRACT: dict[str, Metric] = {
         "seconds since WAL was last archived",
         CNPG + "config/manager/default-monitoring.yaml (pg_stat_archiver: seconds_since_last_archival)",
     ),
+    "cnpg_collector_replica_mode": Metric(
+        "1 on every instance of a replica cluster, 0 otherwise",
+        CNPG + "pkg/management/postgres/webserver/metricserver/pg_collector.go L154-159 (ReplicaCluster), set in "
+        "internal/management/controller/instance_controller.go L980-984 from cluster.IsReplica()",
+    ),
     "cnpg_collector_pg_wal_archive_status": Metric(
         "WAL segments by archive status (value=ready|done)",
         CNPG + "pkg/management/postgres/webserver/metricserver/pg_collector.go L163, wal.go L42",

@@ -138,6 +138,8 @@ def test_dr_alerts_watch_every_database_against_its_rpo(plan_any):
     for sub in (s for s in plan_any.subsystems.values() if s.postgres is not None):
         rpo = dr.objectives[sub.name].rpo_seconds
         mine = {r["alert"]: r for r in rules if r["labels"]["namespace"] == sub.namespace}
+        # Owned like every other alert (tests/test_observability.py: the `subsystem` label names the owner).
+        assert all(r["labels"]["subsystem"] == sub.name for r in mine.values())
         assert f"> {rpo}" in mine["WalArchivingBehindRpo"]["expr"]
         assert ("StandbyReplicationBehindRpo" in mine) == (not dr_rules.is_primary(dr))
 
@@ -285,6 +287,20 @@ def test_asynchronous_replication_inside_a_site_must_meet_the_rpo():
         (
             dr_config(sites={n: {k: v for k, v in s.items() if k != "bootstrapFrom"} for n, s in SITES.items()}),
             "dr.sites: 2 sites have no bootstrapFrom (east, west)",
+        ),
+        # One bucket for both sites (distinct server names, so no folder collides): a region loss takes both.
+        (
+            dr_config(
+                sites={**copy.deepcopy(SITES), "east": {**SITES["east"], "destinationPath": "s3://west-backups/dr"}}
+            ),
+            "dr.sites.west.destinationPath: ('s3://west-backups/wal') is in bucket 'west-backups', which site 'east' "
+            "archives to",
+        ),
+        # A rebuild that set the lost site's bootstrapFrom and kept the survivor's: the error says which to remove.
+        (
+            dr_config(sites={**copy.deepcopy(SITES), "west": {**SITES["west"], "bootstrapFrom": "east"}}),
+            "dr.sites.west.bootstrapFrom: ('east') leaves no site without bootstrapFrom: exactly one is the founding "
+            "primary; remove it from the primary site 'west'",
         ),
         (dr_config(switchover={"fromSite": "west", "step": "demote"}), "`demote` is the old primary's step"),
         (
@@ -470,7 +486,8 @@ def test_promtool_fires_dr_alerts_beyond_the_rpo_only(tmp_path):
     db = 'namespace="shop", pod="shop-db-1"'
 
     def case(series: list[tuple[str, str]], alert: str, at: str, firing: bool) -> dict:
-        expected = [{"exp_labels": {"alertname": alert, "namespace": "shop", "severity": "page"}}] if firing else []
+        labels = {"alertname": alert, "namespace": "shop", "subsystem": "shop", "severity": "page"}
+        expected = [{"exp_labels": labels}] if firing else []
         for item in expected:
             rule = next(r for g in rule_groups(plan)["groups"] for r in g["rules"] if r.get("alert") == alert)
             item["exp_annotations"] = rule["annotations"]

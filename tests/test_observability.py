@@ -555,10 +555,19 @@ def scenarios(plan) -> list[dict]:
         case("1m", [series("cnpg_collector_up", db, "1x10")], "PostgresInstanceDown", "5m", []),
         case(
             "1m",
-            [series("cnpg_pg_replication_lag", db, "45x20")],
+            [series("cnpg_pg_replication_lag", db, "45x20"), series("cnpg_collector_replica_mode", db, "0x20")],
             "PostgresReplicationLagging",
             "10m",
             [_expected(plan, "PostgresReplicationLagging", {"namespace": "shop", "pod": "shop-db-1"}, value="45")],
+        ),
+        # A replica cluster's instance (a DR standby site): its lag is the other site's distance, watched against
+        # the RPO by StandbyReplicationBehindRpo, not paged at this threshold.
+        case(
+            "1m",
+            [series("cnpg_pg_replication_lag", db, "45x20"), series("cnpg_collector_replica_mode", db, "1x20")],
+            "PostgresReplicationLagging",
+            "10m",
+            [],
         ),
         case("1m", [series("cnpg_pg_replication_lag", db, "1x20")], "PostgresReplicationLagging", "10m", []),
         case(
