@@ -325,6 +325,7 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
     problems += data_safety_problems(config, subsystems)
     problems += exposure_problems(config, subsystems)
     problems += alerting_problems(config)
+    problems += mesh_problems(config)
     order, cycle = creation_order(subsystems)
     if cycle:
         problems.append(
@@ -341,13 +342,28 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
 
 def operator_namespaces(config: PlatformConfig) -> set[str]:
     operators = config.infrastructure.operators
-    return {getattr(operators, name).namespace for name in type(operators).model_fields}
+    # The mesh's control plane and node agents (istio-cni watches pods) call the API server too.
+    mesh = {config.mesh.namespace, config.mesh.node_namespace} if config.mesh.enabled else set()
+    return {getattr(operators, name).namespace for name in type(operators).model_fields} | mesh
 
 
 def infrastructure_namespaces(config: PlatformConfig) -> set[str]:
     """Namespaces the shared infrastructure creates: the operators', the host agents' and the gateway's."""
-    host_agents = host_agent_namespaces(config.infrastructure.operators.monitoring.namespace)
+    host_agents = host_agent_namespaces(config.infrastructure.operators.monitoring.namespace, config.mesh)
     return operator_namespaces(config) | set(host_agents) | {config.gateway.namespace}
+
+
+def mesh_problems(config: PlatformConfig) -> list[ConfigProblem]:
+    """`mesh.enabled: false` only where the guard rail is relaxed (prod keeps the default)."""
+    if not config.mesh.enabled and config.guardrails.require_mesh:
+        return [
+            ConfigProblem(
+                "mesh.enabled",
+                "is false, but guardrails.requireMesh requires the ambient mesh: service-to-service traffic would be "
+                "unencrypted and authorised by address alone (PCI DSS 4.2, 8)",
+            )
+        ]
+    return []
 
 
 PLATFORM_ROUTE = "platform"

@@ -34,6 +34,8 @@ class Pod:
     ports: tuple[Port, ...] = ()
     host_network: bool = False
     """On the node's own network: addressed by the node's IPs, outside every NetworkPolicy's pod selector."""
+    service_account: str = "default"
+    """Its identity in the mesh (infra/offline/mesh_layer.py)."""
 
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
@@ -46,8 +48,17 @@ class Pod:
         return [(n, proto) for name, n, proto in self.ports if name == ref]
 
 
-def _pod(namespace: str, name: str, labels: dict[str, str], ports: list[Port] = (), host_network: bool = False) -> Pod:
-    return Pod(f"{namespace}/{name}", namespace, tuple(sorted(labels.items())), tuple(ports), host_network)
+def _pod(
+    namespace: str,
+    name: str,
+    labels: dict[str, str],
+    ports: list[Port] = (),
+    host_network: bool = False,
+    service_account: str = "default",
+) -> Pod:
+    return Pod(
+        f"{namespace}/{name}", namespace, tuple(sorted(labels.items())), tuple(ports), host_network, service_account
+    )
 
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
@@ -89,7 +100,14 @@ def _template_pod(obj: dict) -> Pod:
         for p in c.get("ports") or []
     ]
     labels = (spec.get("metadata") or {}).get("labels") or {}
-    return _pod(meta["namespace"], meta["name"], labels, ports, bool(pod_spec.get("hostNetwork")))
+    return _pod(
+        meta["namespace"],
+        meta["name"],
+        labels,
+        ports,
+        bool(pod_spec.get("hostNetwork")),
+        pod_spec.get("serviceAccountName") or "default",
+    )
 
 
 def _operator_pods(obj: dict, envoy_namespace: str) -> list[Pod]:
@@ -101,7 +119,11 @@ def _operator_pods(obj: dict, envoy_namespace: str) -> list[Pod]:
         labels = {**inherited, "cnpg.io/cluster": name, "cnpg.io/podRole": "instance"}
         return [_pod(ns, name, labels, CNPG_INSTANCE_PORTS)]
     if kind == "RabbitmqCluster":
+        # spec.override.statefulSet.spec.template.metadata labels are copied onto the pods' (cluster-operator
+        # v2.22.3 internal/resource/statefulset.go applyStsOverride, copyObjectMeta).
+        template = (((spec.get("override") or {}).get("statefulSet") or {}).get("spec") or {}).get("template") or {}
         labels = {
+            **((template.get("metadata") or {}).get("labels") or {}),
             "app.kubernetes.io/name": name,
             "app.kubernetes.io/component": "rabbitmq",
             "app.kubernetes.io/part-of": "rabbitmq",
