@@ -59,16 +59,13 @@ def mesh_monitors(mesh: Mesh) -> list[MeshPolicy]:
     ]
 
 
-def _by_destination(expr: str) -> str:
-    """Route by what is called: the destination's namespace becomes the alert's `namespace` (ztunnel's series
-    carry the namespace of the ztunnel pod)."""
-    return f'label_replace({expr}, "namespace", "$1", "destination_workload_namespace", "(.+)")'
-
-
 def mesh_rule_groups() -> dict:
     """The mesh's alerts, as a PrometheusRule spec."""
     handshake = "|".join(HANDSHAKE_FLAGS)
     keys = "destination_workload_namespace, destination_workload, source_principal"
+    # Route by what is called: ztunnel's series carry the ztunnel pod's namespace, so the alert's `namespace`
+    # (what Alertmanager routes on, infra/alertmanager.py) is the destination's, through a templated label.
+    routed = {"namespace": "{{ $labels.destination_workload_namespace }}"}
     return {
         "groups": [
             {
@@ -76,11 +73,9 @@ def mesh_rule_groups() -> dict:
                 "rules": [
                     {
                         "alert": "MeshMtlsHandshakeFailures",
-                        "expr": _by_destination(
-                            f'sum by ({keys}) (rate({FAILED}{{response_flags=~"{handshake}"}}[5m])) > 0'
-                        ),
+                        "expr": f'sum by ({keys}) (rate({FAILED}{{response_flags=~"{handshake}"}}[5m])) > 0',
                         "for": "10m",
-                        "labels": {"severity": "page"},
+                        "labels": {"severity": "page", **routed},
                         "annotations": {
                             "summary": "mTLS handshakes to {{ $labels.destination_workload }} fail",
                             "description": "Connections from {{ $labels.source_principal }} to "
@@ -91,10 +86,8 @@ def mesh_rule_groups() -> dict:
                     },
                     {
                         "alert": "MeshRequestsDenied",
-                        "expr": _by_destination(
-                            f'sum by ({keys}) (increase({FAILED}{{response_flags="{DENIED_FLAG}"}}[10m])) > 0'
-                        ),
-                        "labels": {"severity": "ticket"},
+                        "expr": f'sum by ({keys}) (increase({FAILED}{{response_flags="{DENIED_FLAG}"}}[10m])) > 0',
+                        "labels": {"severity": "ticket", **routed},
                         "annotations": {
                             "summary": "Connections to {{ $labels.destination_workload }} denied by policy",
                             "description": "{{ $labels.source_principal }} tried to reach "

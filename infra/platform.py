@@ -225,7 +225,8 @@ def namespace_args(
         default_limit=defaults.resources.limits.model_dump(),
         pod_security_version=f"v{plan.config.kubernetes_version}",
         trust_issuer=trust.issuer_name,
-        depends_on=[trust.issuer, *mesh_ready],
+        depends_on=[trust.issuer],
+        enrol_after=list(mesh_ready),
         # Deleting a namespace deletes its database and queue clusters whatever their own protection says.
         protect=plan.config.guardrails.protect_stateful_resources
         and (sub.postgres is not None or sub.queue is not None),

@@ -80,6 +80,8 @@ class Audit:
     """(peer principal, enrolled pod, port) ztunnel admits."""
     expected_identities: set[Identity] = dataclasses.field(default_factory=set)
     """The same, from the declared and derived connections."""
+    network: set[Connection] = dataclasses.field(default_factory=set)
+    """What the NetworkPolicies alone allow (HBONE between enrolled pods, not the application port)."""
 
     @property
     def identity_drift(self) -> set[Identity]:
@@ -131,4 +133,5 @@ def audit(run: ProgramRun, plan: PlatformPlan, policies: list[dict] | None = Non
         pods=pods,
         identities=layer.identities(ports),
         expected_identities=layer.expected_identities(expected),
+        network=network,
     )

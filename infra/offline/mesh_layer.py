@@ -196,9 +196,18 @@ class MeshLayer:
         return out
 
     def identities(self, ports: set[int]) -> set[Identity]:
-        """Every (peer, enrolled pod, port) ztunnel admits, over every enrolled identity, plaintext, and a
-        stranger (which stands for every identity no rule names)."""
-        peers = {*self.enrolled.values(), STRANGER}
+        """Every (peer, enrolled pod, port) ztunnel admits, over every enrolled identity, every identity a policy
+        names, plaintext, and a stranger (which stands for every identity no rule names)."""
+        named = {
+            p
+            for policy in self.authorization_policies
+            for rule in policy["spec"].get("rules") or []
+            for f in rule.get("from") or []
+            for key in ("principals", "notPrincipals")
+            for p in f["source"].get(key, [])
+            if "*" not in p
+        }
+        peers = {*self.enrolled.values(), *named, STRANGER}
         out: set[Identity] = set()
         for dst in self.enrolled:
             pod = self.pods[dst]
