@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from components.mesh_policies import MeshPolicy
-from infra.network import EXTERNAL, Edge, Groups, PodGroup, mesh_members
+from infra.network import Edge, Groups, PodGroup, mesh_members
 from infra.topology import PlatformPlan
 
 DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
@@ -32,42 +32,51 @@ AMBIENT = "ambient"
 OUT_OF_MESH = "none"
 
 
-def plaintext_ports(edges: set[Edge], plan: PlatformPlan, groups: Groups) -> dict[str, list[int]]:
-    """Per enrolled group, the ports callers outside the mesh reach in plaintext (Prometheus' scrapes, the
-    gateway's proxies): the listed exceptions to STRICT."""
+def _services(plan: PlatformPlan, groups: Groups) -> dict[str, str]:
+    """The enrolled services (group id -> principal): what STRICT protects. The gateway's proxies are enrolled
+    too, but take plaintext from outside the cluster in their own namespace, which keeps the mesh's default
+    (PERMISSIVE)."""
     enrolled = mesh_members(plan, groups)
+    return {g.id: enrolled[g.id] for g in groups.services.values() if g.id in enrolled}
+
+
+def plaintext_ports(edges: set[Edge], plan: PlatformPlan, groups: Groups) -> dict[str, list[int]]:
+    """Per enrolled service, the ports callers outside the mesh reach in plaintext (Prometheus' scrapes): the
+    listed exceptions to STRICT."""
+    enrolled = mesh_members(plan, groups)
+    services = _services(plan, groups)
     out: dict[str, set[int]] = defaultdict(set)
     for e in edges:
-        if e.destination in enrolled and e.source not in enrolled and not e.source.startswith(EXTERNAL):
+        if e.destination in services and e.source not in enrolled:
             out[e.destination].add(e.port)
     return {k: sorted(v) for k, v in out.items()}
 
 
 def identity_graph(edges: set[Edge], plan: PlatformPlan, groups: Groups) -> set[tuple[str, str, int]]:
     """(source principal, destination group, port) for every edge into an enrolled group; a caller outside the
-    mesh is the unauthenticated source `*plaintext*`."""
+    mesh (a pod or an address: the gateway's clients) is the unauthenticated source `*plaintext*`. `edges` are
+    the logical ones (before `network.transport`): kubelet probes are not among them, and ztunnel never sees
+    them."""
     enrolled = mesh_members(plan, groups)
-    return {
-        (enrolled.get(e.source, PLAINTEXT), e.destination, e.port)
-        for e in edges
-        if e.destination in enrolled and not e.source.startswith(EXTERNAL)
-    }
+    return {(enrolled.get(e.source, PLAINTEXT), e.destination, e.port) for e in edges if e.destination in enrolled}
 
 
 PLAINTEXT = "*plaintext*"
 
 
 def mesh_policies(edges: set[Edge], plan: PlatformPlan, groups: Groups) -> list[MeshPolicy]:
-    """Per application namespace a STRICT PeerAuthentication; per enrolled service an AuthorizationPolicy that
-    allows exactly its callers' identities on the ports they call (and unauthenticated callers on the ports
-    listed by `plaintext_ports`), with a workload PeerAuthentication that admits plaintext on those ports only.
-    ztunnel denies whatever no ALLOW rule matches once a workload has one."""
+    """Per application namespace a STRICT PeerAuthentication; per enrolled group (services, the gateway's
+    proxies) an AuthorizationPolicy that allows exactly its callers' identities on the ports they call (and
+    unauthenticated callers on the ports callers outside the mesh use); per service with such ports a workload
+    PeerAuthentication that admits plaintext on those ports only. ztunnel denies whatever no ALLOW rule matches
+    once a workload has one."""
     enrolled = mesh_members(plan, groups)
+    services = _services(plan, groups)
     if not enrolled:
         return []
     policies = [
         MeshPolicy("PeerAuthentication", ns, "default", {"mtls": {"mode": "STRICT"}})
-        for ns in sorted({groups.by_id[g].namespace for g in enrolled})
+        for ns in sorted({groups.by_id[g].namespace for g in services})
     ]
     graph = identity_graph(edges, plan, groups)
     plaintext = plaintext_ports(edges, plan, groups)
@@ -90,7 +99,7 @@ def mesh_policies(edges: set[Edge], plan: PlatformPlan, groups: Groups) -> list[
                 "AuthorizationPolicy", g.namespace, g.name, {"selector": selector, "action": "ALLOW", "rules": rules}
             )
         )
-        if gid in plaintext:
+        if gid in plaintext and gid in services:
             policies.append(
                 MeshPolicy(
                     "PeerAuthentication",

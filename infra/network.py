@@ -79,6 +79,12 @@ ISTIOD_XDS_TLS_PORT = 15012
 ISTIOD_WEBHOOK_PORT = 15017  # Service istiod 443 -> 15017: the validation and injection webhooks
 ISTIOD_MONITORING_PORT = 15014  # http-monitoring, /metrics
 ZTUNNEL_STATS_PORT = 15020  # ztunnel-stats, /metrics (manifests/charts/ztunnel/templates/daemonset.yaml)
+# The gateway's proxies join the mesh too (an EnvoyProxy labels their pods and names their ServiceAccount,
+# components/gateway.py). Their kubelet probes (envoyproxy/gateway v1.9.0 internal/infrastructure/kubernetes/proxy/
+# resource.go): envoy on EnvoyReadinessPort 19003 (internal/xds/bootstrap/bootstrap.go), the shutdown-manager
+# sidecar on ShutdownManagerPort 19002 (internal/cmd/envoy/shutdown_manager.go).
+ENVOY_PROXY_SERVICE_ACCOUNT = f"envoy-{GATEWAY_NAME}"
+ENVOY_PROBE_PORTS = (19002, 19003)
 
 
 def chart_pods(plan: PlatformPlan) -> dict[str, tuple[str, str, dict[str, str]]]:
@@ -402,10 +408,19 @@ def wiring_edges(plan: PlatformPlan, groups: Groups) -> set[Edge]:
 def mesh_members(plan: PlatformPlan, groups: Groups) -> dict[str, str]:
     """Enrolled pod groups (group id -> SPIFFE principal `cluster.local/ns/<namespace>/sa/<service account>`;
     the trust domain is istiod's meshConfig.trustDomain default): every service, whose ServiceAccount is its own
-    name (components/workload.py). Database and queue pods stay out (infra/mesh.py says why)."""
+    name (components/workload.py), and the gateway's proxies. Database and queue pods stay out (infra/mesh.py
+    says why)."""
     if not plan.config.mesh.enabled:
         return {}
-    return {g.id: f"cluster.local/ns/{g.namespace}/sa/{g.name}" for g in groups.services.values()}
+    enrolled = {g.id: principal(g.namespace, g.name) for g in groups.services.values()}
+    if "envoy" in groups.infra:
+        envoy = groups.infra["envoy"]
+        enrolled[envoy.id] = principal(envoy.namespace, ENVOY_PROXY_SERVICE_ACCOUNT)
+    return enrolled
+
+
+def principal(namespace: str, service_account: str) -> str:
+    return f"cluster.local/ns/{namespace}/sa/{service_account}"
 
 
 def transport(plan: PlatformPlan, groups: Groups, edges: set[Edge]) -> set[Edge]:
@@ -419,6 +434,9 @@ def transport(plan: PlatformPlan, groups: Groups, edges: set[Edge]) -> set[Edge]
     if enrolled:
         for svc in plan.services():
             out.add(Edge(f"{EXTERNAL}{PROBE_SNAT_CIDR}", groups.services[(svc.subsystem, svc.name)].id, svc.port))
+        if "envoy" in groups.infra:
+            for port in ENVOY_PROBE_PORTS:
+                out.add(Edge(f"{EXTERNAL}{PROBE_SNAT_CIDR}", groups.infra["envoy"].id, port))
     return out
 
 

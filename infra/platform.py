@@ -14,7 +14,7 @@ import yaml
 
 from components.autoscaling import QueueScaling, ResourceScaling
 from components.credentials import GeneratedCredentialsArgs
-from components.gateway import Gateway, GatewayArgs, Route
+from components.gateway import Gateway, GatewayArgs, ProxySettings, Route
 from components.internal_ca import TRUST_SECRET, InternalCA
 from components.mesh_policies import MeshPolicies, MeshPoliciesArgs
 from components.monitoring_config import MonitoringConfig, MonitoringConfigArgs
@@ -39,7 +39,14 @@ from infra.infrastructure import (
 )
 from infra.mesh import AMBIENT, DATAPLANE_MODE_LABEL, OUT_OF_MESH, mesh_policies
 from infra.mesh_monitoring import mesh_dashboard, mesh_monitors, mesh_rule_groups
-from infra.network import GATEWAY_NAME, declared_edges, namespace_policies, pod_groups, wiring_edges
+from infra.network import (
+    ENVOY_PROXY_SERVICE_ACCOUNT,
+    GATEWAY_NAME,
+    declared_edges,
+    namespace_policies,
+    pod_groups,
+    wiring_edges,
+)
 from infra.topology import PlatformPlan, ServicePlan, SubsystemPlan
 
 SUBSYSTEM_LABEL = "platform.settlement.io/subsystem"
@@ -489,6 +496,14 @@ class Platform(pulumi.ComponentResource):
                     acme_email=gateway_config.acme_email,
                     pod_security_version=f"v{plan.config.kubernetes_version}",
                     labels={"app.kubernetes.io/part-of": PART_OF},
+                    # With the mesh, the proxies are enrolled under a fixed identity (README: Encryption in transit).
+                    proxy=ProxySettings(
+                        namespace=plan.config.infrastructure.operators.envoy_gateway.namespace,
+                        pod_labels=mesh_labels(plan, True),
+                        service_account=ENVOY_PROXY_SERVICE_ACCOUNT,
+                    )
+                    if plan.config.mesh.enabled
+                    else None,
                     depends_on=[
                         infrastructure.gateway_controller.release,
                         infrastructure.cert_manager.release,

@@ -36,16 +36,26 @@ def _layer(run, plan, objects=None) -> MeshLayer:
     return MeshLayer.read(objects if objects is not None else run.all_objects(), pods, namespace_labels(run))
 
 
-def test_every_application_namespace_is_enrolled_and_only_services_join(stack_run, stack_plan):
+def _gateway(layer: MeshLayer) -> set[str]:
+    return {
+        p for p in layer.enrolled if layer.pods[p].label_map().get("app.kubernetes.io/managed-by") == "envoy-gateway"
+    }
+
+
+def test_every_application_namespace_is_enrolled_and_only_services_and_the_gateway_join(stack_run, stack_plan):
     labels = namespace_labels(stack_run)
     for sub in stack_plan.subsystems.values():
         assert labels[sub.namespace].get("istio.io/dataplane-mode") == "ambient", sub.namespace
     layer = _layer(stack_run, stack_plan)
     services = {f"{s.subsystem}/{s.name}" for s in stack_plan.services()}
-    assert set(layer.enrolled) == services
-    for pod_id, principal in layer.enrolled.items():
+    gateway = _gateway(layer)
+    assert set(layer.enrolled) == services | gateway
+    assert len(gateway) == (1 if any(s.expose for s in stack_plan.services()) else 0)
+    for pod_id in services:
         ns, name = pod_id.split("/")
-        assert principal == f"cluster.local/ns/{ns}/sa/{name}"
+        assert layer.enrolled[pod_id] == f"cluster.local/ns/{ns}/sa/{name}"
+    for pod_id in gateway:
+        assert layer.enrolled[pod_id].endswith("/sa/envoy-settlement")
     # Database and queue pods live in enrolled namespaces and stay out.
     data = [p for p in layer.pods.values() if "cnpg.io/cluster" in p.label_map() or p.id.endswith("-mq")]
     assert data and not any(p.id in layer.enrolled for p in data)
@@ -56,16 +66,31 @@ def test_mtls_is_strict_except_the_listed_plaintext_ports(stack_run, stack_plan,
     (Prometheus, the gateway) use - and those admit no identity-less peer the graph does not have."""
     result = audits[stack_run.stack]
     layer = _layer(stack_run, stack_plan)
+    services = set(layer.enrolled) - _gateway(layer)
     outside = {
         (dst, port)
         for src, dst, port, _ in set(result.declared) | set(result.derived)
-        if dst in layer.enrolled and src not in layer.enrolled and not src.startswith("external ")
+        if dst in services and src not in layer.enrolled and not src.startswith("external ")
     }
     ports = {c[2] for c in result.declared} | {c[2] for c in result.derived} | {1, 15008, 65535}
-    relaxed = {(d, p) for d in layer.enrolled for p in ports if layer.mode(layer.pods[d], p) != "STRICT"}
+    relaxed = {(d, p) for d in services for p in ports if layer.mode(layer.pods[d], p) != "STRICT"}
     assert outside and relaxed == outside
     namespaces = {p["metadata"]["namespace"] for p in layer.peer_authentications if not p["spec"].get("selector")}
     assert namespaces == {sub.namespace for sub in stack_plan.subsystems.values()}
+
+
+def test_the_gateway_reaches_exposed_services_over_mtls(stack_run, stack_plan, audits):
+    """The gateway-to-service hop is inside the mesh: HBONE on the network, the proxies' identity admitted on the
+    exposed port, and no plaintext accepted there."""
+    result = audits[stack_run.stack]
+    layer = _layer(stack_run, stack_plan)
+    for gateway in _gateway(layer):
+        for svc in (s for s in stack_plan.services() if s.expose):
+            dst = f"{svc.subsystem}/{svc.name}"
+            assert (gateway, dst, HBONE_PORT, "TCP") in result.network
+            assert (gateway, dst, svc.port, "TCP") not in result.network
+            assert (layer.enrolled[gateway], dst, svc.port) in result.identities
+            assert layer.mode(layer.pods[dst], svc.port) == "STRICT"
 
 
 def test_authorisation_equals_the_declared_graph(stack_run, audits):
@@ -167,9 +192,15 @@ def test_hbone_to_a_pod_the_graph_does_not_connect_is_caught(stack_run, stack_pl
 def test_kubelet_probes_are_allowed_from_the_snat_address(stack_run, stack_plan, audits):
     result = audits[stack_run.stack]
     layer = _layer(stack_run, stack_plan)
-    probes = {c for c in result.reachable if c[0] == "external 169.254.7.127/32" and c[1] in layer.enrolled}
+    services = set(layer.enrolled) - _gateway(layer)
+    probes = {c for c in result.reachable if c[0] == "external 169.254.7.127/32" and c[1] in services}
     assert {c[1] for c in probes} == {f"{s.subsystem}/{s.name}" for s in stack_plan.services()}
     assert {c[2] for c in probes} == {s.port for s in stack_plan.services()}
+    for gateway in _gateway(layer):
+        assert {c[2] for c in result.network if c[0] == "external 169.254.7.127/32" and c[1] == gateway} >= {
+            19002,
+            19003,
+        }
 
 
 def test_the_mesh_ca_is_an_intermediate_of_the_internal_ca(stack_run, stack_plan):

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.network import EXTERNAL
-from infra.offline.reachability import WORKLOAD_KINDS, Connection, Model, Pod, selects
+from infra.offline.reachability import ENVOY_PROBE_PORTS, WORKLOAD_KINDS, Connection, Model, Pod, selects
 
 DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
 HBONE_PORT = 15008
@@ -219,17 +219,22 @@ class MeshLayer:
 
     def expected_identities(self, expected: set[Connection]) -> set[Identity]:
         """What `identities` should be for the expected connections: each caller's principal (plaintext for a
-        pod outside the mesh) on the port it calls. Probes bypass ztunnel."""
+        pod outside the mesh or an address) on the port it calls. Probes bypass ztunnel."""
         return {
             (self.enrolled.get(src, PLAINTEXT), dst, port)
             for src, dst, port, protocol in expected
-            if dst in self.enrolled and protocol == "TCP" and not src.startswith(EXTERNAL)
+            if dst in self.enrolled and protocol == "TCP" and src != PROBE_SNAT_SOURCE
         }
 
 
 def probe_connections(objects: list[dict], layer: MeshLayer) -> dict[Connection, str]:
-    """Kubelet probes of enrolled pods, from the SNAT address to the port each probe names."""
+    """Kubelet probes of enrolled pods, from the SNAT address to the port each probe names (for the gateway's
+    proxies, which Envoy Gateway creates, its probe ports)."""
     out = {}
+    for pod_id in layer.enrolled:
+        if layer.pods[pod_id].label_map().get("app.kubernetes.io/managed-by") == "envoy-gateway":
+            for port in ENVOY_PROBE_PORTS:
+                out[(PROBE_SNAT_SOURCE, pod_id, port, "TCP")] = "kubelet probes of the Envoy proxy (ambient SNAT)"
     for obj in objects:
         if obj["kind"] not in WORKLOAD_KINDS:
             continue
