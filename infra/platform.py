@@ -205,6 +205,11 @@ def with_mesh_rules(plan: PlatformPlan, groups: dict) -> dict:
     return {**groups, "groups": [*groups["groups"], *mesh_rule_groups()["groups"]]}
 
 
+def mesh_dashboards(plan: PlatformPlan) -> dict[str, dict]:
+    """The mesh's dashboard, named after its namespace (reserved: no subsystem can take the name)."""
+    return {f"{plan.config.mesh.namespace}.json": mesh_dashboard()} if plan.config.mesh.enabled else {}
+
+
 def mesh_labels(plan: PlatformPlan, enrolled: bool) -> dict[str, str]:
     """The ambient data-plane label: on application namespaces (enrolled), on database and queue pods (out: they
     speak TLS already, and their operators check them from outside the mesh; infra/mesh.py). None without a mesh."""
@@ -557,7 +562,7 @@ class Platform(pulumi.ComponentResource):
                 rule_groups=with_mesh_rules(plan, rule_groups(plan)),
                 dashboards={
                     **dashboards(plan),
-                    **({"mesh.json": mesh_dashboard()} if plan.config.mesh.enabled else {}),
+                    **mesh_dashboards(plan),
                 },
                 alertmanager_config=pulumi.Output.all(*[args.secrets[k] for k in alert_keys]).apply(
                     lambda values: yaml.safe_dump(alertmanager_config(plan, dict(zip(alert_keys, values, strict=True))))

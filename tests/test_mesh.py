@@ -346,3 +346,18 @@ def test_mesh_alerts_fire_on_ztunnel_series(tmp_path, alert, flag, values, firin
     )
     result = _promtool("test", "rules", str(tmp_path / "tests.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_stack_that_opts_out_renders_without_the_mesh_and_stays_exact(project):
+    data = project.load("Pulumi.dev.yaml")
+    config = data["config"]
+    config["settlement-platform:mesh"] = {"enabled": False}
+    config["settlement-platform:guardrails"]["requireMesh"] = False
+    project.save("Pulumi.dev.yaml", data)
+    run = project.render("dev")
+    objects = run.all_objects()
+    assert not [o for o in objects if o["kind"] in ("AuthorizationPolicy", "PeerAuthentication", "EnvoyProxy")]
+    assert not [o for o in objects if o["metadata"].get("namespace", "").startswith("istio")]
+    assert not [n for n in run.objects("Namespace") if "istio.io/dataplane-mode" in n["metadata"].get("labels", {})]
+    result = audit(run, plan_for_stack("dev", project.root))
+    assert not result.missing and not result.extra and not result.identities

@@ -460,7 +460,9 @@ def test_one_dashboard_per_subsystem_provisioned_through_the_sidecar(stack_run, 
     maps = {
         c["metadata"]["name"]: c for c in stack_run.objects("ConfigMap") if c["metadata"]["namespace"] == "monitoring"
     }
-    assert {n for n in maps if n.startswith("dashboard-")} == {f"dashboard-{name}" for name in stack_plan.subsystems}
+    # One per subsystem, and the mesh's traffic by identity (tests/test_mesh.py).
+    mesh = {f"dashboard-{stack_plan.config.mesh.namespace}"} if stack_plan.config.mesh.enabled else set()
+    assert {n for n in maps if n.startswith("dashboard-")} == {f"dashboard-{n}" for n in stack_plan.subsystems} | mesh
     for name in stack_plan.subsystems:
         config_map = maps[f"dashboard-{name}"]
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
