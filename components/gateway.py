@@ -50,6 +50,29 @@ class GatewayArgs:
     labels: dict[str, str] = field(default_factory=dict)
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """The Envoy Gateway and cert-manager installs."""
+    proxy: ProxySettings | None = None
+    """How the controller runs the proxy pods (an EnvoyProxy on the GatewayClass); None: its defaults."""
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    namespace: str
+    """Where the EnvoyProxy lives (the controller's namespace)."""
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    service_account: str | None = None
+    """A fixed ServiceAccount name for the proxy pods (their identity); None: the controller's hashed name."""
+
+
+def envoy_proxy_spec(proxy: ProxySettings) -> dict:
+    """EnvoyProxy spec.provider.kubernetes (Envoy Gateway v1.9.0): the proxy pods' labels (merged into the pod
+    template, internal/infrastructure/kubernetes/proxy/resource_provider.go) and their ServiceAccount's name
+    (`serviceAccountName()`, there too)."""
+    kubernetes: dict = {}
+    if proxy.pod_labels:
+        kubernetes["envoyDeployment"] = {"pod": {"labels": proxy.pod_labels}}
+    if proxy.service_account is not None:
+        kubernetes["envoyServiceAccount"] = {"name": proxy.service_account}
+    return {"provider": {"type": "Kubernetes", "kubernetes": kubernetes}}
 
 
 def listeners(args: GatewayArgs) -> list[dict]:
@@ -133,13 +156,31 @@ class Gateway(pulumi.ComponentResource):
         in_namespace = [namespace, *args.depends_on]
         meta = {"namespace": args.namespace, "labels": args.labels}
 
+        class_spec: dict = {"controllerName": ENVOY_CONTROLLER}
+        class_opts = after
+        if args.proxy is not None:
+            envoy_proxy = k8s.apiextensions.CustomResource(
+                f"{name}-proxy",
+                api_version=ENVOY_API,
+                kind="EnvoyProxy",
+                metadata={"name": f"{args.name}-proxy", "namespace": args.proxy.namespace, "labels": args.labels},
+                spec=envoy_proxy_spec(args.proxy),
+                opts=after,
+            )
+            class_spec["parametersRef"] = {
+                "group": "gateway.envoyproxy.io",
+                "kind": "EnvoyProxy",
+                "name": f"{args.name}-proxy",
+                "namespace": args.proxy.namespace,
+            }
+            class_opts = pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, envoy_proxy])
         gateway_class = k8s.apiextensions.CustomResource(
             f"{name}-class",
             api_version=GATEWAY_API,
             kind="GatewayClass",
             metadata={"name": args.name, "labels": args.labels},
-            spec={"controllerName": ENVOY_CONTROLLER},
-            opts=after,
+            spec=class_spec,
+            opts=class_opts,
         )
         issuer = args.internal_issuer
         if args.acme_email is not None:

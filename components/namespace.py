@@ -27,6 +27,9 @@ class NamespaceArgs:
     """A cert-manager ClusterIssuer whose root CA the namespace's pods trust (Secret `internal-ca`, `ca.crt`)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What the namespace's own objects need first (the trust issuer)."""
+    enrol_after: list[pulumi.Resource] = field(default_factory=list)
+    """What must exist before the namespace itself: with a data-plane label (a service mesh's), its pods are
+    enrolled from the start, so the mesh's node agents come first."""
     protect: bool = False
     """It holds data (database or queue clusters): deleting the namespace deletes everything in it, protection or
     not, so the namespace itself is protected and retained on delete."""
@@ -46,7 +49,9 @@ class Namespace(pulumi.ComponentResource):
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata={**metadata, "annotations": args.annotations},
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.protect, retain_on_delete=args.protect, depends_on=args.enrol_after
+            ),
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         k8s.core.v1.ResourceQuota(

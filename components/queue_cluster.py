@@ -25,6 +25,8 @@ class QueueClusterArgs:
     resources: dict
     part_of: str
     extra_labels: dict[str, str] = field(default_factory=dict)
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    """Extra labels on the broker pods only (the StatefulSet's pod template override)."""
     tls_issuer: str | None = None
     """cert-manager ClusterIssuer of the broker certificate. Set: AMQPS only, the plaintext listener is off."""
     monitoring: pulumi.Resource | None = None
@@ -93,6 +95,7 @@ def cluster_spec(args: QueueClusterArgs) -> dict:
             "statefulSet": {
                 "spec": {
                     "template": {
+                        **({"metadata": {"labels": args.pod_labels}} if args.pod_labels else {}),
                         "spec": {
                             # Required by the schema; empty keeps the operator's containers (strategic merge).
                             "containers": [],
@@ -104,7 +107,7 @@ def cluster_spec(args: QueueClusterArgs) -> dict:
                                     "labelSelector": {"matchLabels": {"app.kubernetes.io/name": args.name}},
                                 }
                             ],
-                        }
+                        },
                     }
                 }
             }

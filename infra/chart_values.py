@@ -9,6 +9,7 @@ What values cannot fix is listed, with the reason, in infra/offline/checkov_skip
 from __future__ import annotations
 
 from components import pod_security
+from infra.config import Mesh as MeshConfig
 from infra.config import Monitoring
 
 ALERTMANAGER_SECRET = "alertmanager-settlement"
@@ -224,14 +225,23 @@ def node_exporter_namespace(monitoring_namespace: str) -> str:
     return f"{monitoring_namespace}-node"
 
 
-def host_agent_namespaces(monitoring_namespace: str) -> dict[str, str]:
-    """The only namespaces below Pod Security "restricted", each holding only a host agent, and why."""
-    return {
+def host_agent_namespaces(monitoring_namespace: str, mesh: MeshConfig | None = None) -> dict[str, str]:
+    """The only namespaces below Pod Security "restricted", each holding only host agents, and why. `mesh`: the
+    ambient mesh, when enabled (its node agents get their own namespace; istiod stays restricted)."""
+    namespaces = {
         node_exporter_namespace(monitoring_namespace): (
             "node-exporter reads the node's /proc, /sys and root filesystem through hostPID, hostNetwork and "
             "hostPath volumes (prometheus-node-exporter 4.56.1 templates/daemonset.yaml): only `privileged` admits it"
         )
     }
+    if mesh is not None and mesh.enabled:
+        namespaces[mesh.node_namespace] = (
+            "istio-cni-node and ztunnel run as root with NET_ADMIN, SYS_ADMIN and NET_RAW and hostPath volumes to "
+            "redirect every enrolled pod's traffic inside its network namespace (istio/istio 1.30.3 "
+            "manifests/charts/istio-cni and ztunnel templates/daemonset.yaml); istio.io "
+            "docs/setup/additional-setup/pod-security-admission: only `privileged` admits them"
+        )
+    return namespaces
 
 
 def _sidecar_probe() -> dict:
@@ -383,3 +393,63 @@ def monitoring_values(m: Monitoring, namespace: str) -> dict:
             },
         },
     }
+
+
+# --- The Istio ambient mesh (istio/istio 1.30.3 manifests/charts: base, istio-control/istio-discovery = istiod,
+# istio-cni = cni, ztunnel). Each chart reads its values at the top level (its values.yaml nests the defaults under
+# `_internal_defaults_do_not_set`, which must not be set) and `profile: ambient` loads files/profile-ambient.yaml.
+MESH_PROFILE = "ambient"
+# The root namespace's cacerts Secret: istiod mounts it at /etc/cacerts (istio-discovery templates/deployment.yaml,
+# volume `cacerts`, optional) and, finding `tls.crt` there, signs with tls.crt/tls.key and trusts ca.crt
+# (pilot/pkg/bootstrap/istio_ca.go `detectSigningCABundleAndCRL`, security/pkg/pki/ca/ca.go TLSSecret*File).
+MESH_CA_SECRET = "cacerts"
+
+
+def _mesh_common(mesh: MeshConfig) -> dict:
+    common: dict = {"profile": MESH_PROFILE, "global": {"hub": mesh.hub}}
+    if mesh.platform is not None:
+        common["global"]["platform"] = mesh.platform
+    return common
+
+
+def istio_base_values(mesh: MeshConfig) -> dict:
+    """base: Istio's CRDs (templates, so upgrades upgrade them) and the default-revision validating webhook."""
+    return {"profile": MESH_PROFILE, **({"global": {"platform": mesh.platform}} if mesh.platform else {})}
+
+
+def istiod_values(mesh: MeshConfig) -> dict:
+    """istiod: fixed replicas (no HPA: the footprint stays what config says), hardened to Pod Security
+    "restricted" (the chart sets no seccomp profile unless given), certificates signed with the platform's
+    intermediate in `cacerts`."""
+    values = _mesh_common(mesh)
+    values["global"]["imagePullPolicy"] = PULL_ALWAYS
+    # istiod signs certificates only for the node agent it trusts (templates/deployment.yaml
+    # CA_TRUSTED_NODE_ACCOUNTS = trustedZtunnelNamespace/ztunnel): ztunnel runs in the node namespace.
+    values["trustedZtunnelNamespace"] = mesh.node_namespace
+    values["pilot"] = {
+        "autoscaleEnabled": False,
+        "replicaCount": mesh.istiod_replicas,
+        "resources": mesh.istiod_resources.model_dump(),
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    return values
+
+
+def istio_cni_values(mesh: MeshConfig) -> dict:
+    """istio-cni in ambient mode: the node agent that redirects enrolled pods' traffic to ztunnel."""
+    values = _mesh_common(mesh)
+    values["global"]["imagePullPolicy"] = PULL_ALWAYS
+    values["resources"] = mesh.cni_resources.model_dump()
+    return values
+
+
+def ztunnel_values(mesh: MeshConfig) -> dict:
+    """ztunnel: the per-node proxy (mTLS, identity, L4 authorisation). Its image registry is `hub` (not
+    `global.hub`: ztunnel values.yaml)."""
+    values = _mesh_common(mesh)
+    values["hub"] = mesh.hub
+    # ztunnel finds istiod (CA and xDS) at istiod.<istioNamespace>.svc:15012 (templates/daemonset.yaml).
+    values["istioNamespace"] = mesh.namespace
+    values["imagePullPolicy"] = PULL_ALWAYS
+    values["resources"] = mesh.ztunnel_resources.model_dump()
+    return values

@@ -654,6 +654,11 @@ class Guardrails(Model):
         default=True,
         description="Refuse a stack with PostgreSQL clusters but no `backup` configured. Default: true.",
     )
+    require_mesh: bool = Field(
+        default=True,
+        description="Refuse `mesh.enabled: false`: service-to-service traffic unencrypted and authorised by "
+        "address alone. Default: true.",
+    )
 
 
 class HelmChart(Model):
@@ -819,6 +824,68 @@ class Gateway(Model):
                 "hostname resolves to before Let's Encrypt does"
             )
         return self
+
+
+# Istio's `global.platform` values (istio/istio 1.30.3 manifests/charts/*/files/profile-platform-*.yaml): any other
+# value makes the charts `fail` ("unknown platform").
+MeshPlatform = Literal["gke", "openshift", "k3s", "k3d", "microk8s", "minikube"]
+
+
+class Mesh(Model):
+    """Istio in ambient mode (no sidecars): mTLS and identity-based authorisation between services (README:
+    Encryption in transit)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Enrol every application namespace in the ambient mesh, mTLS STRICT. `false` is refused "
+        "while guardrails.requireMesh is true. Default: true.",
+    )
+    repository: str = Field(
+        default="https://istio-release.storage.googleapis.com/charts",
+        description="Helm repository of Istio's charts (base, istiod, cni, ztunnel). Default: "
+        "https://istio-release.storage.googleapis.com/charts.",
+    )
+    version: Annotated[str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")] = Field(
+        default="1.30.3", description="Exact version of all four charts (and their images). Default: 1.30.3."
+    )
+    namespace: Name = Field(
+        default="istio-system",
+        description="Namespace of the control plane (istiod, Pod Security restricted). Default: istio-system.",
+    )
+    node_namespace: Name = Field(
+        default="istio-node",
+        description="Namespace of the node agents istio-cni and ztunnel, the only mesh pods that need Pod Security "
+        "`privileged` (a listed exception). Default: istio-node.",
+    )
+    hub: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][-a-z0-9.:/]*[a-z0-9]$")] = Field(
+        default="registry.istio.io/release",
+        description="Image registry of istiod, istio-cni and ztunnel (a mirror, when clusters pull from one). "
+        "Default: registry.istio.io/release.",
+    )
+    platform: MeshPlatform | None = Field(
+        default=None,
+        description="Istio's `global.platform` for clusters whose CNI paths differ (gke, openshift, k3s, k3d, "
+        "microk8s, minikube). Default: none (standard paths: EKS, kind, kubeadm).",
+    )
+    istiod_replicas: int = Field(default=2, ge=1, le=5, description="istiod replicas. Default: 2.")
+    istiod_resources: Resources = Field(
+        default_factory=lambda: Resources.model_validate(
+            {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+        ),
+        description="istiod's container. Default: requests 200m/256Mi, limits 1/1Gi.",
+    )
+    ztunnel_resources: Resources = Field(
+        default_factory=lambda: Resources.model_validate(
+            {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
+        ),
+        description="ztunnel's container, on every node. Default: requests 100m/128Mi, limits 1/512Mi.",
+    )
+    cni_resources: Resources = Field(
+        default_factory=lambda: Resources.model_validate(
+            {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+        ),
+        description="istio-cni's container, on every node. Default: requests 50m/64Mi, limits 500m/256Mi.",
+    )
 
 
 class Monitoring(Model):
@@ -1101,6 +1168,7 @@ class PlatformConfig(Model):
     defaults: Defaults = Field(default_factory=Defaults, description="Defaults for services and data clusters.")
     network: Network = Field(description="Network facts of the target cluster. Required.")
     gateway: Gateway = Field(default_factory=Gateway, description="The HTTPS entry point.")
+    mesh: Mesh = Field(default_factory=Mesh, description="The Istio ambient mesh (encryption in transit).")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Prometheus, Alertmanager, Grafana.")
     alerting: Alerting | None = Field(
         default=None,

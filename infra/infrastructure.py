@@ -14,20 +14,26 @@ from components.credentials import GeneratedCredentialsArgs
 from components.helm_operator import HelmOperator, HelmOperatorArgs
 from components.internal_ca import TRUST_SECRET, InternalCA, InternalCAArgs, trust_bundle
 from components.release_manifest import CaMount, ReleaseManifest, ReleaseManifestArgs
+from components.service_mesh import ServiceMesh, ServiceMeshArgs
 from infra.chart_values import (
     GRAFANA_ADMIN_SECRET,
     GRAFANA_ADMIN_USER,
+    MESH_CA_SECRET,
     barman_cloud_values,
     cert_manager_values,
     cnpg_values,
     envoy_gateway_values,
     gateway_crds_values,
     host_agent_namespaces,
+    istio_base_values,
+    istio_cni_values,
+    istiod_values,
     keda_values,
     monitoring_values,
     resources,
+    ztunnel_values,
 )
-from infra.config import HelmChart, Infrastructure, ManifestRelease, Monitoring
+from infra.config import HelmChart, Infrastructure, ManifestRelease, Mesh, Monitoring
 
 PART_OF = "settlement-platform"
 INTERNAL_ISSUER = "settlement-internal-ca"
@@ -52,6 +58,8 @@ class InfrastructureArgs:
     monitoring: Monitoring
     protect_data: bool = True
     """guardrails.protectStatefulResources: the data operators' releases, namespaces and CRDs are protected."""
+    mesh: Mesh | None = None
+    """The ambient mesh, when enabled."""
 
 
 def operator_args(chart: HelmChart, pod_security_version: str, values: dict) -> HelmOperatorArgs:
@@ -117,6 +125,8 @@ class SharedInfrastructure(pulumi.ComponentResource):
     monitoring: HelmOperator
     backup_plugin: HelmOperator
     internal_ca: InternalCA
+    mesh: ServiceMesh | None
+    """The ambient mesh; application namespaces depend on its `ready`."""
     priority_classes: dict[str, str]
     priority_class_resources: list[pulumi.Resource]
     """Pods may only name a PriorityClass that exists: whatever uses one depends on these."""
@@ -152,7 +162,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
-            for namespace in host_agent_namespaces(operators.monitoring.namespace)
+            for namespace in host_agent_namespaces(operators.monitoring.namespace, args.mesh)
         }
         self.monitoring = HelmOperator(
             f"{name}-monitoring",
@@ -232,6 +242,31 @@ class SharedInfrastructure(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self.mesh = None
+        if args.mesh is not None:
+            self.mesh = ServiceMesh(
+                f"{name}-mesh",
+                ServiceMeshArgs(
+                    namespace=args.mesh.namespace,
+                    repository=args.mesh.repository,
+                    version=args.mesh.version,
+                    values={
+                        "base": istio_base_values(args.mesh),
+                        "istiod": istiod_values(args.mesh),
+                        "cni": istio_cni_values(args.mesh),
+                        "ztunnel": ztunnel_values(args.mesh),
+                    },
+                    node_namespace=args.mesh.node_namespace,
+                    pod_security_version=args.pod_security_version,
+                    ca_issuer=INTERNAL_ISSUER,
+                    ca_secret=MESH_CA_SECRET,
+                    labels=INFRASTRUCTURE_LABELS,
+                    depends_on=[self.cert_manager.release, self.internal_ca.issuer],
+                    # The node agents' namespace is a host-agent namespace (created above, privileged).
+                    node_depends_on=[host_agents[args.mesh.node_namespace]],
+                ),
+                opts=child,
+            )
         # RabbitMQ's operators install from their release manifests, which share one namespace and issue their
         # webhook certificates with cert-manager (required since cluster-operator 2.22).
         queue_ns = operators.rabbitmq_cluster_operator.namespace
@@ -312,6 +347,8 @@ class SharedInfrastructure(pulumi.ComponentResource):
             self.operator_namespaces.setdefault(operator.namespace_name, operator.namespace)
         for namespace, resource in host_agents.items():
             self.operator_namespaces[namespace] = resource.metadata.name
+        if self.mesh is not None:
+            self.operator_namespaces[args.mesh.namespace] = self.mesh.namespace
 
         self.register_outputs(
             {

@@ -65,6 +65,27 @@ COREDNS_METRICS_PORT = 9153  # the cluster DNS (CoreDNS): kps ServiceMonitor kub
 NODE_EXPORTER_PORT = 9100  # hostNetwork: kps charts/prometheus-node-exporter templates/daemonset.yaml
 KUBELET_PORT = 10250  # the kubelet Service prometheus-operator keeps (pkg/kubelet/controller.go, https-metrics)
 
+# The Istio ambient mesh (istio/istio 1.30.3; the enrolment and authorisation rules are in infra/mesh.py).
+# HBONE: between two enrolled pods a connection leaves the caller's network namespace as TCP to the callee pod's IP
+# on 15008, from the caller pod's own IP (architecture/ambient/ztunnel.md; ztunnel opens its sockets inside the
+# pod's network namespace), so NetworkPolicies see 15008 between enrolled pods, never the application port.
+HBONE_PORT = 15008
+# Kubelet probes of enrolled pods are SNATed to this link-local address (cni/pkg/nodeagent/options.go
+# `DefaultHostProbeSNATIP`; istio.io docs/ambient/usage/networkpolicy: allow it in deny-by-default ingress).
+PROBE_SNAT_CIDR = "169.254.7.127/32"
+# manifests/charts/istio-control/istio-discovery templates/deployment.yaml and service.yaml; ztunnel's
+# CA_ADDRESS/XDS_ADDRESS default to istiod.<namespace>.svc:15012 (manifests/charts/ztunnel templates/daemonset.yaml).
+ISTIOD_XDS_TLS_PORT = 15012
+ISTIOD_WEBHOOK_PORT = 15017  # Service istiod 443 -> 15017: the validation and injection webhooks
+ISTIOD_MONITORING_PORT = 15014  # http-monitoring, /metrics
+ZTUNNEL_STATS_PORT = 15020  # ztunnel-stats, /metrics (manifests/charts/ztunnel/templates/daemonset.yaml)
+# The gateway's proxies join the mesh too (an EnvoyProxy labels their pods and names their ServiceAccount,
+# components/gateway.py). Their kubelet probes (envoyproxy/gateway v1.9.0 internal/infrastructure/kubernetes/proxy/
+# resource.go): envoy on EnvoyReadinessPort 19003 (internal/xds/bootstrap/bootstrap.go), the shutdown-manager
+# sidecar on ShutdownManagerPort 19002 (internal/cmd/envoy/shutdown_manager.go).
+ENVOY_PROXY_SERVICE_ACCOUNT = f"envoy-{GATEWAY_NAME}"
+ENVOY_PROBE_PORTS = (19002, 19003)
+
 
 def chart_pods(plan: PlatformPlan) -> dict[str, tuple[str, str, dict[str, str]]]:
     """Pods the operators run, by role: (namespace, group name, selector). Chart pods are selected by their
@@ -128,6 +149,13 @@ def chart_pods(plan: PlatformPlan) -> dict[str, tuple[str, str, dict[str, str]]]
         "grafana": (mon.namespace, "grafana", chart(mon, "grafana")),
         "kube-state-metrics": (mon.namespace, "kube-state-metrics", chart(mon, "kube-state-metrics")),
     }
+    mesh = plan.config.mesh
+    if mesh.enabled:
+        # The workloads' selectors (istio/istio 1.30.3 manifests/charts: istio-control/istio-discovery
+        # templates/deployment.yaml, istio-cni templates/daemonset.yaml, ztunnel templates/daemonset.yaml).
+        pods["istiod"] = (mesh.namespace, "istiod", {"istio": "pilot"})
+        pods["ztunnel"] = (mesh.node_namespace, "ztunnel", {"app": "ztunnel"})
+        pods["istio-cni"] = (mesh.node_namespace, "istio-cni-node", {"k8s-app": "istio-cni-node"})
     if any(s.expose for s in plan.services()):
         pods["envoy"] = (
             eg.namespace,
@@ -154,6 +182,9 @@ API_SERVER_CALLS = {
     "envoy-gateway": WEBHOOK_PORT,
     "prometheus-operator": PROMETHEUS_OPERATOR_PORT,
 }
+# With the mesh: the same for istiod's webhooks, and Prometheus scraping the mesh (infra/mesh_monitoring.py).
+MESH_API_SERVER_CALLS = {"istiod": ISTIOD_WEBHOOK_PORT}
+MESH_SCRAPES = {"istiod": (ISTIOD_MONITORING_PORT,), "ztunnel": (ZTUNNEL_STATS_PORT,)}
 # What Prometheus scrapes among the charts' pods (role -> ports): the charts' own ServiceMonitors.
 CHART_SCRAPES = {
     "cert-manager": (CERT_MANAGER_METRICS_PORT,),
@@ -369,10 +400,53 @@ def wiring_edges(plan: PlatformPlan, groups: Groups) -> set[Edge]:
         for protocol in ("TCP", "UDP"):
             add(alertmanager.id, alertmanager.id, ALERTMANAGER_MESH_PORT, protocol)
     add(infra["keda-metrics-apiserver"].id, infra["keda"].id, KEDA_METRICS_SERVICE_PORT)
-    for role, port in API_SERVER_CALLS.items():
+    api_calls, scrapes = dict(API_SERVER_CALLS), {}
+    if plan.config.mesh.enabled:
+        api_calls |= MESH_API_SERVER_CALLS
+        scrapes = MESH_SCRAPES
+        add(infra["ztunnel"].id, infra["istiod"].id, ISTIOD_XDS_TLS_PORT)  # certificates and xDS
+    for role, ports in scrapes.items():
+        for port in ports:
+            add(prometheus.id, infra[role].id, port)
+    for role, port in api_calls.items():
         for cidr in _externals(net.api_server_cidrs):
             add(cidr, infra[role].id, port)
     return edges
+
+
+def mesh_members(plan: PlatformPlan, groups: Groups) -> dict[str, str]:
+    """Enrolled pod groups (group id -> SPIFFE principal `cluster.local/ns/<namespace>/sa/<service account>`;
+    the trust domain is istiod's meshConfig.trustDomain default): every service, whose ServiceAccount is its own
+    name (components/workload.py), and the gateway's proxies. Database and queue pods stay out (infra/mesh.py
+    says why)."""
+    if not plan.config.mesh.enabled:
+        return {}
+    enrolled = {g.id: principal(g.namespace, g.name) for g in groups.services.values()}
+    if "envoy" in groups.infra:
+        envoy = groups.infra["envoy"]
+        enrolled[envoy.id] = principal(envoy.namespace, ENVOY_PROXY_SERVICE_ACCOUNT)
+    return enrolled
+
+
+def principal(namespace: str, service_account: str) -> str:
+    return f"cluster.local/ns/{namespace}/sa/{service_account}"
+
+
+def transport(plan: PlatformPlan, groups: Groups, edges: set[Edge]) -> set[Edge]:
+    """The edges as the network sees them once the mesh is on: between enrolled pods HBONE (15008) instead of
+    the application port (callers outside the mesh keep it); kubelet probes of enrolled pods from the SNAT
+    address, on the port the probes use (the service's own, components/workload.py)."""
+    enrolled = mesh_members(plan, groups)
+    out = {
+        Edge(e.source, e.destination, HBONE_PORT) if {e.source, e.destination} <= set(enrolled) else e for e in edges
+    }
+    if enrolled:
+        for svc in plan.services():
+            out.add(Edge(f"{EXTERNAL}{PROBE_SNAT_CIDR}", groups.services[(svc.subsystem, svc.name)].id, svc.port))
+        if "envoy" in groups.infra:
+            for port in ENVOY_PROBE_PORTS:
+                out.add(Edge(f"{EXTERNAL}{PROBE_SNAT_CIDR}", groups.infra["envoy"].id, port))
+    return out
 
 
 # --- From edges to NetworkPolicies --------------------------------------------------------------------------
@@ -418,7 +492,8 @@ class Policy:
 def namespace_policies(plan: PlatformPlan, groups: Groups, declared: set[Edge]) -> list[Policy]:
     """Default deny plus exact allows, for every namespace the platform creates, of the `declared` edges and the
     charts' wiring (`wiring_edges`, added here so no caller can forget it)."""
-    return policies_for(managed_namespaces(plan), groups, set(declared) | wiring_edges(plan, groups))
+    edges = transport(plan, groups, set(declared) | wiring_edges(plan, groups))
+    return policies_for(managed_namespaces(plan), groups, edges)
 
 
 def policies_for(managed: list[str], groups: Groups, edges: set[Edge]) -> list[Policy]:

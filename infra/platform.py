@@ -14,8 +14,9 @@ import yaml
 
 from components.autoscaling import QueueScaling, ResourceScaling
 from components.credentials import GeneratedCredentialsArgs
-from components.gateway import Gateway, GatewayArgs, Route
+from components.gateway import Gateway, GatewayArgs, ProxySettings, Route
 from components.internal_ca import TRUST_SECRET, InternalCA
+from components.mesh_policies import MeshPolicies, MeshPoliciesArgs
 from components.monitoring_config import MonitoringConfig, MonitoringConfigArgs
 from components.namespace import NamespaceArgs
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
@@ -43,7 +44,16 @@ from infra.infrastructure import (
     SharedInfrastructure,
     priority_class_name,
 )
-from infra.network import GATEWAY_NAME, declared_edges, namespace_policies, pod_groups
+from infra.mesh import AMBIENT, DATAPLANE_MODE_LABEL, OUT_OF_MESH, mesh_policies
+from infra.mesh_monitoring import mesh_dashboard, mesh_monitors, mesh_rule_groups
+from infra.network import (
+    ENVOY_PROXY_SERVICE_ACCOUNT,
+    GATEWAY_NAME,
+    declared_edges,
+    namespace_policies,
+    pod_groups,
+    wiring_edges,
+)
 from infra.topology import PlatformPlan, ServicePlan, SubsystemPlan
 
 SUBSYSTEM_LABEL = "platform.settlement.io/subsystem"
@@ -195,8 +205,31 @@ def pod_size(resources: Resources, max_pods: int) -> PodSize:
     )
 
 
-def namespace_args(plan: PlatformPlan, sub: SubsystemPlan, trust: InternalCA) -> NamespaceArgs:
-    """Namespace with a quota sized for every pod it may hold at once: services at max scale plus data pods."""
+def with_mesh_rules(plan: PlatformPlan, groups: dict) -> dict:
+    """The platform's rule groups, and the mesh's when it is on (infra/mesh_monitoring.py)."""
+    if not plan.config.mesh.enabled:
+        return groups
+    return {**groups, "groups": [*groups["groups"], *mesh_rule_groups()["groups"]]}
+
+
+def mesh_dashboards(plan: PlatformPlan) -> dict[str, dict]:
+    """The mesh's dashboard, named after its namespace (reserved: no subsystem can take the name)."""
+    return {f"{plan.config.mesh.namespace}.json": mesh_dashboard()} if plan.config.mesh.enabled else {}
+
+
+def mesh_labels(plan: PlatformPlan, enrolled: bool) -> dict[str, str]:
+    """The ambient data-plane label: on application namespaces (enrolled), on database and queue pods (out: they
+    speak TLS already, and their operators check them from outside the mesh; infra/mesh.py). None without a mesh."""
+    if not plan.config.mesh.enabled:
+        return {}
+    return {DATAPLANE_MODE_LABEL: AMBIENT if enrolled else OUT_OF_MESH}
+
+
+def namespace_args(
+    plan: PlatformPlan, sub: SubsystemPlan, trust: InternalCA, mesh_ready: list[pulumi.Resource] = ()
+) -> NamespaceArgs:
+    """Namespace with a quota sized for every pod it may hold at once: services at max scale plus data pods.
+    With the mesh it is enrolled in the ambient data plane, after the mesh's node agents are installed."""
     defaults = plan.config.defaults.workload
     pods = [pod_size(s.resources, s.max_replicas) for s in sub.services.values()]
     if sub.postgres is not None:
@@ -205,13 +238,14 @@ def namespace_args(plan: PlatformPlan, sub: SubsystemPlan, trust: InternalCA) ->
         pods.append(pod_size(sub.queue.resources, sub.queue.replicas))
     return NamespaceArgs(
         name=sub.namespace,
-        labels={"app.kubernetes.io/part-of": PART_OF, SUBSYSTEM_LABEL: sub.name},
+        labels={"app.kubernetes.io/part-of": PART_OF, SUBSYSTEM_LABEL: sub.name, **mesh_labels(plan, True)},
         quota=namespace_quota(pods, defaults.quota_headroom_percent),
         default_request=defaults.resources.requests.model_dump(),
         default_limit=defaults.resources.limits.model_dump(),
         pod_security_version=f"v{plan.config.kubernetes_version}",
         trust_issuer=trust.issuer_name,
         depends_on=[trust.issuer],
+        enrol_after=list(mesh_ready),
         # Deleting a namespace deletes its database and queue clusters whatever their own protection says.
         protect=plan.config.guardrails.protect_stateful_resources
         and (sub.postgres is not None or sub.queue is not None),
@@ -328,7 +362,7 @@ def postgres_args(
         topology=topology_args(plan, sub),
         priority_class=priority_class_name("critical" if sub.critical else "standard"),
         part_of=PART_OF,
-        extra_labels={SUBSYSTEM_LABEL: sub.name},
+        extra_labels={SUBSYSTEM_LABEL: sub.name, **mesh_labels(plan, False)},
         protect=plan.config.guardrails.protect_stateful_resources,
         depends_on=depends_on,
     )
@@ -354,6 +388,7 @@ def queue_args(
         monitoring=monitoring,
         part_of=PART_OF,
         extra_labels={SUBSYSTEM_LABEL: sub.name},
+        pod_labels=mesh_labels(plan, False),
         protect=plan.config.guardrails.protect_stateful_resources,
         depends_on=depends_on,
     )
@@ -387,6 +422,7 @@ class Platform(pulumi.ComponentResource):
                 f"v{plan.config.kubernetes_version}",
                 plan.config.monitoring,
                 protect_data=plan.config.guardrails.protect_stateful_resources,
+                mesh=plan.config.mesh if plan.config.mesh.enabled else None,
             ),
             opts=child,
         )
@@ -414,7 +450,9 @@ class Platform(pulumi.ComponentResource):
             subsystems[sub_name] = Subsystem(
                 f"{name}-{sub_name}",
                 SubsystemArgs(
-                    namespace=namespace_args(plan, sub, infrastructure.internal_ca),
+                    namespace=namespace_args(
+                        plan, sub, infrastructure.internal_ca, infrastructure.mesh.ready if infrastructure.mesh else []
+                    ),
                     workloads=workloads,
                     postgres=postgres_args(
                         plan,
@@ -501,6 +539,14 @@ class Platform(pulumi.ComponentResource):
                     acme_email=gateway_config.acme_email,
                     pod_security_version=f"v{plan.config.kubernetes_version}",
                     labels={"app.kubernetes.io/part-of": PART_OF},
+                    # With the mesh, the proxies are enrolled under a fixed identity (README: Encryption in transit).
+                    proxy=ProxySettings(
+                        namespace=plan.config.infrastructure.operators.envoy_gateway.namespace,
+                        pod_labels=mesh_labels(plan, True),
+                        service_account=ENVOY_PROXY_SERVICE_ACCOUNT,
+                    )
+                    if plan.config.mesh.enabled
+                    else None,
                     depends_on=[
                         infrastructure.gateway_controller.release,
                         infrastructure.cert_manager.release,
@@ -514,8 +560,9 @@ class Platform(pulumi.ComponentResource):
 
         # Default deny and exact allows, in every namespace this program creates (infra/network.py).
         groups = pod_groups(plan)
+        declared = declared_edges(plan, groups)
         by_namespace: dict[str, dict[str, dict]] = {}
-        for policy in namespace_policies(plan, groups, declared_edges(plan, groups)):
+        for policy in namespace_policies(plan, groups, declared):
             by_namespace.setdefault(policy.namespace, {})[policy.name] = policy.spec
         for ns, policies in sorted(by_namespace.items()):
             NetworkPolicies(
@@ -528,14 +575,33 @@ class Platform(pulumi.ComponentResource):
                 opts=child,
             )
 
+        # Identity: mTLS STRICT and one AuthorizationPolicy per service, from the same edges (infra/mesh.py).
+        if infrastructure.mesh is not None:
+            MeshPolicies(
+                f"{name}-mesh-policies",
+                MeshPoliciesArgs(
+                    policies=[
+                        *mesh_policies(declared | wiring_edges(plan, groups), plan, groups),
+                        *mesh_monitors(plan.config.mesh),
+                    ],
+                    namespaces=namespaces,
+                    labels={"app.kubernetes.io/part-of": PART_OF},
+                    depends_on=[infrastructure.mesh.releases["istiod"].release, infrastructure.monitoring.release],
+                ),
+                opts=child,
+            )
+
         alert_keys = sorted(alert_secret_keys(plan.config))
         MonitoringConfig(
             f"{name}-monitoring-config",
             MonitoringConfigArgs(
                 namespace=infrastructure.monitoring.namespace,
                 name="settlement-platform",
-                rule_groups=rule_groups(plan),
-                dashboards=dashboards(plan),
+                rule_groups=with_mesh_rules(plan, rule_groups(plan)),
+                dashboards={
+                    **dashboards(plan),
+                    **mesh_dashboards(plan),
+                },
                 alertmanager_config=pulumi.Output.all(*[args.secrets[k] for k in alert_keys]).apply(
                     lambda values: yaml.safe_dump(alertmanager_config(plan, dict(zip(alert_keys, values, strict=True))))
                 ),

@@ -355,6 +355,7 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
     if config.drill is None:  # a drill stack routes nothing
         problems += exposure_problems(config, subsystems)
     problems += alerting_problems(config)
+    problems += mesh_problems(config)
     order, cycle = creation_order(subsystems)
     if cycle:
         problems.append(
@@ -385,17 +386,35 @@ CONTROLLERLESS_OPERATORS = frozenset({"gateway_crds"})
 def operator_namespaces(config: PlatformConfig, with_controller: bool = False) -> set[str]:
     """Namespaces of the operator installs (`with_controller`: only those that run a controller)."""
     operators = config.infrastructure.operators
+    # The mesh's control plane and node agents (istio-cni watches pods) call the API server too; only istiod is a
+    # controller Deployment (ztunnel and istio-cni are DaemonSets, watched as host agents).
+    mesh = set()
+    if config.mesh.enabled:
+        mesh = {config.mesh.namespace} if with_controller else {config.mesh.namespace, config.mesh.node_namespace}
     return {
         getattr(operators, name).namespace
         for name in type(operators).model_fields
         if not (with_controller and name in CONTROLLERLESS_OPERATORS)
-    }
+    } | mesh
 
 
 def infrastructure_namespaces(config: PlatformConfig) -> set[str]:
     """Namespaces the shared infrastructure creates: the operators', the host agents' and the gateway's."""
-    host_agents = host_agent_namespaces(config.infrastructure.operators.monitoring.namespace)
+    host_agents = host_agent_namespaces(config.infrastructure.operators.monitoring.namespace, config.mesh)
     return operator_namespaces(config) | set(host_agents) | {config.gateway.namespace}
+
+
+def mesh_problems(config: PlatformConfig) -> list[ConfigProblem]:
+    """`mesh.enabled: false` only where the guard rail is relaxed (prod keeps the default)."""
+    if not config.mesh.enabled and config.guardrails.require_mesh:
+        return [
+            ConfigProblem(
+                "mesh.enabled",
+                "is false, but guardrails.requireMesh requires the ambient mesh: service-to-service traffic would be "
+                "unencrypted and authorised by address alone (PCI DSS 4.2, 8)",
+            )
+        ]
+    return []
 
 
 PLATFORM_ROUTE = "platform"

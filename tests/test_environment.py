@@ -46,9 +46,8 @@ def test_every_object_lands_in_a_namespace_the_platform_creates(any_stack_run):
 
 
 def host_agents(run: ProgramRun) -> dict[str, str]:
-    return host_agent_namespaces(
-        plan_for_stack(run.stack, STACKS_DIR).config.infrastructure.operators.monitoring.namespace
-    )
+    config = plan_for_stack(run.stack, STACKS_DIR).config
+    return host_agent_namespaces(config.infrastructure.operators.monitoring.namespace, config.mesh)
 
 
 def test_every_pod_outside_the_listed_host_agent_namespaces_meets_restricted(any_stack_run):

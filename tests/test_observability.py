@@ -17,7 +17,7 @@ from infra.config import alert_secret_keys
 from infra.dashboards import dashboards, panels
 from infra.metrics import CONTRACT, SERVICE, metric_names
 from infra.offline.mocks import ProgramFailed
-from infra.topology import PLATFORM_ROUTE
+from infra.topology import PLATFORM_ROUTE, operator_namespaces
 from tests.conftest import PLATFORM_STACKS, platform_deployments
 from tests.fixture_config import SMALL_TOPOLOGY, plan_of
 
@@ -316,7 +316,9 @@ def gap_scenarios(plan) -> list[dict]:
     queue_series = {
         q: {"namespace": "shop", "queue": q, "vhost": "shop", **mq_pods[0]} for pair in queues for q in pair
     }
-    operators = sorted({"cnpg-system", "rabbitmq-system", "cert-manager", "envoy-gateway-system", "keda", "monitoring"})
+    # Every install that runs a controller Deployment (the operators, and istiod when the mesh is on).
+    operators = sorted(operator_namespaces(plan.config, with_controller=True))
+    assert {"cnpg-system", "keda"} <= set(operators)
     deployments = {ns: {**KSM_TARGET, "namespace": ns, "deployment": f"{ns}-controller"} for ns in operators}
     sources = {
         job: {"namespace": getattr(plan.config.infrastructure.operators, op).namespace, "job": job}
@@ -847,7 +849,9 @@ def test_one_dashboard_per_subsystem_provisioned_through_the_sidecar(stack_run, 
     maps = {
         c["metadata"]["name"]: c for c in stack_run.objects("ConfigMap") if c["metadata"]["namespace"] == "monitoring"
     }
-    assert {n for n in maps if n.startswith("dashboard-")} == {f"dashboard-{name}" for name in stack_plan.subsystems}
+    # One per subsystem, and the mesh's traffic by identity (tests/test_mesh.py).
+    mesh = {f"dashboard-{stack_plan.config.mesh.namespace}"} if stack_plan.config.mesh.enabled else set()
+    assert {n for n in maps if n.startswith("dashboard-")} == {f"dashboard-{n}" for n in stack_plan.subsystems} | mesh
     for name in stack_plan.subsystems:
         config_map = maps[f"dashboard-{name}"]
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"

@@ -7,16 +7,24 @@
 
 Drift is a connection reachable but neither declared nor derived, or declared or derived but not reachable, or
 a generator group that selects no rendered pod (its declared edges would vanish instead of showing as missing).
+
+With the ambient mesh rendered, "reachable" is what the applications see through both layers
+(`infra.offline.mesh_layer`): NetworkPolicies carry HBONE (15008) between enrolled pods and ztunnel admits the
+caller's identity for the application port. Network openings no application connection explains (HBONE where the
+graph has no edge, an application port open between enrolled pods) are drift too, and so is any identity ztunnel
+admits beyond the expected callers (`identities` against `expected_identities`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 
 from infra import drill
 from infra.network import EXTERNAL, Edge, Groups, PodGroup, declared_edges, pod_groups
 from infra.offline import wiring
+from infra.offline.mesh_layer import HBONE_PORT, Identity, MeshLayer, probe_connections
 from infra.offline.mocks import ProgramRun
 from infra.offline.reachability import Connection, Model, Pod, expand, explained, inventory, namespace_labels, selects
 from infra.topology import PlatformPlan
@@ -69,6 +77,16 @@ class Audit:
     empty: list[str]
     """Generator groups that select no rendered pod (`empty_groups`)."""
     pods: list[Pod]
+    identities: set[Identity] = dataclasses.field(default_factory=set)
+    """(peer principal, enrolled pod, port) ztunnel admits."""
+    expected_identities: set[Identity] = dataclasses.field(default_factory=set)
+    """The same, from the declared and derived connections."""
+    network: set[Connection] = dataclasses.field(default_factory=set)
+    """What the NetworkPolicies alone allow (HBONE between enrolled pods, not the application port)."""
+
+    @property
+    def identity_drift(self) -> set[Identity]:
+        return self.identities ^ self.expected_identities
 
     def why(self, connection: Connection) -> list[str]:
         reasons = set(self.declared.get(connection, set()))
@@ -89,25 +107,36 @@ def rendered_policies(run: ProgramRun) -> list[dict]:
 def audit(run: ProgramRun, plan: PlatformPlan, policies: list[dict] | None = None) -> Audit:
     """The stack's audit; `policies` replaces the rendered NetworkPolicies (to show what a change would do)."""
     pods = inventory(run, plan)
-    model = Model(pods, rendered_policies(run) if policies is None else policies, namespace_labels(run))
+    objects = run.all_objects()
+    ns_labels = namespace_labels(run)
+    model = Model(pods, rendered_policies(run) if policies is None else policies, ns_labels)
+    layer = MeshLayer.read(objects, pods, ns_labels)
     if plan.config.drill is not None:
         groups = drill.pod_groups(plan)
         declared = resolve(drill.declared_edges(plan, groups), groups, pods)
     else:
         groups = pod_groups(plan)
         declared = resolve(declared_edges(plan, groups), groups, pods)
-    derived = wiring.derive(run.all_objects(), pods, plan.config.network)
-    expected = set(declared) | derived.edges
+    derived = wiring.derive(objects, pods, plan.config.network)
+    reasons = {c: set(r) for c, r in derived.reasons.items()}
+    for connection, reason in probe_connections(objects, layer).items():
+        reasons.setdefault(connection, set()).add(reason)
+    expected = set(declared) | set(reasons)
     managed = {ns["metadata"]["name"] for ns in run.objects("Namespace")}
-    probe = {c[2] for c in expected}
-    reachable = model.connections(managed, probe)
+    probe = {c[2] for c in expected} | {HBONE_PORT} | layer.policy_ports()
+    network = model.connections(managed, probe)
+    reachable, stray = layer.application_view(network, model.probe_ports(probe), expected)
+    ports = model.probe_ports(probe)
     return Audit(
-        reachable=reachable,
+        reachable=reachable | stray,
         declared=dict(declared),
-        derived=dict(derived.reasons),
-        missing={c for c in expected if not model.reaches(c)},
-        extra={c for c in reachable if not explained(c, expected)},
+        derived=reasons,
+        missing={c for c in expected if not layer.reaches(model, c)},
+        extra={c for c in reachable if not explained(c, expected)} | stray,
         unresolved=derived.unresolved,
         empty=empty_groups(groups, pods),
         pods=pods,
+        identities=layer.identities(ports),
+        expected_identities=layer.expected_identities(expected),
+        network=network,
     )

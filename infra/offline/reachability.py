@@ -35,6 +35,8 @@ class Pod:
     ports: tuple[Port, ...] = ()
     host_network: bool = False
     """On the node's own network: addressed by the node's IPs, outside every NetworkPolicy's pod selector."""
+    service_account: str = "default"
+    """Its identity in the mesh (infra/offline/mesh_layer.py)."""
 
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
@@ -47,8 +49,17 @@ class Pod:
         return [(n, proto) for name, n, proto in self.ports if name == ref]
 
 
-def _pod(namespace: str, name: str, labels: dict[str, str], ports: list[Port] = (), host_network: bool = False) -> Pod:
-    return Pod(f"{namespace}/{name}", namespace, tuple(sorted(labels.items())), tuple(ports), host_network)
+def _pod(
+    namespace: str,
+    name: str,
+    labels: dict[str, str],
+    ports: list[Port] = (),
+    host_network: bool = False,
+    service_account: str = "default",
+) -> Pod:
+    return Pod(
+        f"{namespace}/{name}", namespace, tuple(sorted(labels.items())), tuple(ports), host_network, service_account
+    )
 
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
@@ -73,6 +84,11 @@ PROMETHEUS_WEB_PORT, ALERTMANAGER_WEB_PORT, ALERTMANAGER_MESH_PORT, CONFIG_RELOA
 # metrics) and internal/gatewayapi/listener.go (a listener port below 1024 listens on port + 10000 in the pod).
 # Proxies run in the controller's namespace, in a Deployment envoy-<gateway namespace>-<gateway name>-<hash>.
 ENVOY_STATS_PORT = 19001
+# The envoy container's readiness port (bootstrap.EnvoyReadinessPort, declared as `readiness`), and the ports the
+# kubelet probes: envoy on 19003, the shutdown-manager sidecar on ShutdownManagerPort 19002
+# (internal/cmd/envoy/shutdown_manager.go).
+ENVOY_READINESS_PORT = 19003
+ENVOY_PROBE_PORTS = (19002, 19003)
 # cert-manager v1.21.1 pkg/issuer/acme/http/pod.go and http.go: solver pods in the challenge's (the
 # Certificate's) namespace, listening on 8089.
 ACME_SOLVER_PORT = 8089
@@ -90,11 +106,20 @@ def _template_pod(obj: dict) -> Pod:
         for p in c.get("ports") or []
     ]
     labels = (spec.get("metadata") or {}).get("labels") or {}
-    return _pod(meta["namespace"], meta["name"], labels, ports, bool(pod_spec.get("hostNetwork")))
+    return _pod(
+        meta["namespace"],
+        meta["name"],
+        labels,
+        ports,
+        bool(pod_spec.get("hostNetwork")),
+        pod_spec.get("serviceAccountName") or "default",
+    )
 
 
-def _operator_pods(obj: dict, envoy_namespace: str) -> list[Pod]:
-    """The pods an operator creates for one of its custom resources (none for other kinds)."""
+def _operator_pods(obj: dict, envoy_namespace: str, proxies: dict[str, dict] | None = None) -> list[Pod]:
+    """The pods an operator creates for one of its custom resources (none for other kinds). `proxies`: the
+    EnvoyProxy spec of each GatewayClass that names one (its pod labels and ServiceAccount apply to the proxies,
+    Envoy Gateway v1.9.0 internal/infrastructure/kubernetes/proxy/resource_provider.go)."""
     meta, kind, spec = obj["metadata"], obj["kind"], obj.get("spec") or {}
     name, ns = meta["name"], meta.get("namespace")
     if kind == "Cluster" and obj["apiVersion"].startswith("postgresql.cnpg.io/"):
@@ -102,7 +127,11 @@ def _operator_pods(obj: dict, envoy_namespace: str) -> list[Pod]:
         labels = {**inherited, "cnpg.io/cluster": name, "cnpg.io/podRole": "instance"}
         return [_pod(ns, name, labels, CNPG_INSTANCE_PORTS)]
     if kind == "RabbitmqCluster":
+        # spec.override.statefulSet.spec.template.metadata labels are copied onto the pods' (cluster-operator
+        # v2.22.3 internal/resource/statefulset.go applyStsOverride, copyObjectMeta).
+        template = (((spec.get("override") or {}).get("statefulSet") or {}).get("spec") or {}).get("template") or {}
         labels = {
+            **((template.get("metadata") or {}).get("labels") or {}),
             "app.kubernetes.io/name": name,
             "app.kubernetes.io/component": "rabbitmq",
             "app.kubernetes.io/part-of": "rabbitmq",
@@ -129,7 +158,10 @@ def _operator_pods(obj: dict, envoy_namespace: str) -> list[Pod]:
         ports.append(("reloader-web", CONFIG_RELOADER_PORT, "TCP"))
         return [_pod(ns, f"{app}-{name}", labels, ports)]
     if kind == "Gateway" and obj["apiVersion"].startswith("gateway.networking.k8s.io/"):
+        kube = (((proxies or {}).get(spec.get("gatewayClassName")) or {}).get("provider") or {}).get("kubernetes") or {}
+        pod = (kube.get("envoyDeployment") or {}).get("pod") or {}
         labels = {
+            **(pod.get("labels") or {}),
             "app.kubernetes.io/name": "envoy",
             "app.kubernetes.io/component": "proxy",
             "app.kubernetes.io/managed-by": "envoy-gateway",
@@ -138,7 +170,9 @@ def _operator_pods(obj: dict, envoy_namespace: str) -> list[Pod]:
         }
         listeners = {x["port"] + 10000 if x["port"] < 1024 else x["port"] for x in spec.get("listeners") or []}
         ports = [(None, p, "TCP") for p in sorted(listeners)] + [("metrics", ENVOY_STATS_PORT, "TCP")]
-        return [_pod(envoy_namespace, f"envoy-{ns}-{name}", labels, ports)]
+        ports.append(("readiness", ENVOY_READINESS_PORT, "TCP"))
+        account = (kube.get("envoyServiceAccount") or {}).get("name") or "default"
+        return [_pod(envoy_namespace, f"envoy-{ns}-{name}", labels, ports, service_account=account)]
     return []
 
 
@@ -153,11 +187,19 @@ def inventory(run: ProgramRun, plan: PlatformPlan) -> list[Pod]:
         # A drill stack's render holds the drill alone; the operator it relies on is another stack's pod.
         pods += [_pod(g.namespace, g.name, g.selector()) for g in drill.foreign_pods(plan)]
     objects = run.all_objects()
+    envoy_proxies = {
+        (o["metadata"]["namespace"], o["metadata"]["name"]): o["spec"] for o in objects if o["kind"] == "EnvoyProxy"
+    }
+    proxies = {}
+    for o in objects:
+        ref = (o.get("spec") or {}).get("parametersRef") or {} if o["kind"] == "GatewayClass" else {}
+        if ref.get("kind") == "EnvoyProxy":
+            proxies[o["metadata"]["name"]] = envoy_proxies.get((ref.get("namespace", "default"), ref["name"]))
     for obj in objects:
         if obj["kind"] in WORKLOAD_KINDS:
             pods.append(_template_pod(obj))
         else:
-            pods.extend(_operator_pods(obj, envoy_namespace))
+            pods.extend(_operator_pods(obj, envoy_namespace, proxies))
     # A ClusterIssuer with an ACME HTTP-01 solver: cert-manager runs solver pods for each challenge of a
     # Certificate it issues.
     acme = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterIssuer" and "acme" in o["spec"]}

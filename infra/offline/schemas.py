@@ -45,6 +45,11 @@ def strict_schema(schema: dict) -> dict:
                 walk(value)
 
     walk(schema)
+    # apiVersion, kind and metadata are implicitly specified at the root of every CRD's schema (Kubernetes
+    # apiextensions "Specifying a structural schema"); some CRDs (Istio's) list only spec and status.
+    if schema.get("additionalProperties") is False:
+        for key in ("apiVersion", "kind", "metadata"):
+            schema["properties"].setdefault(key, {})
     return schema
 
 

@@ -45,6 +45,10 @@ KEDA_METRICS_SERVICE_FLAG = "--metrics-service-address="
 # Grafana's datasource sidecar (k8s-sidecar, grafana chart 12.x templates/_pod.tpl) loads ConfigMaps carrying the
 # label named by its LABEL variable, from its own namespace unless NAMESPACE says otherwise.
 SIDECAR_LABEL_ENV = "LABEL"
+# ztunnel finds istiod's CA and xDS server through these variables (istio/istio 1.30.3
+# manifests/charts/ztunnel/templates/daemonset.yaml: `istiod.<istioNamespace>.svc:15012` unless caAddress/xdsAddress
+# are set).
+ADDRESS_ENV = ("CA_ADDRESS", "XDS_ADDRESS")
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,22 @@ class Deriver:
                     source = [p for p in self.pods if p.id == f"{ns}/{obj['metadata']['name']}"]
                     self._connect(source, targets, f"Deployment {ns}/{obj['metadata']['name']} {arg.split('=')[0]}")
 
+    def env_addresses(self) -> None:
+        """A workload -> the Service `host:port` its ADDRESS_ENV variables name (ztunnel -> istiod)."""
+        for obj in self.objects:
+            if obj["kind"] not in WORKLOADS:
+                continue
+            ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+            for c in obj["spec"]["template"]["spec"].get("containers") or []:
+                for env in c.get("env") or []:
+                    if env["name"] not in ADDRESS_ENV or ":" not in env.get("value", ""):
+                        continue
+                    host, _, port = env["value"].rpartition(":")
+                    service = self._by_host(host, ns)
+                    targets = self.service_targets(service, int(port)) if service else []
+                    source = [p for p in self.pods if p.id == f"{ns}/{name}"]
+                    self._connect(source, targets, f"{obj['kind']} {ns}/{name} env {env['name']}")
+
     def alerting(self) -> None:
         """Prometheus -> the Alertmanagers its spec.alerting names; Alertmanager replicas mesh with each other."""
         for prom in self.of_kind("Prometheus"):
@@ -325,6 +345,7 @@ def derive(objects: list[dict], pods: list[Pod], network) -> Wiring:
     deriver.monitors()
     deriver.api_server_calls(network.api_server_cidrs)
     deriver.flags()
+    deriver.env_addresses()
     deriver.alerting()
     deriver.datasources()
     return deriver.wiring
