@@ -1008,7 +1008,20 @@ class DrSite(Model):
         "backups there, and every other site reads it. Must equal the site stack's backup.objectStore."
         "destinationPath. Required."
     )
-    endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint. Default: AWS S3.")
+    object_store_cidrs: list[Cidr] = Field(
+        min_length=1,
+        description="Where the other site's database pods reach this site's object store (HTTPS): they read its WAL "
+        "and base backups. A VPC endpoint for S3 serves its own region, so the other site's own "
+        "network.objectStoreCidrs do not reach this bucket: name e.g. this site's S3 interface endpoint addresses, "
+        "routed over VPC peering or Transit Gateway. Required.",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="The S3 endpoint the other site reads this site's store through (its ObjectStore's "
+        "endpointURL), resolving into objectStoreCidrs: e.g. the interface endpoint's DNS name "
+        "`https://bucket.vpce-<id>.s3.<region>.vpce.amazonaws.com`. Required when objectStoreCidrs are private "
+        "addresses only. Default: AWS S3's public regional endpoint.",
+    )
     generation: int = Field(
         default=1,
         ge=1,

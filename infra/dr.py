@@ -13,13 +13,15 @@ sites' stack files from the same checkout; and `secretsprovider` is a top-level 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
-from infra.config import DisasterRecovery, PlatformConfig
+from infra.config import DisasterRecovery, DrSite, PlatformConfig
 from infra.errors import ConfigProblem
 
 # Upstream facts (../shared/DR-FACTS.md §1-2, read in cloudnative-pg v1.30.0 docs/src/replica_cluster.md
@@ -94,6 +96,27 @@ def collision_problems(locations: list[tuple[str, str]]) -> list[ConfigProblem]:
     return problems
 
 
+def _is_aws(endpoint_url: str | None) -> bool:
+    if endpoint_url is None:
+        return True
+    host = urlsplit(endpoint_url).hostname or ""
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
+
+def _private(cidr: str) -> bool:
+    try:
+        return ipaddress.ip_network(cidr, strict=False).is_private
+    except ValueError:
+        return False  # not an address block; the schema's pattern admits 999.0.0.0/8
+
+
+def store_of(site: DrSite) -> tuple[str, str | None]:
+    """What identifies a site's bucket: on AWS its name alone, whichever endpoint reaches it (bucket names are
+    unique across accounts and regions of a partition, Amazon S3 User Guide "General purpose bucket naming
+    rules"; a VPC endpoint's DNS name is only a way in); elsewhere (MinIO, Ceph) the name at that endpoint."""
+    return bucket_of(site.destination_path), None if _is_aws(site.endpoint_url) else site.endpoint_url
+
+
 def shared_bucket_problems(dr: DisasterRecovery) -> list[ConfigProblem]:
     """Each site archives to its own bucket: a bucket lives in one region, so one bucket for both sites is lost
     with that region together with the history the survivor needs, and the survivor has nowhere to archive after
@@ -101,7 +124,7 @@ def shared_bucket_problems(dr: DisasterRecovery) -> list[ConfigProblem]:
     problems = []
     buckets: dict[tuple[str, str | None], str] = {}
     for name, site in sorted(dr.sites.items()):
-        bucket = (bucket_of(site.destination_path), site.endpoint_url)
+        bucket = store_of(site)
         if bucket in buckets:
             problems.append(
                 ConfigProblem(
@@ -112,6 +135,29 @@ def shared_bucket_problems(dr: DisasterRecovery) -> list[ConfigProblem]:
                 )
             )
         buckets.setdefault(bucket, name)
+    return problems
+
+
+def object_store_reach_problems(dr: DisasterRecovery) -> list[ConfigProblem]:
+    """The other site reads each site's store through `objectStoreCidrs` at `endpointUrl`. Without an endpoint URL
+    the Barman Cloud plugin calls AWS S3's regional endpoint, whose addresses are public: private objectStoreCidrs
+    alone (a VPC endpoint's interface addresses) would leave every read refused by the NetworkPolicy. A VPC
+    endpoint's addresses are reached by its DNS names, not by S3's (AWS PrivateLink for Amazon S3, "Accessing
+    Amazon S3 interface endpoints"; a gateway endpoint serves only its own region and no peered VPC: Amazon VPC
+    "Gateway endpoints for Amazon S3")."""
+    problems = []
+    for name, site in sorted(dr.sites.items()):
+        private = all(_private(c) for c in site.object_store_cidrs)
+        if site.endpoint_url is None and private:
+            problems.append(
+                ConfigProblem(
+                    f"dr.sites.{name}.endpointUrl",
+                    f"is required: objectStoreCidrs ({', '.join(site.object_store_cidrs)}) are private addresses, "
+                    "but without an endpoint URL the other site's databases would call AWS S3's public regional "
+                    "endpoint, outside them; set it to the DNS name that resolves there (an S3 interface endpoint's "
+                    "`https://bucket.vpce-<id>.s3.<region>.vpce.amazonaws.com`)",
+                )
+            )
     return problems
 
 
@@ -237,6 +283,7 @@ def dr_problems(config: PlatformConfig, databases: list[str]) -> list[ConfigProb
             )
     problems += collision_problems(archive_locations(config, databases))
     problems += shared_bucket_problems(dr)
+    problems += object_store_reach_problems(dr)
 
     for sub in sorted(set(config.subsystems) - set(dr.objectives)):
         problems.append(ConfigProblem(f"dr.objectives.{sub}", "is missing: every subsystem states its RTO and RPO"))

@@ -320,6 +320,13 @@ def declared_edges(plan: PlatformPlan, groups: Groups) -> set[Edge]:
         if plan.config.backup is not None:
             add_out(db, net.object_store_cidrs, [443])
         dr = plan.config.dr
+        if dr is not None:
+            # The other site's object store (README "Disaster recovery"): this site's members read its WAL and
+            # base backups there, through the addresses that site declares reachable from here - a VPC endpoint for
+            # S3 serves its own region, so this site's network.objectStoreCidrs do not reach the other's bucket.
+            for name, site in sorted(dr.sites.items()):
+                if name != dr.site:
+                    add_out(db, site.object_store_cidrs, [443])
         if dr is not None and dr.streaming:
             # TLS streaming between the sites' databases (README "Disaster recovery"): this site's members
             # stream from the other site's, and the other's from this one's, whichever is primary.

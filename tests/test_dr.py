@@ -144,6 +144,28 @@ def test_dr_alerts_watch_every_database_against_its_rpo(plan_any):
         assert ("StandbyReplicationBehindRpo" in mine) == (not dr_rules.is_primary(dr))
 
 
+def test_each_site_reads_the_other_sites_store_at_its_declared_endpoint_and_addresses(stack_run, stack_plan):
+    """The ObjectStore of every other site carries that site's endpoint, and the rendered policies let this
+    site's database pods reach that site's store addresses on 443 (evaluated, not read back from the config)."""
+    from infra.offline.audit import rendered_policies
+    from infra.offline.reachability import Model, inventory, namespace_labels
+
+    dr = stack_plan.config.dr
+    if dr is None:
+        return
+    model = Model(inventory(stack_run, stack_plan), rendered_policies(stack_run), namespace_labels(stack_run))
+    for sub in (s for s in stack_plan.subsystems.values() if s.postgres is not None):
+        pod = model.by_id[f"{sub.namespace}/{sub.name}-db"]
+        for name, site in dr.sites.items():
+            if name == dr.site:
+                continue
+            store = stack_run.object("ObjectStore", dr_rules.member(sub.name, name), sub.namespace)["spec"]
+            assert store["configuration"].get("endpointURL") == site.endpoint_url
+            assert site.object_store_cidrs and all(
+                model.allows_external(pod, cidr, 443, "TCP") for cidr in site.object_store_cidrs
+            )
+
+
 @pytest.fixture(params=STACKS)
 def plan_any(request, plans):
     return plans[request.param]
@@ -156,12 +178,16 @@ SITES = {
         "stack": "west",
         "region": "eu-west-1",
         "destinationPath": "s3://west-backups/wal",
+        "objectStoreCidrs": ["10.1.64.0/28"],
+        "endpointUrl": "https://bucket.vpce-0123456789abcdef0-west0001.s3.eu-west-1.vpce.amazonaws.com",
         "stateBackend": "s3://west-state?region=eu-west-1",
     },
     "east": {
         "stack": "east",
         "region": "eu-central-1",
         "destinationPath": "s3://east-backups/wal",
+        "objectStoreCidrs": ["10.2.64.0/28"],
+        "endpointUrl": "https://bucket.vpce-0fedcba9876543210-east0001.s3.eu-central-1.vpce.amazonaws.com",
         "bootstrapFrom": "west",
         "stateBackend": "s3://east-state?region=eu-central-1",
     },
@@ -288,7 +314,8 @@ def test_asynchronous_replication_inside_a_site_must_meet_the_rpo():
             dr_config(sites={n: {k: v for k, v in s.items() if k != "bootstrapFrom"} for n, s in SITES.items()}),
             "dr.sites: 2 sites have no bootstrapFrom (east, west)",
         ),
-        # One bucket for both sites (distinct server names, so no folder collides): a region loss takes both.
+        # One bucket for both sites (distinct server names, so no folder collides): a region loss takes both. The
+        # sites' endpoint URLs differ (each its own VPC endpoint), yet on AWS a bucket name is one bucket.
         (
             dr_config(
                 sites={**copy.deepcopy(SITES), "east": {**SITES["east"], "destinationPath": "s3://west-backups/dr"}}
@@ -320,6 +347,68 @@ def test_asynchronous_replication_inside_a_site_must_meet_the_rpo():
 def test_bad_disaster_recovery_config_is_refused_naming_the_field(dr, expected):
     problems = refused(dr)
     assert any(expected in p for p in problems), problems
+
+
+def _without(site: str, key: str) -> dict:
+    sites = copy.deepcopy(SITES)
+    del sites[site][key]
+    return dr_config(sites=sites)
+
+
+@pytest.mark.parametrize(
+    ("dr", "expected"),
+    [
+        (_without("west", "objectStoreCidrs"), "dr.sites.west.objectStoreCidrs: is required"),
+        # Private addresses (a VPC endpoint's) without the DNS name that leads there: S3's default endpoint is
+        # public, outside them, so every read of the other site's WAL would be refused by the NetworkPolicy.
+        (_without("east", "endpointUrl"), "dr.sites.east.endpointUrl: is required: objectStoreCidrs (10.2.64.0/28)"),
+    ],
+)
+def test_a_site_without_a_way_to_its_store_from_the_other_site_is_refused(dr, expected):
+    problems = refused(dr)
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_store_reached_at_public_addresses_needs_no_endpoint_url_and_other_endpoints_tell_buckets_apart():
+    sites = copy.deepcopy(SITES)
+    sites["east"].pop("endpointUrl")
+    sites["east"]["objectStoreCidrs"] = ["0.0.0.0/0"]  # explicit: S3's public endpoint, wherever it resolves
+    assert small_plan(dr_config(sites=sites)).config.dr.sites["east"].endpoint_url is None
+    # S3-compatible stores (MinIO) at two endpoints are two buckets, whatever their names.
+    for name, host in (("west", "minio.west.example"), ("east", "minio.east.example")):
+        sites[name].update(endpointUrl=f"https://{host}", destinationPath="s3://backups/wal")
+    sites["east"]["destinationPath"] = "s3://backups/east"
+    assert small_plan(dr_config(sites=sites)).config.dr is not None
+
+
+def test_database_pods_reach_the_other_sites_store_and_nothing_else_does():
+    """Egress 443 to the other site's store addresses, for the database pods only; its ObjectStore is read at the
+    endpoint that resolves there. Own store addresses narrowed, so neither covers the other."""
+    from infra.network import declared_edges, namespace_policies, pod_groups
+    from infra.offline.reachability import Model, Pod
+    from infra.platform import topology_args
+
+    plan = plan_of(
+        copy.deepcopy(SMALL_TOPOLOGY),
+        network={"apiServerCidrs": ["10.0.0.1/32"], "nodeCidrs": ["10.0.16.0/20"], "objectStoreCidrs": ["10.2.0.0/28"]},
+        backup={"objectStore": {"destinationPath": "s3://east-backups/wal"}},
+        dr=dr_config(),
+    )
+    groups = pod_groups(plan)
+    policies = [
+        {"metadata": {"namespace": p.namespace, "name": p.name}, "spec": p.spec}
+        for p in namespace_policies(plan, groups, declared_edges(plan, groups))
+    ]
+    pods = [Pod(g.id, g.namespace, g.labels) for g in groups.by_id.values()]
+    model = Model(pods, policies, {})
+    managed = {p["metadata"]["namespace"] for p in policies}
+    to_west = {(src, port) for src, dst, port, _ in model.external_edges() if dst == "external 10.1.64.0/28"}
+    databases = {g.id for g in groups.databases.values()}
+    assert databases and {(s, p) for s, p in to_west if s.split("/")[0] in managed} == {(d, 443) for d in databases}
+    # Its own store's addresses are not the other site's: without the site's entry the bucket is unreachable.
+    assert not model.allows_external(model.by_id[next(iter(databases))], "10.1.64.0/28", 80, "TCP")
+    west = next(m for m in topology_args(plan, plan.subsystems["shop"]).members if m.name == "shop-db-west")
+    assert west.endpoint_url == SITES["west"]["endpointUrl"]
 
 
 def test_promotion_carries_each_databases_token():

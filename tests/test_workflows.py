@@ -88,6 +88,25 @@ def test_merges_deploy_dev_then_prod_behind_an_approval_gate():
         assert action["with"]["command"] == "up" and action["with"]["policyPacks"] == "policy"
 
 
+def test_the_standby_job_states_its_first_rollout_precondition_from_the_readme():
+    """A site born a replica restores the other site's first base backup: the job that deploys it says to wait for
+    it, pointing at the README section that gives the check, which must exist and give it."""
+    lines = text("deploy.yml").splitlines()
+    start = lines.index("  up-prod-dr:")
+    block = []
+    for line in lines[start + 1 :]:
+        if not line.strip().startswith("#"):
+            break
+        block.append(line.strip().lstrip("# "))
+    comment = " ".join(block)
+    assert "PRECONDITION" in comment, "the job's leading comment states no precondition"
+    section = re.findall(r'README "([^"]+)"', comment.split("PRECONDITION", 1)[1])[0]
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    body = readme.split(f"### {section}\n", 1)[1].split("\n### ", 1)[0]
+    assert "kubectl get backups" in comment and "kubectl get backups" in body
+    assert "base backup" in body and "up-prod-dr" in body
+
+
 @pytest.mark.parametrize("workflow", ["preview.yml", "deploy.yml"])
 def test_workflows_use_the_readme_commands(workflow):
     text = (PROJECT_ROOT / ".github" / "workflows" / workflow).read_text()
