@@ -65,6 +65,18 @@ def test_an_unknown_stack_among_known_ones_is_refused_before_anything_is_written
     assert written == []
 
 
+@pytest.mark.parametrize("stack", PLATFORM_STACKS)
+def test_the_benchmarks_scaled_topology_is_a_valid_config_of_every_stack(stack):
+    """`make bench` compares the program at 10x the services: the generated copies must pass validation (every
+    per-subsystem map outside the topology - alert routes, DR objectives - follows the copies)."""
+    from infra.offline import bench
+    from infra.stack_config import plan_of, read_stack_files
+
+    config = read_stack_files(stack, STACKS_DIR)
+    plan = plan_of(bench.scaled(config, 3))
+    assert len(plan.subsystems) == 3 * len(plan_of(config).subsystems)
+
+
 @pytest.mark.parametrize("command", ["golden", "bench", "policy-config"])
 def test_commands_over_stacks_default_to_every_stack_file(monkeypatch, command):
     from infra.offline import bench, render

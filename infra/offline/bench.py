@@ -97,15 +97,19 @@ def scaled(config: StackConfig, copies: int) -> StackConfig:
             subsystems[f"{name}{suffix}"] = sub
     values = dict(config.values)
     values[key] = subsystems
-    alerting_key = f"{config.project}:alerting"
-    if alerting_key in values:
-        alerting = copy.deepcopy(values[alerting_key])
-        routes = alerting.get("routes", {})
+    # Per-subsystem maps outside the topology follow the copies: alert routes, disaster-recovery objectives.
+    for key, path in ((f"{config.project}:alerting", ("routes",)), (f"{config.project}:dr", ("objectives",))):
+        if key not in values:
+            continue
+        section = copy.deepcopy(values[key])
+        per_subsystem = section
+        for part in path:
+            per_subsystem = per_subsystem.get(part, {})
         for name in names:
             for i in range(2, copies + 1):
-                if name in routes:
-                    routes[f"{name}{i}"] = routes[name]
-        values[alerting_key] = alerting
+                if name in per_subsystem:
+                    per_subsystem[f"{name}{i}"] = per_subsystem[name]
+        values[key] = section
     return dataclasses.replace(config, values=values)
 
 
