@@ -463,9 +463,12 @@ def site_file_problems(
     return problems
 
 
+SAFE_LOADER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+
+
 def _stack_file(project_dir: Path, stack: str) -> dict:
     try:
-        data = yaml.safe_load((project_dir / f"Pulumi.{stack}.yaml").read_text())
+        data = yaml.load((project_dir / f"Pulumi.{stack}.yaml").read_text(), Loader=SAFE_LOADER)
     except (OSError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
