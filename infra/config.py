@@ -608,9 +608,9 @@ class Drill(Model):
         default=60,
         ge=1,
         le=1440,
-        description="Restore time objective: a drill whose restore of any database took longer fails. One "
-        "threshold for every database until the DR section states RTO per subsystem; then it defaults from "
-        "there. Default: 60.",
+        description="Restore time objective for databases whose subsystem has none in the source stack's "
+        "`dr.objectives` (those are judged against their own `rtoMinutes`): a drill whose restore of such a "
+        "database took longer fails. Default: 60.",
     )
     point_queries: dict[Name, Annotated[str, StringConstraints(min_length=8)]] = Field(
         default_factory=dict,

@@ -77,10 +77,16 @@ def source_problems(plan: PlatformPlan, source: PlatformPlan) -> list[ConfigProb
 
 
 def with_source_server_names(plan: PlatformPlan, source: PlatformPlan) -> PlatformPlan:
-    """The drill's plan with each database's server name taken from the source stack: what it archives under."""
-    names = {sub: pg.server_name for sub, pg in databases(source).items()}
+    """The drill's plan with each database's server name taken from the source stack (what it archives under),
+    and its RTO (`dr.objectives`, when the source states them: the drill then judges each restore against it)."""
+    archived = databases(source)
     subsystems = {
-        name: dataclasses.replace(sub, postgres=dataclasses.replace(sub.postgres, server_name=names[name]))
+        name: dataclasses.replace(
+            sub,
+            postgres=dataclasses.replace(
+                sub.postgres, server_name=archived[name].server_name, rto_minutes=archived[name].rto_minutes
+            ),
+        )
         if sub.postgres is not None
         else sub
         for name, sub in plan.subsystems.items()
@@ -314,18 +320,22 @@ def parse_results(logs: str) -> list[dict]:
 def judge(plan: PlatformPlan, results: list[dict]) -> list[str]:
     """Why this drill failed (empty: it passed): a database not verified, or restored slower than the RTO."""
     drill = plan.config.drill
-    expected = {pg.server_name for pg in databases(plan).values()}
+    # Each database's RTO: its subsystem's `dr.objectives` in the source stack, else drill.rtoMinutes.
+    limits = {
+        pg.server_name: (pg.rto_minutes, f"dr.objectives.{sub}.rtoMinutes of {drill.source_stack}")
+        if pg.rto_minutes is not None
+        else (drill.rto_minutes, "drill.rtoMinutes")
+        for sub, pg in databases(plan).items()
+    }
     by_server = {r.get("server"): r for r in results}
-    problems = [f"{server}: no verification result" for server in sorted(expected - set(by_server))]
-    for server in sorted(expected & set(by_server)):
+    problems = [f"{server}: no verification result" for server in sorted(set(limits) - set(by_server))]
+    for server in sorted(set(limits) & set(by_server)):
         seconds = by_server[server].get("restoreSeconds")
+        minutes, source = limits[server]
         if not isinstance(seconds, int | float):
             problems.append(f"{server}: no restore time in the result")
-        elif seconds > drill.rto_minutes * 60:
-            problems.append(
-                f"{server}: restore took {seconds / 60:.1f} min, over the RTO of {drill.rto_minutes} min "
-                "(drill.rtoMinutes)"
-            )
+        elif seconds > minutes * 60:
+            problems.append(f"{server}: restore took {seconds / 60:.1f} min, over the RTO of {minutes} min ({source})")
     return problems
 
 

@@ -100,6 +100,8 @@ class PostgresPlan:
     server_name: str
     """Folder of this cluster's history in the backup object store."""
     recovery: Recovery | None
+    rto_minutes: int | None = None
+    """The subsystem's recovery time objective (`dr.objectives`), when the stack states one."""
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,9 @@ def resolve(config: PlatformConfig) -> PlatformPlan:
                 synchronous=pgd.synchronous,
                 server_name=postgres_server_name(config, sub_name),
                 recovery=pg.recovery,
+                rto_minutes=config.dr.objectives[sub_name].rto_minutes
+                if config.dr is not None and sub_name in config.dr.objectives
+                else None,
             )
         queue = None
         if sub.queue is not None:

@@ -263,6 +263,23 @@ def test_a_drill_passes_when_every_database_is_verified_within_the_rto():
     assert drill.judge(plan, []) == [f"{s}: no verification result" for s in sorted(servers)]
 
 
+def test_a_database_is_judged_against_its_subsystems_rto_in_the_source_stack(drill_project):
+    """With `dr.objectives` in the source stack (the sample's prod has them), each database's restore is judged
+    against its own subsystem's RTO, not drill.rtoMinutes."""
+    plan = plan_for_stack("qa-drill", drill_project.root)
+    source = plan_for_stack(plan.config.drill.source_stack, drill_project.root)
+    objectives = source.config.dr.objectives if source.config.dr is not None else {}
+    for sub, pg in drill.databases(plan).items():
+        assert pg.rto_minutes == (objectives[sub].rto_minutes if sub in objectives else None)
+    sub, pg = next((s, p) for s, p in drill.databases(plan).items() if p.rto_minutes is not None)
+    within = [result(p.server_name, 1) for p in drill.databases(plan).values()]
+    assert drill.judge(plan, within) == []
+    slow = [result(pg.server_name, pg.rto_minutes * 60 + 1)]
+    source_stack = plan.config.drill.source_stack
+    expected = f"over the RTO of {pg.rto_minutes} min (dr.objectives.{sub}.rtoMinutes of {source_stack})"
+    assert any(expected in problem for problem in drill.judge(plan, slow))
+
+
 def test_results_are_read_from_the_verifiers_logs():
     line = {"server": "shop-db", "restoreSeconds": 12, "recoveredPoint": "2026-01-01T00:00:00+00:00"}
     logs = f"psql: notice\n{RESULT_PREFIX}{json.dumps(line)}\nother\n"
