@@ -113,7 +113,7 @@ def scan(rendered, tmp_path_factory):
             if obj["kind"] not in UNSCANNED_KINDS:
                 target = root / stack / path
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(yaml.safe_dump(render.canonical(obj), sort_keys=False))
+                target.write_text(yaml.dump(render.canonical(obj), Dumper=render.SAFE_DUMPER, sort_keys=False))
     return run_checkov(root)
 
 
