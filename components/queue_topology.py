@@ -108,8 +108,10 @@ class QueueTopology(pulumi.ComponentResource):
                 kind=kind,
                 metadata={"name": k8s_name, "namespace": args.namespace, "labels": args.labels},
                 spec={"rabbitmqClusterReference": cluster_ref, **spec},
-                # `after` already waits for `args.depends_on` (the engine orders creates and deletes transitively):
-                # repeating it on every object multiplied the dependency edges the SDK checks for cycles.
+                # `after` already waits for `args.depends_on`, and the engine orders creates and deletes transitively
+                # (pulumi/pulumi pkg/resource/deploy/step_executor.go: a resource is registered only once all its
+                # dependencies have resolved; pkg/resource/graph/dependency_graph.go DependingOn: deletes take the
+                # direct and indirect dependents). Repeating it multiplied the edges the SDK checks for cycles.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after or args.depends_on),
             )
 
