@@ -15,6 +15,7 @@ from infra.offline import caches
 from infra.offline.diff import BASE_CACHE_ENV, CHART_OBJECT, FieldChange, compare, diff, report
 from infra.offline.render import REDACTED_ALERTMANAGER, redacted_alertmanager
 from infra.stack_config import SECRET_PLACEHOLDER
+from tests import topology_changes
 
 
 def resources(run) -> list[dict]:
@@ -123,20 +124,7 @@ def run_diff(repo, stack: str, base: str = "HEAD") -> subprocess.CompletedProces
 
 
 def test_renaming_a_prod_database_exits_non_zero_with_danger(git_project):
-    project_file = git_project / "Pulumi.yaml"
-    data = yaml.safe_load(project_file.read_text())
-    topology = data["config"]["subsystems"]["value"]
-    topology["settlement"] = topology.pop("business")
-    topology["payment"]["services"]["payment-api"]["calls"] = ["settlement/settlement-api"]
-    project_file.write_text(yaml.safe_dump(data))
-    stack_file = git_project / "Pulumi.prod.yaml"
-    prod = yaml.safe_load(stack_file.read_text())
-    routes = prod["config"]["settlement-platform:alerting"]["routes"]
-    routes["settlement"] = routes.pop("business")
-    objectives = prod["config"].get("settlement-platform:dr", {}).get("objectives", {})
-    if "business" in objectives:
-        objectives["settlement"] = objectives.pop("business")
-    stack_file.write_text(yaml.safe_dump(prod))
+    topology_changes.rename_subsystem(git_project, "business", "settlement")
 
     result = run_diff(git_project, "prod")
     assert result.returncode == 1, result.stderr

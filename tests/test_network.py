@@ -7,7 +7,9 @@ import copy
 import pytest
 
 from infra.offline.audit import audit
+from infra.platform import postgres_cluster_name, queue_cluster_name
 from infra.stack_config import plan_for_stack, stack_names
+from tests.conftest import PLATFORM_STACKS
 
 
 @pytest.fixture(scope="module")
@@ -38,32 +40,33 @@ def test_reachability_equals_the_declared_and_derived_graph_exactly(rendered, st
     assert not result.extra, f"extra edges: {sorted(result.extra)[:10]}"
 
 
-def test_data_pods_are_reachable_only_from_their_declared_users_operators_and_monitoring(graphs):
-    _, actual = graphs["prod"]
-    sources = {}
-    for src, dst, _, _ in actual:
-        if src.startswith("external "):
-            continue
-        sources.setdefault(dst, set()).add(src)
-    assert sources["payment/payment-db"] == {
-        "payment/payment-api",
-        "payment/risk-warning-handler",
-        "payment/payment-db",
-        "cnpg-system/cloudnative-pg",
-        "monitoring/prometheus-kube-prometheus-stack-prometheus",
-    }
-    assert sources["payment/payment-mq"] == {
-        "payment/payment-api",
-        "payment/risk-warning-handler",
-        "risk/risk-engine",
-        "payment/payment-mq",
-        "rabbitmq-system/rabbitmq-cluster-operator",
-        "rabbitmq-system/messaging-topology-operator",
-        "keda/keda-operator",
-        "monitoring/prometheus-kube-prometheus-stack-prometheus",
-    }
-    assert "risk/risk-engine" not in sources["business/business-mq"]
-    assert not {s for s in sources["business/business-db"] if s.startswith(("payment/", "risk/"))}
+# The pods (by chart) that reach every data pod besides its users: its operators and Prometheus.
+CNPG = "cnpg-system/cloudnative-pg"
+PROMETHEUS = "monitoring/prometheus-kube-prometheus-stack-prometheus"
+RABBITMQ_OPERATORS = {"rabbitmq-system/rabbitmq-cluster-operator", "rabbitmq-system/messaging-topology-operator"}
+KEDA = "keda/keda-operator"
+
+
+def test_data_pods_are_reachable_only_from_their_declared_users_operators_and_monitoring(graphs, plans):
+    for stack in PLATFORM_STACKS:
+        plan, (_, actual) = plans[stack], graphs[stack]
+        sources = {}
+        for src, dst, _, _ in actual:
+            if not src.startswith("external "):
+                sources.setdefault(dst, set()).add(src)
+        pods = {svc.name: f"{plan.subsystems[svc.subsystem].namespace}/{svc.name}" for svc in plan.services()}
+        for sub in plan.subsystems.values():
+            if sub.postgres is not None:
+                db = f"{sub.namespace}/{postgres_cluster_name(sub.name)}"
+                users = {pods[svc.name] for svc in sub.services.values() if svc.database}
+                assert sources[db] == users | {db, CNPG, PROMETHEUS}, (stack, db)
+            if sub.queue is not None:
+                mq = f"{sub.namespace}/{queue_cluster_name(sub.name)}"
+                users = [svc for svc in plan.services() if sub.name in svc.queue_subsystems]
+                # KEDA reads the queue depth of the consumers it scales.
+                keda = {KEDA} if any(q.subsystem == sub.name for svc in users for q in svc.consumes) else set()
+                expected = {pods[svc.name] for svc in users} | {mq, PROMETHEUS} | RABBITMQ_OPERATORS | keda
+                assert sources[mq] == expected, (stack, mq)
 
 
 def test_the_model_catches_a_widened_policy(prod):
@@ -175,14 +178,20 @@ def test_plain_http_only_redirects(stack_run):
     assert rule["filters"] == [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}]
 
 
-def test_one_rate_limited_route_per_exposed_service(stack_run):
+def test_one_rate_limited_route_per_exposed_service(stack_run, stack_plan):
     routes = {
         (r["metadata"]["namespace"], r["metadata"]["name"]): r["spec"]
         for r in stack_run.objects("HTTPRoute")
         if r["metadata"]["name"] != "https-redirect"
     }
-    assert set(routes) == {("payment", "payment-api"), ("business", "settlement-api")}
-    assert routes[("payment", "payment-api")]["rules"][0]["matches"][0]["path"]["value"] == "/payments"
+    exposed = {
+        (stack_plan.subsystems[svc.subsystem].namespace, svc.name): svc.expose
+        for svc in stack_plan.services()
+        if svc.expose is not None
+    }
+    assert set(routes) == set(exposed)
+    for key, expose in exposed.items():
+        assert routes[key]["rules"][0]["matches"][0]["path"]["value"] == expose.path
     for ns, name in routes:
         traffic = stack_run.object("BackendTrafficPolicy", name, ns)["spec"]
         assert traffic["targetRefs"][0] == {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from infra.offline.safety import stateful_removals
+from tests import topology_changes
 
 
 def test_dropping_a_prod_database_and_queue_cluster_is_blocked(prod, project):
@@ -19,17 +20,7 @@ def test_dropping_a_prod_database_and_queue_cluster_is_blocked(prod, project):
 
 
 def test_renaming_a_prod_subsystem_cannot_delete_its_data(prod, project):
-    topology = project.topology()
-    topology["settlement"] = topology.pop("business")
-    topology["payment"]["services"]["payment-api"]["calls"] = ["settlement/settlement-api"]
-    project.set_topology(topology)
-    prod_file = project.load("Pulumi.prod.yaml")
-    routes = prod_file["config"]["settlement-platform:alerting"]["routes"]
-    routes["settlement"] = routes.pop("business")
-    objectives = prod_file["config"].get("settlement-platform:dr", {}).get("objectives", {})
-    if "business" in objectives:  # a disaster-recovery site states every subsystem's objectives
-        objectives["settlement"] = objectives.pop("business")
-    project.save("Pulumi.prod.yaml", prod_file)
+    topology_changes.rename_subsystem(project.root, "business", "settlement")
     removals = {(r.kind, r.name): r for r in stateful_removals(prod, project.render("prod"))}
     for key in (("Cluster", "business-db"), ("RabbitmqCluster", "business-mq")):
         assert removals[key].blocked and removals[key].retained, key

@@ -11,6 +11,7 @@ workflow's matrix (README "Adding a stack", step 4).
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from collections.abc import Callable
@@ -34,6 +35,33 @@ def _edit_topology(root: Path, edit: Callable[[dict], None]) -> None:
     data = _load(root, "Pulumi.yaml")
     edit(data["config"]["subsystems"]["value"])
     _save(root, "Pulumi.yaml", data)
+
+
+def rename_subsystem(root: Path, old: str, new: str) -> None:
+    """Rename a subsystem everywhere an engineer would: its key in Pulumi.yaml, every `old/...` reference of a
+    service (calls, publishes, consumes), and its per-subsystem entries in the stack files (alert routes,
+    disaster-recovery objectives). Not one of the seven changes: it moves stateful objects, which the safety
+    tests show is blocked in prod."""
+
+    def edit(subsystems: dict) -> None:
+        subsystems[new] = subsystems.pop(old)
+        for sub in subsystems.values():
+            for svc in (sub.get("services") or {}).values():
+                for field in ("calls", "publishes", "consumes"):
+                    if field in svc:
+                        svc[field] = [
+                            f"{new}/{ref.split('/', 1)[1]}" if ref.startswith(f"{old}/") else ref for ref in svc[field]
+                        ]
+
+    _edit_topology(root, edit)
+    for stack in _stacks(root):
+        data = _load(root, f"Pulumi.{stack}.yaml")
+        config = data.get("config") or {}
+        for key, path in ((f"{NS}:alerting", "routes"), (f"{NS}:dr", "objectives")):
+            per_subsystem = (config.get(key) or {}).get(path) or {}
+            if old in per_subsystem:
+                per_subsystem[new] = per_subsystem.pop(old)
+        _save(root, f"Pulumi.{stack}.yaml", data)
 
 
 def _stacks(root: Path) -> list[str]:
@@ -121,9 +149,13 @@ def add_subsystem(root: Path) -> None:
         _save(root, f"Pulumi.{stack}.yaml", data)
 
 
+NEW_STACK_SOURCE = "dev"
+"""The stack file `add_stack` copies (the README's example)."""
+
+
 def add_stack(root: Path) -> None:
     """README "Adding a stack": a copy of dev, deployed before the approval gate."""
-    shutil.copy(root / "Pulumi.dev.yaml", root / "Pulumi.staging.yaml")
+    shutil.copy(root / f"Pulumi.{NEW_STACK_SOURCE}.yaml", root / "Pulumi.staging.yaml")
     data = _load(root, "Pulumi.staging.yaml")
     data["config"][f"{NS}:gateway"]["hostname"] = "api.staging.settlement.example"
     _save(root, "Pulumi.staging.yaml", data)
@@ -209,8 +241,49 @@ CHANGES: dict[str, Callable[[Path], None]] = {
 
 
 def apply_all(root: Path) -> None:
+    before = {stack: _min_requests(root, stack) for stack in _budgeted(root)}
     for change in CHANGES.values():
         change(root)
+    _raise_budgets(root, before)
+
+
+def _budgeted(root: Path) -> list[str]:
+    return [s for s in _stacks(root) if f"{NS}:budget" in (_load(root, f"Pulumi.{s}.yaml").get("config") or {})]
+
+
+def _min_requests(root: Path, stack: str) -> tuple[float, float]:
+    """(CPU cores, memory bytes) the stack requests at minimum scale, whatever its budget says."""
+    from infra.offline import footprint
+    from infra.offline.render import render_stack
+
+    path = root / f"Pulumi.{stack}.yaml"
+    original = path.read_text()
+    data = yaml.safe_load(original)
+    del data["config"][f"{NS}:budget"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        total = footprint.footprint(render_stack(stack, root).all_objects()).total("min")
+    finally:
+        path.write_text(original)
+    return total.cpu_requests, total.memory_requests
+
+
+def _raise_budgets(root: Path, before: dict[str, tuple[float, float]]) -> None:
+    """What an engineer does when the render refuses a change for a tight budget (README "Changing the
+    topology"): raise the budget by what the changes added, so the sample's headroom, not the changes, decides
+    whether the copy fits. The budget check itself still runs on the copy."""
+    from components.sizing import parse_quantity
+
+    for stack in _budgeted(root):
+        # A stack the changes added starts from the file it was copied from.
+        cpu, memory = before.get(stack) or before[NEW_STACK_SOURCE]
+        now_cpu, now_memory = _min_requests(root, stack)
+        added_cpu, added_memory = max(0.0, now_cpu - cpu), max(0.0, now_memory - memory)
+        data = _load(root, f"Pulumi.{stack}.yaml")
+        budget = data["config"][f"{NS}:budget"]
+        budget["cpu"] = f"{math.ceil((parse_quantity(budget['cpu']) + added_cpu) * 1000)}m"
+        budget["memory"] = f"{math.ceil((parse_quantity(budget['memory']) + added_memory) / 2**20)}Mi"
+        _save(root, f"Pulumi.{stack}.yaml", data)
 
 
 def main(argv: list[str]) -> int:
