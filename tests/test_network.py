@@ -192,19 +192,19 @@ def test_one_rate_limited_route_per_exposed_service(stack_run, stack_plan):
     assert set(routes) == set(exposed)
     for key, expose in exposed.items():
         assert routes[key]["rules"][0]["matches"][0]["path"]["value"] == expose.path
-    for ns, name in routes:
+    for (ns, name), expose in exposed.items():
         traffic = stack_run.object("BackendTrafficPolicy", name, ns)["spec"]
         assert traffic["targetRefs"][0] == {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}
         assert traffic["rateLimit"]["local"]["rules"][0]["limit"]["unit"] == "Second"
-        assert traffic["timeout"]["http"]["requestTimeout"] == "10s"
-        assert traffic["circuitBreaker"]["maxPendingRequests"] == 256
+        assert traffic["timeout"]["http"]["requestTimeout"] == f"{expose.timeout_seconds}s"
+        assert traffic["circuitBreaker"]["maxPendingRequests"] == expose.max_pending_requests
     limits = {
         name: stack_run.object("BackendTrafficPolicy", name, ns)["spec"]["rateLimit"]["local"]["rules"][0]["limit"][
             "requests"
         ]
         for ns, name in routes
     }
-    assert limits == {"payment-api": 200, "settlement-api": 100}
+    assert limits == {name: expose.requests_per_second for (_, name), expose in exposed.items()}
 
 
 def test_only_the_gateway_is_reachable_from_outside(any_stack_run):
