@@ -12,6 +12,7 @@ an auditor's "who can reach the payment database?".
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
@@ -253,6 +254,7 @@ Connection = tuple[str, str, int, str]
 """(source, destination, port, protocol): a pod id, or `external <cidr>` for addresses outside the pod network."""
 
 
+@functools.cache  # networks are immutable; an audit compares the same few CIDRs many times
 def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(cidr, strict=False)
 
@@ -314,18 +316,25 @@ class Model:
             self._rules[key] = None if not policies else [r for p in policies for r in p["spec"].get(direction) or []]
         return self._rules[key]
 
-    def allows(self, direction: str, pod: Pod, other: Pod, port: int, protocol: str) -> bool:
-        """Does `pod`'s side allow this connection (`direction` ingress: from `other`; egress: to `other`)?"""
+    def _peer_rules(self, direction: str, pod: Pod, other: Pod) -> list[dict] | None:
+        """The `direction` rules of `pod` whose peers admit `other` (any port), or None when no policy isolates
+        `pod` in that direction."""
         rules = self._applicable(pod, direction)
         if rules is None:
-            return True  # not isolated in this direction
+            return None
         peers_key = "from" if direction == "ingress" else "to"
-        for rule in rules:
-            peers = rule.get(peers_key)
-            peer_ok = not peers or any(self._peer_matches(p, pod.namespace, other) for p in peers)
-            if peer_ok and self._port_matches(rule.get("ports"), port, protocol):
-                return True
-        return False
+        return [
+            rule
+            for rule in rules
+            if not rule.get(peers_key) or any(self._peer_matches(p, pod.namespace, other) for p in rule[peers_key])
+        ]
+
+    def _rules_allow(self, rules: list[dict] | None, port: int, protocol: str) -> bool:
+        return rules is None or any(self._port_matches(rule.get("ports"), port, protocol) for rule in rules)
+
+    def allows(self, direction: str, pod: Pod, other: Pod, port: int, protocol: str) -> bool:
+        """Does `pod`'s side allow this connection (`direction` ingress: from `other`; egress: to `other`)?"""
+        return self._rules_allow(self._peer_rules(direction, pod, other), port, protocol)
 
     @staticmethod
     def _block_contains(block: dict, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
@@ -410,11 +419,13 @@ class Model:
         ports = sorted(self.probe_ports(set(extra_ports)))
         for src in self.pods:
             for dst in self.pods:
+                # The peers are matched once per pair, the ports then per probe (what `allows` does, per port).
+                egress, ingress = self._peer_rules("egress", src, dst), self._peer_rules("ingress", dst, src)
+                if egress == [] or ingress == []:
+                    continue  # a side isolated with no rule for this peer: no port passes
                 for protocol in PROTOCOLS:
                     for port in ports:
-                        if self.allows("egress", src, dst, port, protocol) and self.allows(
-                            "ingress", dst, src, port, protocol
-                        ):
+                        if self._rules_allow(egress, port, protocol) and self._rules_allow(ingress, port, protocol):
                             out.add((src.id, dst.id, port, protocol))
         return out
 

@@ -13,6 +13,7 @@ generated; `infra.network` keeps its own facts, and the offline checks prove the
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from components.release_manifest import KubernetesLoader
 from infra.offline.reachability import EXTERNAL, Connection, Pod, selects
 
 # Services that exist on every cluster or that an operator creates at run time, whose endpoints are addresses
@@ -328,14 +330,19 @@ def _args(obj: dict) -> list[str]:
     return [a for c in obj["spec"]["template"]["spec"].get("containers") or [] for a in c.get("args") or []]
 
 
-def _datasource_urls(text: str) -> list[str]:
+@functools.lru_cache(maxsize=1024)  # every audit reads the same dashboards' and datasources' ConfigMaps again
+def _datasource_urls(text: str) -> tuple[str, ...]:
+    if "datasources" not in text:
+        return ()  # a dashboard: without the key's name in its text, no parse can find a datasource list
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=KubernetesLoader)  # libyaml when built with it
     except yaml.YAMLError:
-        return []
+        return ()
     if not isinstance(doc, dict) or not isinstance(doc.get("datasources"), list):
-        return []
-    return [d["url"] for d in doc["datasources"] if isinstance(d, dict) and re.match(r"https?://", d.get("url", ""))]
+        return ()
+    return tuple(
+        d["url"] for d in doc["datasources"] if isinstance(d, dict) and re.match(r"https?://", d.get("url", ""))
+    )
 
 
 def derive(objects: list[dict], pods: list[Pod], network) -> Wiring:
