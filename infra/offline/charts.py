@@ -253,10 +253,10 @@ def _expand_chart(folder: str, values_json: str, name: str, namespace: str, kube
         chart.metadata.get("dependencies") or [], chart.merge_values(json.loads(values_json))
     )
     crds = tuple(
-        (f"crds/{c['filename'].split('/crds/', 1)[-1]}", pickle.dumps(obj, protocol=-1))
+        (f"crds/{c['filename'].split('/crds/', 1)[-1]}", blob)
         for c in sorted(chart.crds, key=lambda c: c["filename"])
         if _subchart_of(c["filename"]) not in disabled
-        for obj in load_documents(c["data"])
+        for blob in _pickled_documents(c["data"])
     )
     templates = tuple(
         (path, pickle.dumps(obj, protocol=-1))
@@ -265,6 +265,13 @@ def _expand_chart(folder: str, values_json: str, name: str, namespace: str, kube
         for obj in load_documents(text)
     )
     return crds, templates
+
+
+@functools.cache
+def _pickled_documents(text: str) -> tuple[bytes, ...]:
+    """The objects of a file Helm does not template, pickled. A chart's `crds/` files are the same for every
+    release and values (Helm installs them as they are), so each is parsed once per process, not once per stack."""
+    return tuple(pickle.dumps(obj, protocol=-1) for obj in load_documents(text))
 
 
 def disabled_dependencies(dependencies: list[dict], values: dict) -> set[str]:
