@@ -10,6 +10,7 @@ import pytest
 from components.sizing import parse_quantity
 from infra.config import Budget
 from infra.offline import footprint
+from infra.offline.render import render_stack
 from infra.stack_config import PROJECT_ROOT
 from tests.conftest import STACKS_DIR
 
@@ -174,16 +175,22 @@ def test_an_environment_over_its_budget_is_not_rendered(project, tmp_path):
     assert not out.exists()
 
 
-def test_the_footprint_command_prints_a_table_per_group(stack_run):
+def test_the_footprint_has_a_row_per_group_and_the_total(stack_run):
+    fp = footprint.footprint(stack_run.all_objects())
+    text = footprint.markdown(stack_run.stack, fp)
+    for group in fp.groups:
+        assert f"| {group} |" in text
+    assert f"| total | {footprint.cpu(fp.total('min').cpu_requests)} |" in text
+
+
+def test_the_footprint_command_prints_the_stacks_table(small_project):
     result = subprocess.run(
-        [sys.executable, "-m", "infra", "footprint", stack_run.stack, "--project-dir", str(STACKS_DIR)],
+        [sys.executable, "-m", "infra", "footprint", "dev", "--project-dir", str(small_project.root)],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    fp = footprint.footprint(stack_run.all_objects())
-    for group in fp.groups:
-        assert f"| {group} |" in result.stdout
-    assert f"| total | {footprint.cpu(fp.total('min').cpu_requests)} |" in result.stdout
+    run = render_stack("dev", small_project.root)
+    assert footprint.markdown("dev", footprint.footprint(run.all_objects())) in result.stdout

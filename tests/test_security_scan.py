@@ -107,14 +107,21 @@ def test_checkov_checks_nothing_the_scan_leaves_out():
 def scan(rendered, tmp_path_factory):
     # A plain path: checkov silently skips folders whose path has a component starting with a dot. Only the
     # manifests: resources.json is the render's resource list, not something the cluster receives.
+    # An object identical in several stacks (most chart objects: the same chart, values and names) is scanned once,
+    # under the first stack that has it: checkov's result for it is the same, and the failures are compared as
+    # (check, kind, namespace, name), whichever stack holds them. Dev, prod, prod-dr and prod-drill: 1572 objects,
+    # 653 distinct.
     root = tmp_path_factory.mktemp("scan")
+    seen = set()
     for stack, run in rendered.items():
         for path, obj in render.manifests(run).items():
-            if obj["kind"] not in UNSCANNED_KINDS:
+            text = yaml.dump(render.canonical(obj), Dumper=render.SAFE_DUMPER, sort_keys=False)
+            if obj["kind"] not in UNSCANNED_KINDS and (path, text) not in seen:
+                seen.add((path, text))
                 target = root / stack / path
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(yaml.dump(render.canonical(obj), Dumper=render.SAFE_DUMPER, sort_keys=False))
-    return run_checkov(root)
+                target.write_text(text)
+    return {"written": len(seen), **run_checkov(root)}
 
 
 def _failures(scan: dict) -> set[tuple[str, str, str, str]]:
@@ -136,8 +143,9 @@ def test_checkov_finds_no_failed_check_but_the_listed_chart_skips(scan):
     skips = _listed_skips()
     assert not sorted(failed - set(skips)), "harden it through the chart's values, or list it with a reason"
     assert not sorted(set(skips) - failed), "listed skips that no longer fail: remove them"
-    assert scan["summary"]["passed"] > 1000, "checkov scanned too little: did it see the manifests?"
-    assert scan["summary"]["resource_count"] > 300
+    # checkov counts each file's object and, for some kinds, parts of it as resources: at least one each.
+    assert scan["summary"]["resource_count"] >= scan["written"], "checkov did not scan every manifest written"
+    assert scan["summary"]["passed"] > scan["written"], "checkov scanned too little: did it see the manifests?"
 
 
 def test_listed_skips_are_for_chart_objects_only_with_reasons(rendered):

@@ -96,7 +96,10 @@ def write(result: ProgramRun, out_dir: Path) -> None:
         target = manifest_dir / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(yaml.dump(canonical(obj), Dumper=SAFE_DUMPER, sort_keys=False))
-    (out_dir / "resources.json").write_text(json.dumps(resources(result), indent=2, sort_keys=True) + "\n")
+    # One resource a line: as greppable as an indented file, and written by json's C encoder (indenting makes json
+    # fall back to its pure-Python encoder, a second of a prod render).
+    lines = (json.dumps(entry, sort_keys=True) for entry in resources(result))
+    (out_dir / "resources.json").write_text("[\n" + ",\n".join(lines) + "\n]\n")
 
 
 def redacted_alertmanager(stack: str, project_dir: Path = PROJECT_ROOT) -> dict:
