@@ -89,7 +89,7 @@ def _strip_secure(value: Any) -> tuple[Any, bool]:
 FOREIGN_NAMESPACES_ALLOWED = ("pulumi", "kubernetes")
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _DuplicateKeysRefused:
     """YAML as Pulumi reads it: a key written twice in one mapping is an error, not "the last one wins"."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -110,6 +110,16 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class _StrictLoader(_DuplicateKeysRefused, yaml.SafeLoader):
+    """The pure-Python parser: its messages are the ones a user sees for a file that is not valid YAML."""
+
+
+# libyaml's parser, when PyYAML was built with it: the stack files are read a few hundred times in a test run.
+_FastStrictLoader = (
+    type("_FastStrictLoader", (_DuplicateKeysRefused, yaml.CSafeLoader), {}) if yaml.__with_libyaml__ else _StrictLoader
+)
+
+
 def _yaml_problem(path: Path, exc: yaml.YAMLError) -> ConfigProblem:
     """`file:line:column: message`, on one line."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -122,11 +132,21 @@ def _yaml_problem(path: Path, exc: yaml.YAMLError) -> ConfigProblem:
     return ConfigProblem(f"{path.name}:{mark.line + 1}:{mark.column + 1}", " ".join(message.split()))
 
 
+def _worded(text: str, problem: yaml.YAMLError) -> yaml.YAMLError:
+    """The problem as the pure-Python parser words it (libyaml's wording differs)."""
+    try:
+        yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as worded:
+        return worded
+    return problem
+
+
 def _load_yaml(path: Path) -> dict:
     try:
-        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+        text = path.read_text()
+        data = yaml.load(text, Loader=_FastStrictLoader)  # SafeLoader subclasses: no arbitrary objects
     except yaml.YAMLError as exc:
-        raise ConfigError([_yaml_problem(path, exc)]) from None
+        raise ConfigError([_yaml_problem(path, _worded(text, exc))]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(path.name, f"cannot be read: {exc}")]) from None
     if data is None:

@@ -115,8 +115,10 @@ def scan(rendered, tmp_path_factory):
     seen = set()
     for stack, run in rendered.items():
         for path, obj in render.manifests(run).items():
-            text = yaml.dump(render.canonical(obj), Dumper=render.SAFE_DUMPER, sort_keys=False)
-            if obj["kind"] not in UNSCANNED_KINDS and (path, text) not in seen:
+            if obj["kind"] in UNSCANNED_KINDS:
+                continue
+            text = render.manifest_text(obj)
+            if (path, text) not in seen:
                 seen.add((path, text))
                 target = root / stack / path
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -88,6 +89,22 @@ def resources(result: ProgramRun) -> list[dict]:
     return sorted(entries, key=lambda r: r["urn"])
 
 
+def manifest_text(obj: dict) -> str:
+    """The object as its manifest file holds it: canonical key order, YAML."""
+    try:
+        key = json.dumps(obj, sort_keys=True)
+    except TypeError:  # a value JSON cannot hold (a YAML binary): not cached
+        return yaml.dump(canonical(obj), Dumper=SAFE_DUMPER, sort_keys=False)
+    return _manifest_text(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _manifest_text(key: str) -> str:
+    # By content: the charts' objects (their CRDs most of the bytes) are the same in every stack, and YAML's
+    # representer is pure Python even with libyaml's emitter; a process writing several renders dumps each once.
+    return yaml.dump(canonical(json.loads(key)), Dumper=SAFE_DUMPER, sort_keys=False)
+
+
 def write(result: ProgramRun, out_dir: Path) -> None:
     manifest_dir = out_dir / "manifests"
     if manifest_dir.exists():
@@ -95,7 +112,7 @@ def write(result: ProgramRun, out_dir: Path) -> None:
     for path, obj in sorted(manifests(result).items()):
         target = manifest_dir / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(yaml.dump(canonical(obj), Dumper=SAFE_DUMPER, sort_keys=False))
+        target.write_text(manifest_text(obj))
     # One resource a line: as greppable as an indented file, and written by json's C encoder (indenting makes json
     # fall back to its pure-Python encoder, a second of a prod render).
     lines = (json.dumps(entry, sort_keys=True) for entry in resources(result))
