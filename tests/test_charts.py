@@ -140,14 +140,27 @@ def test_chart_objects_are_written_and_listed(any_stack_run, tmp_path):
     assert listed.count(f'"type": "{charts.CHART_OBJECT_TYPE}"') == len(any_stack_run.chart_objects)
 
 
-def test_the_expansion_is_deterministic(any_stack_run, monkeypatch):
-    """Two expansions of the same releases install byte-identical objects (a generated password would differ).
-    The program's own determinism is `test_render.test_render_is_deterministic`; here only Helm runs again."""
-    charts.clear_cache()  # render again through Helm, not from the in-process cache ...
-    monkeypatch.setenv(charts.CHART_CACHE_ENV, "")  # ... nor from the disk cache
-    version = render.kubernetes_version(read_stack_files(any_stack_run.stack, STACKS_DIR))
-    again = charts.expand_run(any_stack_run.registrations, f"v{version}.0")
-    assert [o.object for o in again] == [o.object for o in any_stack_run.chart_objects]
+def test_the_expansion_is_deterministic(any_stack_run):
+    """Helm renders every release of the stack to the same text twice (a generated password or certificate would
+    differ), so the objects parsed from it are the same in every render. The program's own determinism is
+    `test_render.test_render_is_deterministic`."""
+    version = f"v{render.kubernetes_version(read_stack_files(any_stack_run.stack, STACKS_DIR))}.0"
+    releases = [charts.release_of(r) for r in any_stack_run.registrations if r.type in charts.RELEASE_TYPES]
+    for release in releases:
+        first = charts.helm_templates(release, version)
+        assert first, f"{release.name} renders nothing"
+        assert charts.helm_templates(release, version) == first, f"{release.name} renders differently each time"
+
+
+def test_a_chart_that_generates_a_secret_is_caught_as_not_deterministic(tmp_path):
+    """What the determinism test above relies on: Helm's text differs between two renders of such a chart."""
+    shutil.copytree(FIXTURES / "probe-1.0.0", tmp_path / "probe-1.0.0")
+    (tmp_path / "probe-1.0.0" / "templates" / "password.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: generated\nstringData:\n"
+        "  password: {{ randAlphaNum 24 | quote }}\n"
+    )
+    probe = charts.release_of(release())
+    assert charts.helm_templates(probe, "v1.31.0", tmp_path) != charts.helm_templates(probe, "v1.31.0", tmp_path)
 
 
 def test_the_helm_engine_is_an_offline_extra_that_pulumi_up_never_installs():

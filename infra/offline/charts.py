@@ -243,12 +243,8 @@ def _expand_chart(folder: str, values_json: str, name: str, namespace: str, kube
     Cached per (chart, version, values, release, Kubernetes version): parsing the CRDs is most of the cost.
     Each object is kept pickled, so every caller unpickles its own copy (several times faster than a deep copy).
     """
-    from helm_python import _native
-
     chart = _load_chart(folder)
-    # The wrapper's render() does not expose capabilities; the C ABI takes them in the same options object.
-    options = {"name": name, "namespace": namespace, "is_install": True, "kube_version": kube_version}
-    rendered = json.loads(_native.call_string("helm_render", chart._raw(), values_json, json.dumps(options)))
+    rendered = _helm_render(chart, values_json, name, namespace, kube_version)
     disabled = disabled_dependencies(
         chart.metadata.get("dependencies") or [], chart.merge_values(json.loads(values_json))
     )
@@ -265,6 +261,22 @@ def _expand_chart(folder: str, values_json: str, name: str, namespace: str, kube
         for obj in load_documents(text)
     )
     return crds, templates
+
+
+def _helm_render(chart, values_json: str, name: str, namespace: str, kube_version: str) -> dict[str, str]:
+    """Template path -> the text Helm renders for it, as `helm install` would (capabilities included)."""
+    from helm_python import _native
+
+    # The wrapper's render() does not expose capabilities; the C ABI takes them in the same options object.
+    options = {"name": name, "namespace": namespace, "is_install": True, "kube_version": kube_version}
+    return json.loads(_native.call_string("helm_render", chart._raw(), values_json, json.dumps(options)))
+
+
+def helm_templates(release: Release, kube_version: str, charts_dir: Path = CHARTS_DIR) -> dict[str, str]:
+    """What Helm renders for `release` now, uncached: template path -> text (what `expand` parses)."""
+    folder = str(chart_folder(release.chart, release.version, charts_dir))
+    values = json.dumps(release.values, sort_keys=True)
+    return _helm_render(_load_chart(folder), values, release.name, release.namespace, kube_version)
 
 
 @functools.cache

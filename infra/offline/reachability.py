@@ -364,20 +364,25 @@ class Model:
         """Every network an ingress ipBlock names: the API server calling webhooks, clients of the gateway."""
         return self._named_blocks("ingress")
 
+    def _block_rules(self, direction: str, pod: Pod, cidr: str) -> list[dict] | None:
+        """The `direction` rules of `pod` whose peers admit every address of `cidr` (any port), or None when no
+        policy isolates `pod` in that direction."""
+        rules = self._applicable(pod, direction)
+        if rules is None:
+            return None
+        network = _network(cidr)
+        peers_key = "from" if direction == "ingress" else "to"
+        return [
+            rule
+            for rule in rules
+            if not rule.get(peers_key)
+            or any("ipBlock" in p and self._block_contains(p["ipBlock"], network) for p in rule[peers_key])
+        ]
+
     def _allows_block(self, direction: str, pod: Pod, cidr: str, port: int, protocol: str) -> bool:
         """May every address of `cidr` be `pod`'s peer? Only the pod's side decides: the far end is outside the
         pod network, where no NetworkPolicy applies."""
-        rules = self._applicable(pod, direction)
-        if rules is None:
-            return True
-        network = _network(cidr)
-        peers_key = "from" if direction == "ingress" else "to"
-        for rule in rules:
-            peers = rule.get(peers_key)
-            peer_ok = not peers or any("ipBlock" in p and self._block_contains(p["ipBlock"], network) for p in peers)
-            if peer_ok and self._port_matches(rule.get("ports"), port, protocol):
-                return True
-        return False
+        return self._rules_allow(self._block_rules(direction, pod, cidr), port, protocol)
 
     def allows_external(self, pod: Pod, cidr: str, port: int, protocol: str) -> bool:
         """May `pod` open a connection to every address of `cidr`?"""
@@ -436,9 +441,10 @@ class Model:
             (src.id, f"{EXTERNAL}{cidr}", port, protocol)
             for cidr in self.external_destinations()
             for src in self.pods
+            if (rules := self._block_rules("egress", src, cidr)) != []  # the peers once, then the ports
             for protocol in PROTOCOLS
             for port in ports
-            if self.allows_external(src, cidr, port, protocol)
+            if self._rules_allow(rules, port, protocol)
         }
 
     def connections(self, namespaces: set[str], extra_ports: set[int] = frozenset()) -> set[Connection]:
@@ -456,9 +462,10 @@ class Model:
             (f"{EXTERNAL}{cidr}", dst.id, port, protocol)
             for cidr in self.external_sources()
             for dst in self.pods
+            if (rules := self._block_rules("ingress", dst, cidr)) != []
             for protocol in PROTOCOLS
             for port in ports
-            if self.allows_from_external(dst, cidr, port, protocol)
+            if self._rules_allow(rules, port, protocol)
         }
 
 
