@@ -5,6 +5,10 @@ The Pulumi program itself is ./__main__.py at the project root.
 
 import sys
 
-from infra.offline.cli import main
+from infra.offline.cli import close_event_loops, main
 
-sys.exit(main(sys.argv[1:]))
+try:
+    code = main(sys.argv[1:])
+finally:
+    close_event_loops()
+sys.exit(code)

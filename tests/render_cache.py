@@ -25,17 +25,19 @@ RENDER_CACHE_ENV = "SETTLEMENT_TEST_RENDER_CACHE"
 SOURCE_FOLDERS = ("infra", "components")
 
 
-def _digest_files(paths) -> str:
+def _digest_files(paths, root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(paths):
-        digest.update(str(path).encode())
+        digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes() if path.is_file() else b"")
     return digest.hexdigest()
 
 
 def key(stack: str, project_dir: Path) -> str:
-    code = _digest_files(p for folder in SOURCE_FOLDERS for p in (PROJECT_ROOT / folder).rglob("*.py"))
-    stacks = _digest_files(project_dir.glob("Pulumi*.yaml"))
+    """By content, not location: two copies of the same stack files (two tests making the same change in their
+    own folders) are one render - the render holds no path of its project folder."""
+    code = _digest_files((p for folder in SOURCE_FOLDERS for p in (PROJECT_ROOT / folder).rglob("*.py")), PROJECT_ROOT)
+    stacks = _digest_files(project_dir.glob("Pulumi*.yaml"), project_dir)
     return hashlib.sha256(f"{stack}\n{code}\n{stacks}\n{upstream_digest()}".encode()).hexdigest()[:32]
 
 

@@ -129,6 +129,24 @@ def test_the_release_urls_are_pinned_to_their_tags():
         assert (DEFAULT_MANIFEST_MIRROR / release_manifest.mirror_file_name(release.asset, release.tag)).is_file()
 
 
+def test_the_cli_closes_the_loops_the_sdk_leaves_open_before_it_exits():
+    """The refusal below printed, on some runs, a traceback from a loop the SDK's executor threads had made and
+    interpreter shutdown collected too late; the CLI closes every open loop before it exits. (In its own process:
+    closing this one's loops would close the SDK's for the tests after it.)"""
+    probe = (
+        "import asyncio, threading\n"
+        "from infra.offline.cli import close_event_loops\n"
+        "loops = []\n"
+        "for _ in range(3):\n"
+        "    t = threading.Thread(target=lambda: loops.append(asyncio.new_event_loop())); t.start(); t.join()\n"
+        "before = [loop.is_closed() for loop in loops]\n"
+        "close_event_loops()\n"
+        "print(before, [loop.is_closed() for loop in loops])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.stdout.strip() == "[False, False, False] [True, True, True]", result.stderr
+
+
 def test_a_missing_mirror_file_is_a_clear_message_and_exit_2(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "infra", "render", "dev", "--out", str(tmp_path / "out")],

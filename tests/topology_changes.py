@@ -254,7 +254,7 @@ def _budgeted(root: Path) -> list[str]:
 def _min_requests(root: Path, stack: str) -> tuple[float, float]:
     """(CPU cores, memory bytes) the stack requests at minimum scale, whatever its budget says."""
     from infra.offline import footprint
-    from infra.offline.render import render_stack
+    from tests import render_cache  # in a test run, shared with every test that changes the topology the same way
 
     path = root / f"Pulumi.{stack}.yaml"
     original = path.read_text()
@@ -262,7 +262,7 @@ def _min_requests(root: Path, stack: str) -> tuple[float, float]:
     del data["config"][f"{NS}:budget"]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
-        total = footprint.footprint(render_stack(stack, root).all_objects()).total("min")
+        total = footprint.footprint(render_cache.render(stack, root).all_objects()).total("min")
     finally:
         path.write_text(original)
     return total.cpu_requests, total.memory_requests

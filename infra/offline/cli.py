@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import json
 import sys
 from pathlib import Path
@@ -379,6 +381,17 @@ def _refusal_naming_files(args: argparse.Namespace, cause: pulumi.RunError) -> s
     except ConfigError as error:
         return error.report(stack)
     return str(cause)
+
+
+def close_event_loops() -> None:
+    """The Pulumi SDK runs a program on an asyncio loop and registers resources from the loop's executor threads,
+    each of which makes a loop of its own (pulumi/runtime/sync_await.py, `_ensure_event_loop`); none is closed.
+    Left to interpreter shutdown, a loop may be collected after the modules its close needs are gone, printing a
+    traceback after a clean refusal ("Invalid file descriptor: -1"). Called before exit: every loop still open is
+    closed."""
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.BaseEventLoop) and not obj.is_closed() and not obj.is_running():
+            obj.close()
 
 
 def main(argv: list[str]) -> int:
