@@ -55,12 +55,21 @@ def makefile_dir(tmp_path):
     shutil.copy(PROJECT_ROOT / "Makefile", tmp_path / "Makefile")
     (tmp_path / "pyproject.toml").write_text("")
     (tmp_path / "requirements.txt").write_text("")
+    # This interpreter, making its virtualenvs without pip: bootstrapping pip (ensurepip) is seconds a virtualenv,
+    # and pip is faked in these tests anyway (`_fake_pip`). Everything else goes to the interpreter as it is.
+    python = tmp_path / "python3"
+    python.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = -m ] && [ "$2" = venv ]; then shift 2; exec {sys.executable} -m venv --without-pip "$@"; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
     return tmp_path
 
 
 def make(directory, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["make", "--no-print-directory", f"PYTHON={sys.executable}", *args],
+        ["make", "--no-print-directory", f"PYTHON={directory / 'python3'}", *args],
         cwd=directory,
         capture_output=True,
         text=True,
