@@ -11,6 +11,7 @@ name of the sample topology fails here.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -75,9 +76,13 @@ def test_every_whole_stack_test_holds_after_seven_ordinary_changes(tmp_path):
     listed = subprocess.run([*pytest_cmd, "--collect-only", *selection], cwd=PROJECT_ROOT, env=env, **CAPTURE)
     expected = sum(1 for line in listed.stdout.splitlines() if "::" in line)
     assert expected > 0, listed.stdout[-3000:]
-    # On every core: alone, this run is the suite's longest test and would leave the other cores idle.
-    parallel = ["-n", "auto", "--dist", "worksteal", "--durations=10"]
-    result = subprocess.run([*pytest_cmd, *parallel, *selection], cwd=PROJECT_ROOT, env=env, timeout=1200, **CAPTURE)
+    # Under pytest-xdist (`make test`) the other workers keep the other cores busy while this one waits: one
+    # process (an xdist run inside would start and collect in three more, and compete with them). Run alone, on
+    # every core.
+    parallel = ["-p", "no:xdist"] if os.environ.get("PYTEST_XDIST_WORKER") else ["-n", "auto", "--dist", "worksteal"]
+    result = subprocess.run(
+        [*pytest_cmd, *parallel, "--durations=10", *selection], cwd=PROJECT_ROOT, env=env, timeout=1200, **CAPTURE
+    )
     assert result.returncode == 0, f"whole-stack tests fail on the changed topology:\n{result.stdout[-6000:]}"
     # Every whole-stack test ran and passed: none skipped or lost.
     assert re.search(rf"\b{expected} passed\b", result.stdout), result.stdout[-3000:]
