@@ -700,18 +700,25 @@ def scenarios(plan) -> list[dict]:
 
 def write_unit_tests(tmp_path, plan, tests: list[dict]) -> list[str]:
     """promtool test files for `tests`, for one `promtool test rules` call. The SLO scenarios load the recording
-    and SLO groups; the platform scenarios only the platform group (it reads no recorded series), evaluated as
-    often as their series are sampled - so the day-long backup scenarios do not evaluate every recording rule
-    every 30 seconds."""
+    and SLO groups; a platform scenario loads only the rule of the alert it tests - the platform group has no
+    recording rules and no rule reads another's result (no `ALERTS` series), so the rule behaves alone as in its
+    group, and promtool does not evaluate the group's other rules at every step of a day-long backup scenario.
+    Each file is evaluated as often as its series are sampled."""
     groups = rule_groups(plan)["groups"]
-    platform = {r["alert"] for g in groups if g["name"] == "platform-alerts" for r in g["rules"]}
+    platform: dict[str, list[dict]] = {}  # an alert may have several rules (`up == 0` and `absent()` forms)
+    for rule in next(g for g in groups if g["name"] == "platform-alerts")["rules"]:
+        assert "record" not in rule and "ALERTS" not in rule["expr"], "the platform group changed: see above"
+        platform.setdefault(rule["alert"], []).append(rule)
     files: dict[tuple[str, str], list[dict]] = {}
     for t in tests:
-        kind = "platform" if t["alert_rule_test"][0]["alertname"] in platform else "slo"
-        files.setdefault((kind, t["interval"]), []).append(t)
+        alert = t["alert_rule_test"][0]["alertname"]
+        files.setdefault((alert if alert in platform else "slo", t["interval"]), []).append(t)
     paths = []
     for (kind, interval), chosen in sorted(files.items()):
-        selected = [g for g in groups if (g["name"] == "platform-alerts") == (kind == "platform")]
+        if kind == "slo":
+            selected = [g for g in groups if g["name"] != "platform-alerts"]
+        else:
+            selected = [{"name": "platform-alerts", "rules": platform[kind]}]
         (tmp_path / f"{kind}-rules.yaml").write_text(yaml.safe_dump({"groups": selected}, sort_keys=False))
         path = tmp_path / f"{kind}-{interval}-tests.yaml"
         path.write_text(
