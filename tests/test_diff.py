@@ -162,6 +162,7 @@ def test_a_base_is_rendered_once_per_tree_and_reused(git_project, tmp_path, monk
     (kept,) = [p for p in (tmp_path / "bases").iterdir() if p.is_dir()]  # the render (beside it: its lock file)
     tree = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=git_project, capture_output=True, text=True)
     assert kept.name.startswith(f"dev-{tree.stdout.strip()}-")
+    assert not (kept / "manifests").exists(), "the diff reads a base's resources.json, not its manifests"
     entries = json.loads((kept / "resources.json").read_text())
     marker = {**entries[0], "urn": entries[0]["urn"] + "-planted", "name": "planted"}
     (kept / "resources.json").write_text(json.dumps([*entries, marker]))

@@ -68,6 +68,15 @@ def test_render_is_deterministic(tmp_path, rendered):
     assert (tmp_path / "a/resources.json").read_text() == (tmp_path / "b/resources.json").read_text()
 
 
+def test_a_list_only_render_writes_the_resource_list_without_manifests(tmp_path, monkeypatch):
+    monkeypatch.setenv(render.LIST_ONLY_ENV, "1")
+    result = run_cli("render", STACKS[0], "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "manifests").exists()
+    assert json.loads((tmp_path / "resources.json").read_text())
+    assert (tmp_path / render.REDACTED_ALERTMANAGER).exists() or plan_for_stack(STACKS[0]).config.alerting is None
+
+
 def test_bad_config_exits_non_zero_with_the_field_named_and_no_traceback(tmp_path):
     (tmp_path / "Pulumi.yaml").write_text((PROJECT_ROOT / "Pulumi.yaml").read_text())
     (tmp_path / "Pulumi.dev.yaml").write_text(

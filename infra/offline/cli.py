@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def _render(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"out/{args.stack}")
     result = render.render_stack(args.stack, Path(args.project_dir))
-    render.write(result, out)
+    render.write(result, out, with_manifests=os.environ.get(render.LIST_ONLY_ENV) != "1")
     render.write_redacted_alertmanager(args.stack, Path(args.project_dir), out)
     render.write_dr_state(args.stack, Path(args.project_dir), out)
     objects = len(render.manifests(result))

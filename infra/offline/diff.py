@@ -29,7 +29,7 @@ import yaml
 
 from components.sizing import parse_quantity
 from infra.offline import caches
-from infra.offline.render import DR_STATE, REDACTED_ALERTMANAGER
+from infra.offline.render import DR_STATE, LIST_ONLY_ENV, REDACTED_ALERTMANAGER
 from infra.offline.safety import STATEFUL_KINDS
 
 SUBSYSTEM_COMPONENT = "settlement:platform:Subsystem"
@@ -673,7 +673,8 @@ def _render_commit(stack: str, ref: str, commit: str, repo: Path, out: Path) -> 
                 capture_output=True,
                 text=True,
                 # The worktree has no ../shared beside it: read release manifests from this checkout's mirror.
-                env=caches.child_env(),
+                # Only resources.json and the side files are read back: no manifests/ to write.
+                env={**caches.child_env(), LIST_ONLY_ENV: "1"},
             )
             if result.returncode != 0:
                 raise _render_failure(stack, ref, result.stderr)

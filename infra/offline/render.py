@@ -105,11 +105,17 @@ def _manifest_text(key: str) -> str:
     return yaml.dump(canonical(json.loads(key)), Dumper=SAFE_DUMPER, sort_keys=False)
 
 
-def write(result: ProgramRun, out_dir: Path) -> None:
+LIST_ONLY_ENV = "SETTLEMENT_RENDER_LIST_ONLY"
+"""`1`: `python -m infra render` writes resources.json and the side files but no manifests/. The diff sets it for
+its base renders, which it reads only through those (a base from before this setting writes manifests/ too)."""
+
+
+def write(result: ProgramRun, out_dir: Path, with_manifests: bool = True) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
     manifest_dir = out_dir / "manifests"
     if manifest_dir.exists():
         shutil.rmtree(manifest_dir)
-    for path, obj in sorted(manifests(result).items()):
+    for path, obj in sorted(manifests(result).items()) if with_manifests else ():
         target = manifest_dir / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(manifest_text(obj))
