@@ -25,15 +25,6 @@ from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
 from tests import render_cache, topology_changes
 from tests.conftest import STACKS_DIR_ENV
 
-# Being reworked concurrently (network policies, reachability, workflows); they join once they hold for any topology.
-NOT_YET_GENERAL = [
-    "tests/test_network.py",
-    "tests/test_network_properties.py",
-    "tests/test_reachability_external.py",
-    "tests/test_workflows.py",
-]
-
-
 CAPTURE = {"capture_output": True, "text": True}
 
 
@@ -70,7 +61,7 @@ def test_every_whole_stack_test_holds_after_seven_ordinary_changes(tmp_path):
         subset = golden.subset(render_cache.render(stack, root))
         (golden_dir / f"{stack}.json").write_text(json.dumps(subset, indent=2, sort_keys=True) + "\n")
         (root / "policy" / f"config.{stack}.json").write_text(policy_config.text(plan_for_stack(stack, root)))
-    selection = ["-p", "no:cacheprovider", "-m", "whole_stack", *(f"--ignore={p}" for p in NOT_YET_GENERAL), "tests"]
+    selection = ["-p", "no:cacheprovider", "-m", "whole_stack", "tests"]
     env = {**child_env(), STACKS_DIR_ENV: str(root)}
     pytest_cmd = [sys.executable, "-m", "pytest", "-q"]
     listed = subprocess.run([*pytest_cmd, "--collect-only", *selection], cwd=PROJECT_ROOT, env=env, **CAPTURE)
