@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import shutil
 import tempfile
@@ -56,8 +57,19 @@ def pytest_configure(config):
             folder = tempfile.mkdtemp(prefix="settlement-test-cache-")
             os.environ[variable] = folder
             config.add_cleanup(lambda folder=folder: shutil.rmtree(folder, ignore_errors=True))
+    # The suite runs the program about 150 times, and with CPython's default thresholds (700, 10, 10) a third of
+    # each run is the cyclic garbage collector walking the heap - the SDK's futures and Outputs make many young
+    # objects. Fewer young-generation collections; every cycle is still collected (a render measured ~0.9 s -> ~0.65 s).
+    gc.set_threshold(20_000, 20, 20)
     config.addinivalue_line("markers", "whole_stack: checks the real stacks; holds for any valid topology")
     config.addinivalue_line("markers", "slow: minutes, not seconds (`make test` runs it; `pytest -m 'not slow'` skips)")
+
+
+def pytest_collection_finish(session):
+    # What is alive once the tests are collected (modules, the SDK, pydantic models) lives for the whole run: kept
+    # out of the collector's walks (gc.freeze), so a collection costs what the test allocated, not the whole heap.
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items):
