@@ -130,7 +130,15 @@ class QueueTopology(pulumi.ComponentResource):
             {**in_vhost, "name": DEAD_LETTER_EXCHANGE, "type": "direct", "durable": True},
             [vhost],
         )
-        topology: list[pulumi.Resource] = [vhost, dlx]
+        # What a Permission waits for: every binding (each waits for its exchange and queue, and those for the
+        # vhost and the dead-letter exchange), plus the dead-letter exchange for a vhost without queues: the same
+        # transitive closure as listing the exchanges and queues again. Creates follow the chain (the SDK sends a
+        # registration only once every dependency's URN has resolved: pulumi/runtime/resource.py
+        # prepare_resource). Deletes too (pulumi/pulumi pkg/resource/deploy/step_generator.go ScheduleDeletes
+        # orders a delete after its condemned direct dependents; a queue's bindings exist only with it, so they
+        # are condemned together and the Permission goes first). The extra edges only cost SDK walks for cycles
+        # (pulumi/runtime/resource_cycle_breaker.py declare_dependency: the dependency's closure, once per edge).
+        topology: list[pulumi.Resource] = [dlx]
         for queue, delivery_limit in sorted(args.queues.items()):
             exchange = cr(
                 f"exchange-{queue}",
@@ -168,9 +176,6 @@ class QueueTopology(pulumi.ComponentResource):
             )
             binding = {"destinationType": "queue", "routingKey": queue}
             topology += [
-                exchange,
-                main,
-                dlq,
                 cr(
                     f"binding-{queue}",
                     "Binding",

@@ -264,11 +264,13 @@ def manifest_problems(objects: list[dict], args: ReleaseManifestArgs) -> list[st
 
 class ReleaseManifest(pulumi.ComponentResource):
     """An upstream release manifest, one resource per object. Whatever needs the installed software (its CRDs,
-    webhooks, controller) depends on `objects`."""
+    webhooks, controller) depends on the component: the SDK expands a local component in `depends_on` to its
+    children, exactly `objects` (pulumi/runtime/rpc.py `_add_dependency`), and resolves one entry instead of one
+    per object (pulumi/runtime/_depends_on.py `_resolve_depends_on`: an Output and two awaits per entry)."""
 
     url: str
     objects: list[pulumi.Resource]
-    """Every applied object: whatever needs the installed software depends on these."""
+    """Every applied object, the component's only children."""
 
     def __init__(self, name: str, args: ReleaseManifestArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:core:ReleaseManifest", name, None, opts)

@@ -470,7 +470,7 @@ class Platform(pulumi.ComponentResource):
                     queue=queue_args(
                         plan,
                         sub,
-                        [*infrastructure.queue_cluster_operator.objects, infrastructure.internal_ca.issuer],
+                        [infrastructure.queue_cluster_operator, infrastructure.internal_ca.issuer],
                         infrastructure.internal_ca.issuer_name,
                         infrastructure.monitoring.release,
                     )
@@ -501,7 +501,7 @@ class Platform(pulumi.ComponentResource):
                     labels={"app.kubernetes.io/part-of": PART_OF, SUBSYSTEM_LABEL: owner},
                     depends_on=[
                         subsystems[owner].queue,
-                        *infrastructure.queue_topology_operator.objects,
+                        infrastructure.queue_topology_operator,
                         *credentials,
                     ],
                 ),
