@@ -77,6 +77,27 @@ def test_the_benchmarks_scaled_topology_is_a_valid_config_of_every_stack(stack):
     assert len(plan.subsystems) == 3 * len(plan_of(config).subsystems)
 
 
+def test_both_benchmark_baselines_register_what_the_program_registers(stack_run):
+    """The floors `make bench` compares with register the program's custom resources with the same types and
+    inputs (flat, under numbered names); the typed one through the program's own classes where it can."""
+    from infra.offline import bench
+    from infra.offline.mocks import run_program
+    from infra.program import run
+    from infra.stack_config import read_stack_files
+
+    config = read_stack_files(stack_run.stack, STACKS_DIR)
+    recording, classes = bench._record_classes(lambda: run(offline=True))
+    first = run_program(config, recording)
+    assert classes and len(classes) == len(first.registrations)
+    typed = [c for (typ, _), c in classes.items() if c.__module__.startswith("pulumi_kubernetes")]
+    assert len(typed) > len(first.registrations) / 2, "the typed floor would be mostly untyped"
+    expected = sorted((r.type, r.name, json.dumps(r.inputs, sort_keys=True)) for r in first.registrations if r.custom)
+    for floor in (bench.baseline_program(first), bench.typed_baseline_program(first, classes)):
+        registered = run_program(config, floor).registrations
+        got = [(r.type, r.name.rsplit("-", 1)[0], json.dumps(r.inputs, sort_keys=True)) for r in registered if r.custom]
+        assert sorted(got) == expected
+
+
 @pytest.mark.parametrize("command", ["golden", "bench", "policy-config"])
 def test_commands_over_stacks_default_to_every_stack_file(monkeypatch, command):
     from infra.offline import bench, render

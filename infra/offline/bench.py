@@ -7,7 +7,9 @@ loaded CI machine.
 - **Program vs baseline.** The program for a stack runs under mock mode; the baseline registers the same number
   of plain resources, of the same types and with the same inputs, flat (no components around them), with the
   same SDK in the same process. Both are timed alternately and the medians compared: the ratio is the program's
-  own overhead (validation, planning, components, `apply` chains).
+  own overhead (validation, planning, components, `apply` chains). A second, typed baseline registers the same
+  flat resources through the program's own resource classes (pulumi-kubernetes' typed classes cost more per
+  resource than `pulumi.CustomResource`): against it, the ratio is what the component structure costs.
 - **10x.** The same for a generated topology with ten copies of the stack's subsystems (renamed, their calls and
   queue references renamed with them).
 - **Render.** `render_stack` per stack: the program plus the offline chart expansion.
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
+import re
 import resource
 import statistics
 import subprocess
@@ -38,10 +42,16 @@ class Comparison:
     resources: int
     program: list[float]
     baseline: list[float]
+    typed: list[float]
+    """The same flat registrations through the program's own resource classes (`typed_baseline_program`)."""
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.program) / statistics.median(self.baseline)
+
+    @property
+    def typed_ratio(self) -> float:
+        return statistics.median(self.program) / statistics.median(self.typed)
 
 
 def baseline_program(run: ProgramRun):
@@ -58,24 +68,79 @@ def baseline_program(run: ProgramRun):
     return program
 
 
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+def typed_baseline_program(run: ProgramRun, classes: dict[tuple[str, str], type]):
+    """The floor a program written with pulumi-kubernetes pays: the same flat registrations, but each Kubernetes
+    object through the class the program used (`pulumi_kubernetes.apps.v1.Deployment`, ...). Typed classes cost
+    more per resource than `pulumi.CustomResource`: their inputs are serialised and their outputs translated through
+    the type metadata (pulumi/runtime/rpc.py `serialize_properties`, `translate_output_properties`), and the SDK
+    keeps a stack trace for them (pulumi/runtime/resource.py `_get_stack_trace` finds the third `__init__`)."""
+    recorded = []
+    for r in run.registrations:
+        cls = classes.get((r.type, r.name))
+        typed = r.custom and cls is not None and cls.__module__.startswith("pulumi_kubernetes") and "kind" in r.inputs
+        recorded.append((cls if typed else None, r.type, r.name, r.custom, r.inputs))
+
+    def program() -> None:
+        for i, (cls, typ, name, custom, inputs) in enumerate(recorded):
+            if cls is not None:
+                kwargs = {_snake(k): v for k, v in inputs.items()}
+                if cls.__name__ != "CustomResource":  # a typed class sets its own apiVersion and kind
+                    kwargs.pop("api_version", None)
+                    kwargs.pop("kind", None)
+                cls(f"{name}-{i}", **kwargs)
+            elif custom:
+                pulumi.CustomResource(typ, f"{name}-{i}", dict(inputs))
+            else:
+                pulumi.ComponentResource(typ, f"{name}-{i}", None)
+
+    return program
+
+
+def _record_classes(program) -> tuple[object, dict[tuple[str, str], type]]:
+    """`program`, wrapped to note each resource's Python class by (type, name): a stack transformation sees the
+    resource object (pulumi/resource.py `ResourceTransformationArgs.resource`) and changes nothing."""
+    classes: dict[tuple[str, str], type] = {}
+
+    def note(args: pulumi.ResourceTransformationArgs) -> None:
+        classes[(args.type_, args.name)] = type(args.resource)
+
+    def recording() -> None:
+        pulumi.runtime.register_stack_transformation(note)
+        program()
+
+    return recording, classes
+
+
+def _timed(config: StackConfig, program) -> float:
+    # A full collection first: otherwise whether one of the garbage collector's full walks (about 0.14 s at prod
+    # size) lands in this sample or the next depends on what the previous sample left behind.
+    gc.collect()
+    start = time.perf_counter()
+    run_program(config, program)
+    return time.perf_counter() - start
+
+
 def compare(label: str, config: StackConfig, repeat: int) -> Comparison:
     from infra.program import run as program
 
     def run() -> None:
         program(offline=True)  # as the render runs it: a stack without a `cluster` section still builds
 
-    first = run_program(config, run)  # warm-up: imports and first-time SDK setup are not the program's cost
-    floor = baseline_program(first)
+    recording, classes = _record_classes(run)
+    first = run_program(config, recording)  # warm-up: imports and first-time SDK setup are not the program's cost
+    floor, typed = baseline_program(first), typed_baseline_program(first, classes)
     run_program(config, floor)
-    program_s, baseline_s = [], []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run_program(config, run)
-        program_s.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        run_program(config, floor)
-        baseline_s.append(time.perf_counter() - start)
-    return Comparison(label, len(first.registrations), program_s, baseline_s)
+    run_program(config, typed)
+    program_s, baseline_s, typed_s = [], [], []
+    for _ in range(repeat):  # alternately, so a change in the machine's load touches all three alike
+        program_s.append(_timed(config, run))
+        baseline_s.append(_timed(config, floor))
+        typed_s.append(_timed(config, typed))
+    return Comparison(label, len(first.registrations), program_s, baseline_s, typed_s)
 
 
 def scaled(config: StackConfig, copies: int) -> StackConfig:
@@ -139,13 +204,14 @@ def test_seconds() -> float:
 
 def report(comparisons: list[Comparison], renders: dict[str, float], tests: float | None) -> str:
     lines = [
-        "| program | resources | program median s | baseline median s | ratio |",
-        "|---|---|---|---|---|",
+        "| program | resources | program median s | baseline median s | ratio | typed baseline median s | ratio |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in comparisons:
         lines.append(
             f"| {c.label} | {c.resources} | {statistics.median(c.program):.3f} | "
-            f"{statistics.median(c.baseline):.3f} | {c.ratio:.2f} |"
+            f"{statistics.median(c.baseline):.3f} | {c.ratio:.2f} | {statistics.median(c.typed):.3f} | "
+            f"{c.typed_ratio:.2f} |"
         )
     lines += ["", "| stack | render median s (program + chart expansion, warm) |", "|---|---|"]
     lines += [f"| {stack} | {seconds:.3f} |" for stack, seconds in renders.items()]
@@ -160,5 +226,5 @@ def measure(stacks: list[str], repeat: int, scale_stack: str, copies: int, tests
     comparisons = []
     config = read_stack_files(scale_stack)
     comparisons.append(compare(scale_stack, config, repeat))
-    comparisons.append(compare(f"{scale_stack} x{copies}", scaled(config, copies), max(1, repeat // 2)))
+    comparisons.append(compare(f"{scale_stack} x{copies}", scaled(config, copies), max(3, repeat // 2 + 1)))
     return report(comparisons, render_seconds(stacks, repeat), test_seconds() if tests else None)
