@@ -700,10 +700,13 @@ def scenarios(plan) -> list[dict]:
 
 def write_unit_tests(tmp_path, plan, tests: list[dict]) -> list[str]:
     """promtool test files for `tests`, for one `promtool test rules` call. The SLO scenarios load the recording
-    and SLO groups; a platform scenario loads only the rule of the alert it tests - the platform group has no
-    recording rules and no rule reads another's result (no `ALERTS` series), so the rule behaves alone as in its
-    group, and promtool does not evaluate the group's other rules at every step of a day-long backup scenario.
-    Each file is evaluated as often as its series are sampled."""
+    and SLO groups; a platform scenario loads only the rules of the alert it tests, so promtool does not evaluate
+    the group's other rules at every step of a day-long backup scenario. That changes nothing: a group evaluates
+    its rules one after another, and a rule sees another's result only through what that one writes to storage
+    (Prometheus v2.42.0, promtool's version here: rules/manager.go `Group.Eval` appends each rule's output;
+    rules/alerting.go writes an alert as `ALERTS` and `ALERTS_FOR_STATE` series) - and the platform group records
+    nothing and reads no `ALERTS` series (asserted below). Each file is evaluated as often as its series are
+    sampled."""
     groups = rule_groups(plan)["groups"]
     platform: dict[str, list[dict]] = {}  # an alert may have several rules (`up == 0` and `absent()` forms)
     for rule in next(g for g in groups if g["name"] == "platform-alerts")["rules"]:
