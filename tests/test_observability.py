@@ -714,7 +714,8 @@ def write_unit_tests(tmp_path, plan, tests: list[dict]) -> list[str]:
         platform.setdefault(rule["alert"], []).append(rule)
     files: dict[tuple[str, str], list[dict]] = {}
     for t in tests:
-        alert = t["alert_rule_test"][0]["alertname"]
+        # The file is chosen by the test's alert: a second alertname in one test would be checked without its rules.
+        (alert,) = {check["alertname"] for check in t["alert_rule_test"]}
         files.setdefault((alert if alert in platform else "slo", t["interval"]), []).append(t)
     paths = []
     for (kind, interval), chosen in sorted(files.items()):
