@@ -8,7 +8,9 @@ Either way the program itself only ever reads the SDK's runtime config (`load_pl
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -89,7 +91,7 @@ def _strip_secure(value: Any) -> tuple[Any, bool]:
 FOREIGN_NAMESPACES_ALLOWED = ("pulumi", "kubernetes")
 
 
-class _DuplicateKeysRefused:
+class _StrictLoader(yaml.SafeLoader):
     """YAML as Pulumi reads it: a key written twice in one mapping is an error, not "the last one wins"."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -110,14 +112,12 @@ class _DuplicateKeysRefused:
         return super().construct_mapping(node, deep=deep)
 
 
-class _StrictLoader(_DuplicateKeysRefused, yaml.SafeLoader):
-    """The pure-Python parser: its messages are the ones a user sees for a file that is not valid YAML."""
-
-
-# libyaml's parser, when PyYAML was built with it: the stack files are read a few hundred times in a test run.
-_FastStrictLoader = (
-    type("_FastStrictLoader", (_DuplicateKeysRefused, yaml.CSafeLoader), {}) if yaml.__with_libyaml__ else _StrictLoader
-)
+@functools.lru_cache(maxsize=64)
+def _parsed(text: str) -> Any:
+    """A stack file's text parsed once per process (a test run reads the same files a few hundred times); callers
+    get their own copy. libyaml's parser would be faster, but it accepts and refuses some files differently (tabs as
+    separators, `a: [x:, y]`), so the pure-Python one stays the judge."""
+    return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
 def _yaml_problem(path: Path, exc: yaml.YAMLError) -> ConfigProblem:
@@ -132,21 +132,11 @@ def _yaml_problem(path: Path, exc: yaml.YAMLError) -> ConfigProblem:
     return ConfigProblem(f"{path.name}:{mark.line + 1}:{mark.column + 1}", " ".join(message.split()))
 
 
-def _worded(text: str, problem: yaml.YAMLError) -> yaml.YAMLError:
-    """The problem as the pure-Python parser words it (libyaml's wording differs)."""
-    try:
-        yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as worded:
-        return worded
-    return problem
-
-
 def _load_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
-        data = yaml.load(text, Loader=_FastStrictLoader)  # SafeLoader subclasses: no arbitrary objects
+        data = copy.deepcopy(_parsed(path.read_text()))
     except yaml.YAMLError as exc:
-        raise ConfigError([_yaml_problem(path, _worded(text, exc))]) from None
+        raise ConfigError([_yaml_problem(path, exc)]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(path.name, f"cannot be read: {exc}")]) from None
     if data is None:

@@ -68,6 +68,14 @@ def test_render_is_deterministic(tmp_path, rendered):
     assert (tmp_path / "a/resources.json").read_text() == (tmp_path / "b/resources.json").read_text()
 
 
+def test_a_manifest_is_written_as_yaml_dumps_it_whatever_its_keys():
+    """Manifest text is cached by the object's JSON; an object JSON would change (a number as a key, which a
+    chart's YAML may hold) is dumped as it is."""
+    obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "m"}, "data": {8080: "x", 9090: 1.0}}
+    assert render.manifest_text(obj) == yaml.dump(render.canonical(obj), Dumper=render.SAFE_DUMPER, sort_keys=False)
+    assert "8080: x" in render.manifest_text(obj)
+
+
 def test_a_list_only_render_writes_the_resource_list_without_manifests(tmp_path, monkeypatch):
     monkeypatch.setenv(render.LIST_ONLY_ENV, "1")
     result = run_cli("render", STACKS[0], "--out", str(tmp_path))

@@ -123,7 +123,10 @@ def scan(rendered, tmp_path_factory):
                 target = root / stack / path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text)
-    return {"written": len(seen), **run_checkov(root)}
+    largest = max(
+        sum(o["kind"] not in UNSCANNED_KINDS for o in render.manifests(r).values()) for r in rendered.values()
+    )
+    return {"written": len(seen), "largest_stack": largest, **run_checkov(root)}
 
 
 def _failures(scan: dict) -> set[tuple[str, str, str, str]]:
@@ -145,6 +148,8 @@ def test_checkov_finds_no_failed_check_but_the_listed_chart_skips(scan):
     skips = _listed_skips()
     assert not sorted(failed - set(skips)), "harden it through the chart's values, or list it with a reason"
     assert not sorted(set(skips) - failed), "listed skips that no longer fail: remove them"
+    # Every object of the largest stack is distinct within it, so at least that many files were written.
+    assert scan["written"] >= scan["largest_stack"] > 0
     # checkov counts each file's object and, for some kinds, parts of it as resources: at least one each.
     assert scan["summary"]["resource_count"] >= scan["written"], "checkov did not scan every manifest written"
     assert scan["summary"]["passed"] > scan["written"], "checkov scanned too little: did it see the manifests?"

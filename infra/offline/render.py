@@ -93,7 +93,9 @@ def manifest_text(obj: dict) -> str:
     """The object as its manifest file holds it: canonical key order, YAML."""
     try:
         key = json.dumps(obj, sort_keys=True)
-    except TypeError:  # a value JSON cannot hold (a YAML binary): not cached
+    except TypeError:
+        key = None  # a value JSON cannot hold (a YAML binary)
+    if key is None or json.loads(key) != obj:  # or one JSON would change (a number as a key): not cached
         return yaml.dump(canonical(obj), Dumper=SAFE_DUMPER, sort_keys=False)
     return _manifest_text(key)
 
