@@ -62,7 +62,7 @@ def pytest_configure(config):
     # objects. Fewer young-generation collections; every cycle is still collected (a render measured ~0.9 s -> ~0.65 s).
     gc.set_threshold(20_000, 20, 20)
     config.addinivalue_line("markers", "whole_stack: checks the real stacks; holds for any valid topology")
-    config.addinivalue_line("markers", "slow: minutes, not seconds (`make test` runs it; `pytest -m 'not slow'` skips)")
+    config.addinivalue_line("markers", "slow: most of a minute (`make test` runs it; `pytest -m 'not slow'` skips)")
 
 
 def pytest_collection_finish(session):

@@ -51,7 +51,7 @@ def test_the_changes_are_what_they_say(tmp_path):
     assert after.config.defaults.workload.max_replicas != before.config.defaults.workload.max_replicas
 
 
-@pytest.mark.slow  # three more renders and every whole-stack test once more: several minutes on a loaded runner
+@pytest.mark.slow  # renders of its own and every whole-stack test once more: most of a minute
 def test_every_whole_stack_test_holds_after_seven_ordinary_changes(tmp_path):
     root = changed_project(tmp_path / "project")
     golden_dir = root / "tests" / "golden"
