@@ -483,6 +483,7 @@ def test_a_problem_in_a_value_names_the_file_that_holds_the_key(tmp_path, capsys
     """The stack file overrides Pulumi.yaml key by key: the error says which file to open."""
     dev = DEV_FILE + "  settlement-platform:backup: {retentionn: 1d}\n"
     assert_refused_by_cli(files(tmp_path, dev=dev), tmp_path, capsys, "Pulumi.dev.yaml: backup.retentionn: unknown key")
-    project = PROJECT_FILE.replace("    value:\n", "    value:\n      Not_A_Name: {}\n", 1)
-    assert project != PROJECT_FILE
+    data = yaml.safe_load(PROJECT_FILE)  # by key, not by the file's layout (which `value:` comes first)
+    data["config"]["subsystems"]["value"]["Not_A_Name"] = {}
+    project = yaml.safe_dump(data, sort_keys=False)
     assert_refused_by_cli(files(tmp_path, project=project), tmp_path, capsys, "Pulumi.yaml: subsystems")
