@@ -19,8 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
-
 from infra.config import DisasterRecovery, DrSite, PlatformConfig
 from infra.errors import ConfigProblem
 
@@ -392,10 +390,15 @@ SECRETS_PROVIDER_REGION = re.compile(r"[?&]region=([a-z0-9-]+)")
 
 
 def site_file_problems(
-    config: PlatformConfig, stack: str, project_dir: Path, read_dr: Callable[[str], DisasterRecovery | None]
+    config: PlatformConfig,
+    stack: str,
+    project_dir: Path,
+    read_dr: Callable[[str], DisasterRecovery | None],
+    secrets_provider: object,
 ) -> list[ConfigProblem]:
     """The rules that need files beside this stack's config: this stack is the site it says it is, its secrets
-    provider is in its own region, and no other site's stack fenced it or disagrees about the pair."""
+    provider (`secretsprovider` of its stack file, as read) is in its own region, and no other site's stack fenced
+    it or disagrees about the pair."""
     dr = config.dr
     if dr is None or dr.site not in dr.sites:
         return []
@@ -406,7 +409,7 @@ def site_file_problems(
         problems.append(
             ConfigProblem(f"{path}: dr.sites.{dr.site}.stack", f"({own.stack!r}) must name this stack ({stack!r})")
         )
-    provider = _stack_file(project_dir, stack).get("secretsprovider")
+    provider = secrets_provider
     match = SECRETS_PROVIDER_REGION.search(provider) if isinstance(provider, str) else None
     if not isinstance(provider, str) or not provider.startswith("awskms://") or match is None:
         problems.append(
@@ -461,14 +464,3 @@ def site_file_problems(
                 )
             )
     return problems
-
-
-SAFE_LOADER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
-
-
-def _stack_file(project_dir: Path, stack: str) -> dict:
-    try:
-        data = yaml.load((project_dir / f"Pulumi.{stack}.yaml").read_text(), Loader=SAFE_LOADER)
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
