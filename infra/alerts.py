@@ -240,7 +240,8 @@ def slo_alerts(plan: PlatformPlan) -> list[dict]:
     return alerts
 
 
-def _alert(name: str, expr: str, for_: str, severity: str, summary: str, labels: dict | None = None) -> dict:
+def alert_rule(name: str, expr: str, for_: str, severity: str, summary: str, labels: dict | None = None) -> dict:
+    """One alerting rule: its severity (what Alertmanager routes on) and `labels`, a summary and its runbook."""
     return {
         "alert": name,
         "expr": expr,
@@ -306,7 +307,7 @@ def gap_alerts(plan: PlatformPlan) -> list[dict]:
         for svc in sub.services.values():
             # ServiceMonitor targets: `job` and `service` are the Service's name (promcfg.go, v0.93.0).
             alerts.append(
-                _alert(
+                alert_rule(
                     "ServiceTargetMissing",
                     _targets_missing(f'namespace="{ns}", job="{svc.name}"'),
                     "5m",
@@ -324,7 +325,7 @@ def gap_alerts(plan: PlatformPlan) -> list[dict]:
             clusters.append(("QueueClusterTargetMissing", queue_cluster_name(sub.name), sub.queue.replicas))
         for name, cluster, declared in clusters:
             alerts.append(
-                _alert(
+                alert_rule(
                     name,
                     _targets_missing(f'namespace="{ns}", job="{ns}/{cluster}"', declared),
                     "5m",
@@ -337,7 +338,7 @@ def gap_alerts(plan: PlatformPlan) -> list[dict]:
             # One rule per declared queue: a new queue adds a rule and changes none (the offline diff shows it).
             for queue in (n for q in sub.queue.queues for n in (q, dead_letter_queue(q))):
                 alerts.append(
-                    _alert(
+                    alert_rule(
                         "QueueMissing",
                         f'absent(rabbitmq_queue_messages_ready{{namespace="{ns}", queue="{queue}"}})',
                         "10m",
@@ -351,7 +352,7 @@ def gap_alerts(plan: PlatformPlan) -> list[dict]:
     for job, operator in METRICS_SOURCES.items():
         namespace = getattr(operators, operator).namespace
         alerts.append(
-            _alert(
+            alert_rule(
                 "MetricsSourceMissing",
                 _targets_missing(f'namespace="{namespace}", job="{job}"'),
                 "5m",
@@ -363,7 +364,7 @@ def gap_alerts(plan: PlatformPlan) -> list[dict]:
     namespaces = sorted(operator_namespaces(plan.config, with_controller=True))
     deployments = "kube_deployment_status_replicas_available"
     alerts.append(
-        _alert(
+        alert_rule(
             "OperatorUnavailable",
             f'{deployments}{{namespace=~"{"|".join(namespaces)}"}} == 0\nor\n'
             + "\nor\n".join(f'absent({deployments}{{namespace="{ns}"}})' for ns in namespaces),
@@ -381,14 +382,14 @@ def platform_alerts(plan: PlatformPlan) -> list[dict]:
     m = plan.config.monitoring
     app_namespaces = "|".join(sorted(plan.subsystems))
     alerts = [
-        _alert(
+        alert_rule(
             "PostgresInstanceDown",
             "cnpg_collector_up == 0",
             "2m",
             "page",
             "PostgreSQL instance {{ $labels.pod }} in {{ $labels.namespace }} is down",
         ),
-        _alert(
+        alert_rule(
             "PostgresReplicationLagging",
             # Not on the instances of a replica cluster (a disaster-recovery standby site): there the designated
             # primary replays the other site's archived WAL, and its lag (seconds since the last replayed commit,
@@ -401,14 +402,14 @@ def platform_alerts(plan: PlatformPlan) -> list[dict]:
             "page",
             "Standby {{ $labels.pod }} lags {{ $value }}s behind its primary: a failover now could be slow",
         ),
-        _alert(
+        alert_rule(
             "PostgresFailoverHappened",
             "changes(cnpg_pg_replication_in_recovery[10m]) > 0",
             "0m",
             "ticket",
             "A PostgreSQL instance in {{ $labels.namespace }} changed role (failover or switchover)",
         ),
-        _alert(
+        alert_rule(
             "PostgresBackupFailed",
             "barman_cloud_cloudnative_pg_io_last_failed_backup_timestamp\n"
             "> barman_cloud_cloudnative_pg_io_last_available_backup_timestamp",
@@ -416,14 +417,14 @@ def platform_alerts(plan: PlatformPlan) -> list[dict]:
             "ticket",
             "The last base backup of {{ $labels.namespace }} failed",
         ),
-        _alert(
+        alert_rule(
             "PostgresBackupTooOld",
             backup_too_old_expr(m.backup_max_age_hours),
             "10m",
             "ticket",
             f"No base backup of {{{{ $labels.namespace }}}} for more than {m.backup_max_age_hours}h",
         ),
-        _alert(
+        alert_rule(
             "QueueBacklogGrowing",
             f'rabbitmq_queue_messages_ready{{queue!~".*-dlq"}} > {m.queue_backlog_messages}\n'
             'and deriv(rabbitmq_queue_messages_ready{queue!~".*-dlq"}[15m]) > 0',
@@ -431,28 +432,28 @@ def platform_alerts(plan: PlatformPlan) -> list[dict]:
             "ticket",
             "Queue {{ $labels.queue }} in {{ $labels.namespace }} keeps growing ({{ $value }} ready)",
         ),
-        _alert(
+        alert_rule(
             "QueueConsumersAbsent",
             consumers_absent_expr(plan),
             "10m",
             "page",
             "Nobody consumes {{ $labels.queue }} in {{ $labels.namespace }}: work is not progressing",
         ),
-        _alert(
+        alert_rule(
             "DeadLetterQueueNotEmpty",
             'rabbitmq_queue_messages{queue=~".*-dlq"} > 0',
             "5m",
             "ticket",
             "{{ $value }} messages were dead-lettered into {{ $labels.queue }} in {{ $labels.namespace }}",
         ),
-        _alert(
+        alert_rule(
             "PodCrashLooping",
             f'increase(kube_pod_container_status_restarts_total{{namespace=~"{app_namespaces}"}}[15m]) > 3',
             "5m",
             "ticket",
             "{{ $labels.pod }} in {{ $labels.namespace }} restarted more than 3 times in 15 minutes",
         ),
-        _alert(
+        alert_rule(
             "AutoscalerPinnedAtMaximum",
             "kube_horizontalpodautoscaler_status_current_replicas\n>= kube_horizontalpodautoscaler_spec_max_replicas",
             "15m",
@@ -462,7 +463,7 @@ def platform_alerts(plan: PlatformPlan) -> list[dict]:
         ),
         # `namespace` is the Certificate's: cert-manager's ServiceMonitor honours the exporter's labels
         # (infra/chart_values.py cert_manager_values), so the owning team gets the alert.
-        _alert(
+        alert_rule(
             "CertificateExpiringSoon",
             f"certmanager_certificate_expiration_timestamp_seconds - time() < {m.certificate_expiry_days * 86400}",
             "1h",

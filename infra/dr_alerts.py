@@ -15,7 +15,7 @@ extra group. Metric sources (cloudnative-pg v1.30.0 config/manager/default-monit
 
 from __future__ import annotations
 
-from infra.alerts import RUNBOOK
+from infra.alerts import alert_rule
 from infra.dr import is_primary
 from infra.topology import PlatformPlan, SubsystemPlan
 
@@ -24,13 +24,7 @@ GROUP = "disaster-recovery"
 
 def _alert(name: str, expr: str, for_: str, severity: str, sub: SubsystemPlan, summary: str) -> dict:
     # `subsystem` as on every other alert (infra.alerts `owned`): the label alerts are owned and grouped by.
-    return {
-        "alert": name,
-        "expr": expr,
-        "for": for_,
-        "labels": {"severity": severity, "namespace": sub.namespace, "subsystem": sub.name},
-        "annotations": {"summary": summary, "runbook_url": f"{RUNBOOK}{name}"},
-    }
+    return alert_rule(name, expr, for_, severity, summary, {"namespace": sub.namespace, "subsystem": sub.name})
 
 
 def _duration(seconds: int) -> str:
