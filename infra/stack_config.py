@@ -389,8 +389,10 @@ def site_checks(plan: PlatformPlan, stack: str, project_dir: Path) -> PlatformPl
             problems = problems_from_validation_error(exc, DisasterRecovery, ("dr",))
             raise ConfigError([ConfigProblem(f"Pulumi.{peer}.yaml: {p.path}", p.message) for p in problems]) from None
 
-    provider = _load_yaml(project_dir / f"Pulumi.{stack}.yaml").get("secretsprovider")
-    problems = site_file_problems(plan.config, stack, project_dir, read_dr, provider)
+    problems = []
+    if plan.config.dr is not None:  # only a DR site's own file is read again: its secrets provider
+        provider = _load_yaml(project_dir / f"Pulumi.{stack}.yaml").get("secretsprovider")
+        problems = site_file_problems(plan.config, stack, project_dir, read_dr, provider)
     if problems:
         raise ConfigError(problems)
     drill = plan.config.drill

@@ -86,7 +86,7 @@ def test_both_benchmark_baselines_register_what_the_program_registers(stack_run)
     from infra.stack_config import read_stack_files
 
     config = read_stack_files(stack_run.stack, STACKS_DIR)
-    recording, classes = bench._record_classes(lambda: run(offline=True))
+    recording, classes = bench._record_classes(lambda: run(offline=True, project_dir=STACKS_DIR))
     first = run_program(config, recording)
     assert classes and len(classes) == len(first.registrations)
     typed = [c for (typ, _), c in classes.items() if c.__module__.startswith("pulumi_kubernetes")]
