@@ -137,3 +137,21 @@ def test_secret_inputs_never_reach_the_output(tmp_path):
     written = (tmp_path / "resources.json").read_text() + (tmp_path / "manifests/n/secret-s.yaml").read_text()
     assert "hunter2" not in written
     assert SECRET_MARKER in written
+
+
+def test_the_program_runs_on_a_stack_of_its_own(monkeypatch):
+    """The harness runs a program on a new thread: the stack trace the SDK records per registration holds the
+    program's frames and the SDK's, never pytest's (or any other caller's), which every resource would pay for."""
+    from pulumi.runtime import resource as sdk_resource
+
+    traces = []
+    record = sdk_resource._get_stack_trace
+    monkeypatch.setattr(sdk_resource, "_get_stack_trace", lambda: traces.append(record()) or traces[-1])
+
+    def program():
+        k8s.core.v1.ConfigMap("c", metadata={"name": "c", "namespace": "n"}, data={"k": "v"})
+
+    run_program(StackConfig("unit", "test", {}, frozenset()), program)
+    uris = [frame.pc.uri for trace in traces for frame in trace.frames]
+    assert any(uri.endswith("/tests/test_render.py") for uri in uris), uris  # the program's own frame is there
+    assert not [uri for uri in uris if "_pytest" in uri or "pluggy" in uri or "/runpy" in uri]

@@ -7,9 +7,11 @@ safety (protect, retainOnDelete, dependencies, ignoreChanges, aliases).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,7 +231,38 @@ def run_program(stack_config: StackConfig, program: Callable[[], None]) -> Progr
     previous = os.environ.get(MIRROR_ENV)
     os.environ[MIRROR_ENV] = previous or str(MANIFESTS_DIR)
     try:
-        return contextvars.Context().run(_run)
+        return _on_own_thread(lambda: contextvars.Context().run(_run), f"pulumi-program-{stack_config.stack}")
     finally:
         if previous is None:
             del os.environ[MIRROR_ENV]
+
+
+def _on_own_thread(work: Callable[[], ProgramRun], name: str) -> ProgramRun:
+    """`work()` on a new thread with its own event loop; its result returned or its exception raised here.
+
+    The SDK records a stack trace with every registration: each frame below the resource's constructor, turned
+    into a file URI and a protobuf message (pulumi/runtime/resource.py `_get_stack_trace`,
+    `_get_source_position_for_frame`). A new thread's stack starts empty, as the language host's does, so the
+    frames of whatever called the harness (pytest's forty or so, the bench's, the CLI's) are not paid again on every
+    resource of every run."""
+    outcome: list[tuple[bool, object]] = []
+
+    def target() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            outcome.append((True, work()))
+        except BaseException as error:  # re-raised on the caller's thread, whatever it is
+            outcome.append((False, error))
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    # A daemon, so an interrupted render (Ctrl-C lands on the waiting caller) does not keep the process alive.
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value  # type: ignore[misc]
+    return value  # type: ignore[return-value]
