@@ -506,14 +506,21 @@ def namespace_policies(plan: PlatformPlan, groups: Groups, declared: set[Edge]) 
 def policies_for(managed: list[str], groups: Groups, edges: set[Edge]) -> list[Policy]:
     """Default deny plus exact allows of `edges`, in each of the `managed` namespaces."""
     everywhere = set(groups.namespaces.values())
+    # Each edge filed under both its ends once: a scan of every edge per pod group is quadratic in the services.
+    outgoing_of: dict[str, list[Edge]] = defaultdict(list)
+    incoming_of: dict[str, list[Edge]] = defaultdict(list)
+    for e in edges:
+        outgoing_of[e.source].append(e)
+        incoming_of[e.destination].append(e)
     policies = []
     # Namespace-wide allows (every pod, hook Jobs included): allow-dns, and allow-control-plane in operator
     # namespaces for the API server.
     for ns in managed:
         every = groups.namespaces[ns]
         policies.append(Policy(ns, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))
-        outgoing = [e for e in edges if e.source == every.id]
-        dns = [e for e in outgoing if e.destination == groups.infra["dns"].id]
+        outgoing = outgoing_of.get(every.id, [])
+        dns_id = groups.infra["dns"].id
+        dns = [e for e in outgoing if e.destination == dns_id]
         api = [e for e in outgoing if e not in dns]
         policies.append(
             Policy(
@@ -531,8 +538,8 @@ def policies_for(managed: list[str], groups: Groups, edges: set[Edge]) -> list[P
     for g in sorted(groups.by_id.values()):
         if g.namespace not in managed or g in everywhere:
             continue
-        egress = _rules([e for e in edges if e.source == g.id], groups, "egress")
-        ingress = _rules([e for e in edges if e.destination == g.id], groups, "ingress")
+        egress = _rules(outgoing_of.get(g.id, []), groups, "egress")
+        ingress = _rules(incoming_of.get(g.id, []), groups, "ingress")
         if not egress and not ingress:
             continue
         policies.append(
