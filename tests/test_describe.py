@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +18,7 @@ from infra.offline.describe import (
     subsystems_table,
 )
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
+from tests.cli import run_cli
 from tests.fixture_config import IMAGE, plan_of
 
 
@@ -191,12 +190,11 @@ def test_for_any_topology_the_graph_reads_back_as_the_plan(topology):
 
 
 def test_describe_cli_prints_the_stack_and_refuses_an_unknown_one():
-    run = [sys.executable, "-m", "infra", "describe"]
     stack = stack_names()[0]
-    ok = subprocess.run([*run, stack], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    ok = run_cli("describe", stack)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == describe(stack, plan_for_stack(stack))
-    bad = subprocess.run([*run, "no-such-stack"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    bad = run_cli("describe", "no-such-stack")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 

@@ -6,16 +6,15 @@ import copy
 import json
 import re
 import subprocess
-import sys
 
 import pytest
 import yaml
 
-from infra.offline import caches
 from infra.offline.diff import BASE_CACHE_ENV, CHART_OBJECT, FieldChange, compare, diff, report
 from infra.offline.render import REDACTED_ALERTMANAGER, redacted_alertmanager
 from infra.stack_config import SECRET_PLACEHOLDER
 from tests import topology_changes
+from tests.cli import run_cli
 
 
 def resources(run) -> list[dict]:
@@ -111,16 +110,9 @@ def git_project(tmp_path):
 
 
 def run_diff(repo, stack: str, base: str = "HEAD") -> subprocess.CompletedProcess:
-    """`python -m infra diff <stack> --base HEAD` in `repo`, as CI runs it on a pull request (the copy has no
-    ../shared beside it, so it is pointed at this checkout's offline caches)."""
-    return subprocess.run(
-        [sys.executable, "-m", "infra", "diff", stack, "--base", base, "--project-dir", str(repo)],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=caches.child_env(),
-    )
+    """`python -m infra diff <stack> --base HEAD` in `repo`, as CI runs it on a pull request (the base is rendered
+    from a worktree by its own code, in a process of its own, pointed at this checkout's offline caches)."""
+    return run_cli("diff", stack, "--base", base, "--project-dir", str(repo))
 
 
 def test_renaming_a_prod_database_exits_non_zero_with_danger(git_project):

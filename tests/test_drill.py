@@ -5,8 +5,6 @@ backups into a scratch namespace, verifies each with a Job, can never write into
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,7 +16,8 @@ from infra.network import EXTERNAL, POSTGRES_PORT, POSTGRES_STATUS_PORT
 from infra.offline import schemas
 from infra.offline.audit import audit, rendered_policies
 from infra.program import PROVIDER_NAME
-from infra.stack_config import PROJECT_ROOT, plan_for_stack
+from infra.stack_config import plan_for_stack
+from tests.cli import run_cli
 from tests.conftest import PLATFORM_STACKS, STACKS_DIR
 from tests.fixture_config import SMALL_TOPOLOGY, plan_of
 
@@ -322,10 +321,6 @@ def drill_project(project):
     return project
 
 
-def cli(*args: str, cwd=PROJECT_ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "infra", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
 def test_the_cli_judges_a_run_and_checks_freshness(drill_project, tmp_path):
     plan = plan_for_stack("qa-drill", drill_project.root)
     servers = [pg.server_name for pg in drill.databases(plan).values()]
@@ -333,20 +328,20 @@ def test_the_cli_judges_a_run_and_checks_freshness(drill_project, tmp_path):
     logs.write_text("".join(f"{RESULT_PREFIX}{json.dumps(result(s, 60))}\n" for s in servers))
     out = tmp_path / "record.json"
     common = ["--project-dir", str(drill_project.root), "--now", "2026-03-10T00:00:00+00:00"]
-    judged = cli("drill", "qa-drill", "judge", "--logs", str(logs), "--out", str(out), *common)
+    judged = run_cli("drill", "qa-drill", "judge", "--logs", str(logs), "--out", str(out), *common)
     assert judged.returncode == 0, judged.stderr
     record = json.loads(out.read_text())
     assert record["passed"] and record["finished"] == "2026-03-10T00:00:00+00:00"
-    fresh = cli("drill", "qa-drill", "fresh", "--last", str(out), *common[:2], "--now", "2026-03-17T00:00:00+00:00")
+    fresh = run_cli("drill", "qa-drill", "fresh", "--last", str(out), *common[:2], "--now", "2026-03-17T00:00:00+00:00")
     assert fresh.returncode == 0, fresh.stderr
-    stale = cli("drill", "qa-drill", "fresh", "--last", str(out), *common[:2], "--now", "2026-03-19T00:00:00+00:00")
+    stale = run_cli("drill", "qa-drill", "fresh", "--last", str(out), *common[:2], "--now", "2026-03-19T00:00:00+00:00")
     assert stale.returncode == 1 and "restore drill overdue" in stale.stderr
-    missing = cli("drill", "qa-drill", "fresh", "--last", str(tmp_path / "none.json"), *common)
+    missing = run_cli("drill", "qa-drill", "fresh", "--last", str(tmp_path / "none.json"), *common)
     assert missing.returncode == 1 and "no successful drill" in missing.stderr
     logs.write_text("")
-    failed = cli("drill", "qa-drill", "judge", "--logs", str(logs), "--out", str(out), *common)
+    failed = run_cli("drill", "qa-drill", "judge", "--logs", str(logs), "--out", str(out), *common)
     assert failed.returncode == 1 and "no verification result" in failed.stderr
-    assert cli("drill", "prod", "scope").returncode == 2
+    assert run_cli("drill", "prod", "scope").returncode == 2
 
 
 def test_the_workflow_identity_may_write_exactly_what_the_drill_creates(drill_run):
@@ -382,7 +377,7 @@ def test_a_refused_drill_stack_names_its_file_and_field_without_a_traceback(dril
     data = drill_project.load("Pulumi.qa-drill.yaml")
     data["config"]["settlement-platform:backup"] = {"objectStore": {"destinationPath": "s3://prod-backups/wal"}}
     drill_project.save("Pulumi.qa-drill.yaml", data)
-    result = cli("render", "qa-drill", "--project-dir", str(drill_project.root), "--out", str(tmp_path / "out"))
+    result = run_cli("render", "qa-drill", "--project-dir", str(drill_project.root), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "Pulumi.qa-drill.yaml: backup: must not be set in a drill stack" in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
@@ -392,7 +387,7 @@ def test_a_drill_must_read_the_store_its_source_stack_archives_to(drill_project,
     data = drill_project.load("Pulumi.qa-drill.yaml")
     data["config"]["settlement-platform:drill"]["source"]["destinationPath"] = "s3://elsewhere/wal"
     drill_project.save("Pulumi.qa-drill.yaml", data)
-    result = cli("render", "qa-drill", "--project-dir", str(drill_project.root), "--out", str(tmp_path / "out"))
+    result = run_cli("render", "qa-drill", "--project-dir", str(drill_project.root), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "Pulumi.qa-drill.yaml: drill.source.destinationPath: 's3://elsewhere/wal' must equal" in result.stderr
     assert not (tmp_path / "out").exists()

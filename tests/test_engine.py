@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import subprocess
-import sys
 
 import pulumi
 import pytest
@@ -24,6 +22,7 @@ from infra.offline.render import resources
 from infra.offline.safety import stateful_removals
 from infra.program import BUILD_ON_PREVIEW, PROVIDER_NAME, run
 from infra.stack_config import PROJECT_ROOT, read_stack_files
+from tests.cli import run_cli
 
 PROVIDER_TYPE = "pulumi:providers:kubernetes"
 CLUSTER = {"context": "staging-admin", "identifier": "settlement-staging"}
@@ -91,22 +90,7 @@ def _without_cluster(project):
 
 def test_a_stack_without_a_cluster_renders_offline_but_warns_it_cannot_be_deployed(project, tmp_path):
     _without_cluster(project)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "infra",
-            "render",
-            "dev",
-            "--out",
-            str(tmp_path / "out"),
-            "--project-dir",
-            str(project.root),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    )
+    result = run_cli("render", "dev", "--out", str(tmp_path / "out"), "--project-dir", str(project.root))
     assert result.returncode == 0, result.stderr
     assert "warning: stack 'dev' names no target cluster: set `settlement-platform:cluster`" in result.stderr
 
@@ -249,12 +233,7 @@ def test_readme_states_what_up_waits_for():
 
 
 def _secrets_cli(project_root, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "infra", "secrets", *args, "--project-dir", str(project_root)],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    )
+    return run_cli("secrets", *args, "--project-dir", str(project_root))
 
 
 def test_secrets_check_names_every_placeholder_with_the_command_that_sets_it(project):

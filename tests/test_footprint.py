@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from components.sizing import parse_quantity
 from infra.config import Budget
 from infra.offline import footprint
 from infra.offline.render import render_stack
-from infra.stack_config import PROJECT_ROOT
+from tests.cli import run_cli
 from tests.conftest import STACKS_DIR
 
 MI = 2**20
@@ -162,13 +159,7 @@ def test_every_stack_with_a_budget_fits_it(rendered):
 def test_an_environment_over_its_budget_is_not_rendered(project, tmp_path):
     project.set_stack_key("dev", "budget", {"cpu": "500m", "memory": "1Gi"})
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "infra", "render", "dev", "--out", str(out), "--project-dir", str(project.root)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("render", "dev", "--out", str(out), "--project-dir", str(project.root))
     assert result.returncode == 2, result.stderr
     assert "requests more than its budget" in result.stderr and "Largest consumers:" in result.stderr
     assert "Traceback" not in result.stderr
@@ -184,13 +175,7 @@ def test_the_footprint_has_a_row_per_group_and_the_total(stack_run):
 
 
 def test_the_footprint_command_prints_the_stacks_table(small_project):
-    result = subprocess.run(
-        [sys.executable, "-m", "infra", "footprint", "dev", "--project-dir", str(small_project.root)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("footprint", "dev", "--project-dir", str(small_project.root))
     assert result.returncode == 0, result.stderr
     run = render_stack("dev", small_project.root)
     assert footprint.markdown("dev", footprint.footprint(run.all_objects())) in result.stdout

@@ -4,7 +4,6 @@ render exits 2 and writes nothing, and the program registers nothing."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pulumi
@@ -17,6 +16,7 @@ from infra.offline.cli import main
 from infra.offline.mocks import ProgramFailed, run_program
 from infra.program import run
 from infra.stack_config import PROJECT_ROOT, StackConfig, parse_platform_config, read_stack_files
+from tests.cli import run_cli
 
 PROJECT_FILE = (PROJECT_ROOT / "Pulumi.yaml").read_text()
 DEV_FILE = (PROJECT_ROOT / "Pulumi.dev.yaml").read_text()
@@ -143,13 +143,7 @@ def test_a_refused_file_exits_2_from_the_command_line_too(tmp_path):
     dev = DEV_FILE + "  settlement-platform:kubernetesVersion: '1.32'\n"
     files(tmp_path, dev=dev)
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "infra", "render", "dev", "--out", str(out), "--project-dir", str(tmp_path)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("render", "dev", "--out", str(out), "--project-dir", str(tmp_path))
     assert result.returncode == 2
     first = line_of(dev, "kubernetesVersion")
     assert f"duplicate key 'settlement-platform:kubernetesVersion' (first at line {first})" in result.stderr

@@ -5,8 +5,6 @@ and the generator's facts about the charts cannot drift from the charts unnotice
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 
 import pytest
 
@@ -14,7 +12,8 @@ from infra.network import EXTERNAL, chart_pods, pod_groups
 from infra.offline.audit import audit, rendered_policies
 from infra.offline.reachability import inventory, selects
 from infra.offline.wiring import derive
-from infra.stack_config import PROJECT_ROOT, plan_for_stack
+from infra.stack_config import plan_for_stack
+from tests.cli import run_cli
 from tests.conftest import STACKS_DIR
 
 
@@ -185,13 +184,7 @@ def test_generator_groups_cover_the_namespaces_it_manages():
 
 
 def test_cli_shows_why_and_exits_zero_without_drift():
-    result = subprocess.run(
-        [sys.executable, "-m", "infra", "reachability", "dev"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("reachability", "dev")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert rows and all(line.rstrip(" |").split(" | ")[-1] for line in rows)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from infra.network import NAMESPACE_LABEL, declared_edges, namespace_policies, pod_groups
 from infra.offline.reachability import EXTERNAL, Model, Pod, matrix
 from infra.stack_config import PROJECT_ROOT, parse_platform_config
+from tests.cli import run_cli
 
 IMAGE = "registry.example/x@sha256:" + "0" * 64
 
@@ -120,13 +120,7 @@ def test_a_pod_without_egress_isolation_reaches_everything():
 
 
 def run_reachability(project_dir, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "infra", "reachability", "dev", "--project-dir", str(project_dir), *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli("reachability", "dev", "--project-dir", str(project_dir), *args)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -14,15 +13,10 @@ import yaml
 from infra.offline import cli, golden, policy_config
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
 from policy import rules
+from tests.cli import run_cli
 from tests.conftest import DRILL_STACKS, PLATFORM_STACKS, STACKS, STACKS_DIR
 
 WORKFLOWS = PROJECT_ROOT / ".github" / "workflows"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "infra", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
-    )
 
 
 def workflow(name: str) -> dict:
