@@ -21,7 +21,7 @@ A policy field this model does not evaluate is refused, never ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from infra.network import EXTERNAL
 from infra.offline.reachability import ENVOY_PROBE_PORTS, WORKLOAD_KINDS, Connection, Model, Pod, selects
@@ -57,6 +57,9 @@ class MeshLayer:
     peer_authentications: list[dict]
     authorization_policies: list[dict]
     root: str | None
+    _applying: dict[tuple[str, str], list[dict]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """The policies of each kind that apply to each pod, found once: `identities` asks about every pod for every
+    peer and port."""
 
     @classmethod
     def read(cls, objects: list[dict], pods: list[Pod], ns_labels: dict[str, dict[str, str]]) -> MeshLayer:
@@ -79,9 +82,16 @@ class MeshLayer:
             return ns == pod.namespace and selects(selector, pod.label_map())
         return ns in (pod.namespace, self.root)
 
+    def _applying_to(self, pod: Pod, kind: str) -> list[dict]:
+        key = (pod.id, kind)
+        if key not in self._applying:
+            policies = self.peer_authentications if kind == "PeerAuthentication" else self.authorization_policies
+            self._applying[key] = [p for p in policies if self._applies(p, pod)]
+        return self._applying[key]
+
     def mode(self, pod: Pod, port: int) -> str:
         """The effective mTLS mode of `pod` on `port`."""
-        applying = [p for p in self.peer_authentications if self._applies(p, pod)]
+        applying = self._applying_to(pod, "PeerAuthentication")
         for scope in ("workload", "namespace", "root"):
             for p in applying:
                 spec, ns = p["spec"], p["metadata"]["namespace"]
@@ -133,9 +143,7 @@ class MeshLayer:
             return False
         allow = False
         allows = 0
-        for policy in self.authorization_policies:
-            if not self._applies(policy, pod):
-                continue
+        for policy in self._applying_to(pod, "AuthorizationPolicy"):
             action = policy["spec"].get("action", "ALLOW")
             rules = policy["spec"].get("rules") or []
             matched = any(self._rule_matches(r, principal, port) for r in rules)
