@@ -71,16 +71,17 @@ def test_the_benchmarks_scaled_topology_is_a_valid_config_of_every_stack(stack):
     assert len(plan.subsystems) == 3 * len(plan_of(config).subsystems)
 
 
-def test_both_benchmark_baselines_register_what_the_program_registers(stack_run):
+def test_both_benchmark_baselines_register_what_the_program_registers(small_project):
     """The floors `make bench` compares with register the program's custom resources with the same types and
-    inputs (flat, under numbered names); the typed one through the program's own classes where it can."""
+    inputs (flat, under numbered names); the typed one through the program's own classes where it can. A behaviour
+    of the bench, on its own small topology: the baselines are built from whatever the program registered."""
     from infra.offline import bench
     from infra.offline.mocks import run_program
     from infra.program import run
     from infra.stack_config import read_stack_files
 
-    config = read_stack_files(stack_run.stack, STACKS_DIR)
-    recording, classes = bench._record_classes(lambda: run(offline=True, project_dir=STACKS_DIR))
+    config = read_stack_files(PLATFORM_STACKS[0], small_project.root)
+    recording, classes = bench._record_classes(lambda: run(offline=True, project_dir=small_project.root))
     first = run_program(config, recording)
     assert classes and len(classes) == len(first.registrations)
     typed = [c for (typ, _), c in classes.items() if c.__module__.startswith("pulumi_kubernetes")]
