@@ -64,9 +64,6 @@ def test_every_whole_stack_test_holds_after_seven_ordinary_changes(tmp_path):
     selection = ["-p", "no:cacheprovider", "-m", "whole_stack", "tests"]
     env = {**child_env(), STACKS_DIR_ENV: str(root)}
     pytest_cmd = [sys.executable, "-m", "pytest", "-q"]
-    listed = subprocess.run([*pytest_cmd, "--collect-only", *selection], cwd=PROJECT_ROOT, env=env, **CAPTURE)
-    expected = sum(1 for line in listed.stdout.splitlines() if "::" in line)
-    assert expected > 0, listed.stdout[-3000:]
     # Under pytest-xdist (`make test`) the other workers keep the other cores busy while this one waits: one
     # process (an xdist run inside would start and collect in three more, and compete with them). Run alone, on
     # every core.
@@ -75,5 +72,8 @@ def test_every_whole_stack_test_holds_after_seven_ordinary_changes(tmp_path):
         [*pytest_cmd, *parallel, "--durations=10", *selection], cwd=PROJECT_ROOT, env=env, timeout=1200, **CAPTURE
     )
     assert result.returncode == 0, f"whole-stack tests fail on the changed topology:\n{result.stdout[-6000:]}"
-    # Every whole-stack test ran and passed: none skipped or lost.
-    assert re.search(rf"\b{expected} passed\b", result.stdout), result.stdout[-3000:]
+    # Every selected whole-stack test ran and passed: the summary counts nothing but passed tests, the deselected
+    # rest and warnings (no skipped, xfailed or errored test, none lost at collection).
+    summary = result.stdout.strip().splitlines()[-1]
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", summary)}
+    assert counts.get("passed", 0) > 0 and set(counts) <= {"passed", "deselected", "warnings"}, summary
