@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -88,9 +89,17 @@ def test_dropping_a_database_is_danger_and_says_whether_protect_holds(prod, dev,
 
 
 @pytest.fixture
-def git_project(tmp_path):
-    """A throwaway git repository holding this project's tracked files, committed once."""
+def git_project(committed_project, tmp_path):
+    """A throwaway git repository holding this project's tracked files, committed once: a copy of the worker's
+    (a copy is a tenth of the archive, init, add and commit it takes)."""
     repo = tmp_path / "repo"
+    shutil.copytree(committed_project, repo, symlinks=True)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def committed_project(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("committed") / "repo"
     repo.mkdir()
     from infra.stack_config import PROJECT_ROOT
 

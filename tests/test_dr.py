@@ -17,7 +17,7 @@ from infra.offline.render import dr_state
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
 from tests.conftest import STACKS
 from tests.fixture_config import SMALL_TOPOLOGY, plan_of
-from tests.test_diff import git_project, run_diff  # noqa: F401 (git_project is a fixture)
+from tests.test_diff import committed_project, git_project, run_diff  # noqa: F401 (fixtures)
 from tests.test_input import assert_render_refused
 from tests.test_observability import PROMTOOL, run
 
