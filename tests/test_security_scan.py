@@ -126,7 +126,18 @@ def scan(rendered, tmp_path_factory):
     largest = max(
         sum(o["kind"] not in UNSCANNED_KINDS for o in render.manifests(r).values()) for r in rendered.values()
     )
+    # Beside them, in the same run, a pod checkov must fail (`test_checkov_catches_a_bad_manifest`): one scanner
+    # start instead of two.
+    (root / "probe").mkdir()
+    (root / "probe" / "pod.yaml").write_text(
+        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: bad, namespace: {PROBE_NAMESPACE}}}\n"
+        "spec:\n  containers:\n  - name: c\n    image: nginx\n    securityContext: {privileged: true}\n"
+    )
     return {"written": len(seen), "largest_stack": largest, **run_checkov(root)}
+
+
+PROBE_NAMESPACE = "checkov-probe"
+"""The namespace of the scan's planted bad pod: no stack has it (asserted below)."""
 
 
 def _failures(scan: dict) -> set[tuple[str, str, str, str]]:
@@ -143,8 +154,11 @@ def _listed_skips() -> dict[tuple[str, str, str, str], str]:
     return {(s["check"], s["kind"], s.get("namespace") or "default", s["name"]): s["reason"] for s in load_skips()}
 
 
-def test_checkov_finds_no_failed_check_but_the_listed_chart_skips(scan):
-    failed = _failures(scan)
+def test_checkov_finds_no_failed_check_but_the_listed_chart_skips(scan, rendered):
+    assert not [
+        o for run in rendered.values() for o in run.all_objects() if o["metadata"].get("namespace") == PROBE_NAMESPACE
+    ]
+    failed = {f for f in _failures(scan) if f[2] != PROBE_NAMESPACE}
     skips = _listed_skips()
     assert not sorted(failed - set(skips)), "harden it through the chart's values, or list it with a reason"
     assert not sorted(set(skips) - failed), "listed skips that no longer fail: remove them"
@@ -183,12 +197,6 @@ def test_every_skip_is_an_annotation_with_a_reason_listed_in_the_readme(any_stac
                 assert check in readme, f"{check} is skipped but not listed in the README's security section"
 
 
-def test_checkov_catches_a_bad_manifest(tmp_path):
-    """The scanner really runs on what we give it: a privileged pod fails."""
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "pod.yaml").write_text(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad, namespace: x}\n"
-        "spec:\n  containers:\n  - name: c\n    image: nginx\n    securityContext: {privileged: true}\n"
-    )
-    failed = {f["check_id"] for f in run_checkov(tmp_path / "bad")["results"]["failed_checks"]}
-    assert "CKV_K8S_16" in failed  # privileged container
+def test_checkov_catches_a_bad_manifest(scan):
+    """The scanner really runs on what we give it: the privileged pod planted beside the manifests fails."""
+    assert ("CKV_K8S_16", "Pod", PROBE_NAMESPACE, "bad") in _failures(scan)  # privileged container
