@@ -8,6 +8,7 @@ another folder (the diff renders the base ref in a git worktree, which has no `.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -44,3 +45,14 @@ def upstream_digest() -> str:
         if folder.exists():
             listing += [f"{p}:{p.stat().st_size}" for p in sorted(folder.rglob("*")) if p.is_file()]
     return hashlib.sha256("\n".join(listing).encode()).hexdigest()
+
+
+def content_key(obj: dict) -> str | None:
+    """`obj` as canonical JSON, to key a per-process cache of work that depends on the object's content only (its
+    YAML text, its schema validation): None for an object JSON cannot hold or would change (a YAML binary, a number
+    as a key), which is then worked on uncached."""
+    try:
+        key = json.dumps(obj, sort_keys=True)
+    except TypeError:
+        return None
+    return key if json.loads(key) == obj else None

@@ -12,6 +12,7 @@ import yaml
 from infra.alertmanager import alertmanager_config
 from infra.config import Budget, PlatformConfig, alert_secret_keys
 from infra.offline import charts, footprint
+from infra.offline.caches import content_key
 from infra.offline.mocks import ProgramRun, run_program
 from infra.stack_config import PROJECT_ROOT, StackConfig, plan_for_stack, read_stack_files
 
@@ -91,11 +92,8 @@ def resources(result: ProgramRun) -> list[dict]:
 
 def manifest_text(obj: dict) -> str:
     """The object as its manifest file holds it: canonical key order, YAML."""
-    try:
-        key = json.dumps(obj, sort_keys=True)
-    except TypeError:
-        key = None  # a value JSON cannot hold (a YAML binary)
-    if key is None or json.loads(key) != obj:  # or one JSON would change (a number as a key): not cached
+    key = content_key(obj)
+    if key is None:
         return yaml.dump(canonical(obj), Dumper=SAFE_DUMPER, sort_keys=False)
     return _manifest_text(key)
 

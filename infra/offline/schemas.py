@@ -21,7 +21,7 @@ import kubernetes_validate.utils
 import yaml
 
 from components.release_manifest import KubernetesLoader
-from infra.offline.caches import CRDS_DIR
+from infra.offline.caches import CRDS_DIR, content_key
 
 
 def strict_schema(schema: dict) -> dict:
@@ -126,6 +126,20 @@ kubernetes_validate.utils.schema_contents = cache(kubernetes_validate.utils.sche
 
 
 def validate_builtin(obj: dict, kubernetes_version: str) -> list[str]:
+    """Problems with a built-in object under Kubernetes' strict schema for the version. Cached per process by the
+    object's content: most objects (the charts') are the same in every stack, and their validation too."""
+    key = content_key(obj)
+    if key is None:
+        return _validate_builtin(obj, kubernetes_version)
+    return list(_validate_builtin_cached(key, kubernetes_version))
+
+
+@cache
+def _validate_builtin_cached(key: str, kubernetes_version: str) -> tuple[str, ...]:
+    return tuple(_validate_builtin(json.loads(key), kubernetes_version))
+
+
+def _validate_builtin(obj: dict, kubernetes_version: str) -> list[str]:
     try:
         kubernetes_validate.validate(obj, f"{kubernetes_version}.0", strict=True)
     except kubernetes_validate.ValidationError as error:
