@@ -3,6 +3,8 @@
 By default `../shared/` beside the project (read-only, for offline checks only: `pulumi up` never reads it).
 Each can be pointed elsewhere with its environment variable; `child_env` hands the same choice to a render run in
 another folder (the diff renders the base ref in a git worktree, which has no `../shared` beside it).
+
+Also the content key (`content_key`) of the per-process caches of work that depends on an object's content only.
 """
 
 from __future__ import annotations
