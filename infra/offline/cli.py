@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -74,7 +75,7 @@ def _bench(args: argparse.Namespace) -> int:
     from infra.offline import bench
 
     stacks = _stacks(args.stacks)
-    scale = args.scale_stack or ("prod" if "prod" in stacks else stacks[-1])
+    scale = args.scale_stack or bench.default_scale_stack(stacks)
     print(bench.measure(stacks, args.repeat, scale, args.copies, args.tests))
     return 0
 
@@ -385,14 +386,16 @@ def _refusal_naming_files(args: argparse.Namespace, cause: pulumi.RunError) -> s
 
 
 def close_event_loops() -> None:
-    """The Pulumi SDK runs a program on an asyncio loop and registers resources from the loop's executor threads,
-    each of which makes a loop of its own (pulumi/runtime/sync_await.py, `_ensure_event_loop`); none is closed.
-    Left to interpreter shutdown, a loop may be collected after the modules its close needs are gone, printing a
-    traceback after a clean refusal ("Invalid file descriptor: -1"). Called before exit: every loop still open is
-    closed."""
+    """The Pulumi SDK registers resources from its loop's executor threads, each of which makes a loop of its own
+    (pulumi/runtime/sync_await.py, `_ensure_event_loop`) and never closes it. The harness shuts each program's own
+    loop and executor down (`infra.offline.mocks`), but the threads' loops stay open until collected; left to
+    interpreter shutdown, one may be collected after the modules its close needs are gone, printing a traceback after
+    a clean refusal ("Invalid file descriptor: -1"). Called before exit: every loop still open and idle is closed. A
+    loop that starts running meanwhile (an interrupted render whose program thread is still going) is left alone."""
     for obj in gc.get_objects():
         if isinstance(obj, asyncio.BaseEventLoop) and not obj.is_closed() and not obj.is_running():
-            obj.close()
+            with contextlib.suppress(RuntimeError):  # it started running after the check
+                obj.close()
 
 
 def main(argv: list[str]) -> int:
