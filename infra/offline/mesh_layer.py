@@ -57,7 +57,7 @@ class MeshLayer:
     peer_authentications: list[dict]
     authorization_policies: list[dict]
     root: str | None
-    _applying: dict[tuple[str, str], list[dict]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _applying: dict[tuple[Pod, str], list[dict]] = field(default_factory=dict, init=False, repr=False, compare=False)
     """The policies of each kind that apply to each pod, found once: `identities` asks about every pod for every
     peer and port."""
 
@@ -83,7 +83,7 @@ class MeshLayer:
         return ns in (pod.namespace, self.root)
 
     def _applying_to(self, pod: Pod, kind: str) -> list[dict]:
-        key = (pod.id, kind)
+        key = (pod, kind)  # the pod itself (frozen): a caller's own Pod with the same id is a different key
         if key not in self._applying:
             policies = self.peer_authentications if kind == "PeerAuthentication" else self.authorization_policies
             self._applying[key] = [p for p in policies if self._applies(p, pod)]
