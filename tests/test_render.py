@@ -84,7 +84,8 @@ def test_bad_config_exits_non_zero_with_the_field_named_and_no_traceback(tmp_pat
         "config:\n  settlement-platform:defaults:\n    queue:\n      replicas: 4\n"
     )
     out = tmp_path / "out"
-    # The real entry point: a refusal leaves no traceback at exit either (infra/__main__.py closes the loops).
+    # The real entry point, as a user meets a refused config. (The refusal that printed a traceback at exit before
+    # infra/__main__.py closed the event loops is test_rabbitmq_operators' missing mirror file, also a process.)
     result = run_cli_process("render", "dev", "--out", str(out), "--project-dir", str(tmp_path))
     assert result.returncode == 2
     assert "defaults.queue.replicas: must be 1 or odd, got 4" in result.stderr
