@@ -74,13 +74,14 @@ def test_the_benchmarks_scaled_topology_is_a_valid_config_of_every_stack(stack):
 def test_both_benchmark_baselines_register_what_the_program_registers(small_project):
     """The floors `make bench` compares with register the program's custom resources with the same types and
     inputs (flat, under numbered names); the typed one through the program's own classes where it can. A behaviour
-    of the bench, on its own small topology: the baselines are built from whatever the program registered."""
+    of the bench, on its own small topology, for the stack the bench compares by default (prod's kinds: backups,
+    disruption budgets); the baselines are built from whatever the program registered."""
     from infra.offline import bench
     from infra.offline.mocks import run_program
     from infra.program import run
     from infra.stack_config import read_stack_files
 
-    config = read_stack_files(PLATFORM_STACKS[0], small_project.root)
+    config = read_stack_files(bench.default_scale_stack(stack_names(small_project.root)), small_project.root)
     recording, classes = bench._record_classes(lambda: run(offline=True, project_dir=small_project.root))
     first = run_program(config, recording)
     assert classes and len(classes) == len(first.registrations)

@@ -142,6 +142,11 @@ def compare(label: str, config: StackConfig, repeat: int) -> Comparison:
     return Comparison(label, len(first.registrations), program_s, baseline_s, typed_s)
 
 
+def default_scale_stack(stacks: list[str]) -> str:
+    """The stack compared with the baselines unless one is named: prod, else the last."""
+    return "prod" if "prod" in stacks else stacks[-1]
+
+
 def scaled(config: StackConfig, copies: int) -> StackConfig:
     """`config` with `copies` copies of its subsystems: `payment` stays, `payment2`..`paymentN` join, each copy's
     references (calls, queues) and exposed paths renamed to stay within the copy; alert routes follow."""
