@@ -19,7 +19,7 @@ from infra.stack_config import (
     stack_names,
 )
 from tests.cli import run_cli, run_cli_process
-from tests.conftest import STACKS, STACKS_DIR
+from tests.conftest import PLATFORM_STACKS, STACKS, STACKS_DIR
 
 
 def test_render_writes_every_object_and_every_resource(tmp_path):
@@ -150,3 +150,30 @@ def test_the_program_runs_on_a_stack_of_its_own(monkeypatch):
     uris = [frame.pc.uri for trace in traces for frame in trace.frames]
     assert any(uri.endswith("/tests/test_render.py") for uri in uris), uris  # the program's own frame is there
     assert not [uri for uri in uris if "_pytest" in uri or "pluggy" in uri or "/runpy" in uri]
+
+
+def test_the_recording_monitor_answers_as_the_sdks_mock_monitor(small_project, monkeypatch):
+    """`RecordingMonitor._register` skips work the SDK's MockMonitor does (a second deserialisation, serialising the
+    echoed outputs again): for every resource of an environment, what the program reads back from its answer is what
+    it reads back from the SDK's."""
+    from pulumi.runtime import mocks as sdk_mocks
+    from pulumi.runtime import rpc
+
+    from infra.offline import mocks
+
+    compared = []
+    fast = mocks.RecordingMonitor._register
+
+    def both(self, request):
+        response, inputs = fast(self, request)
+        sdk = sdk_mocks.MockMonitor.RegisterResource(self, request)
+        assert (response.urn, response.id) == (sdk.urn, sdk.id)
+        assert rpc.deserialize_properties(response.object) == rpc.deserialize_properties(sdk.object), request.name
+        compared.append(request.type)
+        return response, inputs
+
+    monkeypatch.setattr(mocks.RecordingMonitor, "_register", both)
+    run = small_project.render(PLATFORM_STACKS[0])
+    assert len(compared) == len(run.registrations)
+    # Both kinds of answer were compared: echoed inputs, and outputs the mocks add (a generated password, a digest).
+    assert {"random:index/randomPassword:RandomPassword", "kubernetes:apps/v1:Deployment"} <= set(compared)
