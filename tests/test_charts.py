@@ -132,13 +132,14 @@ def test_every_release_of_a_stack_expands_from_its_pinned_chart(stack_run):
         assert obj.release.version == next(r for r in releases if r.urn == obj.release.urn).inputs["version"]
 
 
-def test_chart_objects_are_written_and_listed(any_stack_run, tmp_path):
-    render.write(any_stack_run, tmp_path)
-    written = {p.relative_to(tmp_path / "manifests").as_posix() for p in (tmp_path / "manifests").rglob("*.yaml")}
+def test_chart_objects_are_written_and_listed(any_stack_run):
+    """Every object a release installs gets its manifest file and its resources.json entry: what `render.write`
+    writes is exactly `render.manifests` and `render.resources` (on disk: `test_render`'s write tests)."""
+    written = set(render.manifests(any_stack_run))
     for obj in any_stack_run.chart_objects:
         assert render.manifest_path(obj.object) in written
-    listed = (tmp_path / "resources.json").read_text()
-    assert listed.count(f'"type": "{charts.CHART_OBJECT_TYPE}"') == len(any_stack_run.chart_objects)
+    listed = [entry for entry in render.resources(any_stack_run) if entry["type"] == charts.CHART_OBJECT_TYPE]
+    assert len(listed) == len(any_stack_run.chart_objects)
 
 
 # Helm's inputs for a release (everything `charts.helm_templates` passes it) already rendered twice in this process:
