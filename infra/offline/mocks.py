@@ -179,7 +179,7 @@ class RecordingMonitor(sdk_mocks.MockMonitor):
         not a preview never sends); and outputs the mocks echo unchanged are answered with the request's own struct
         instead of being serialised again (what the SDK does with the response, `deserialize_properties`, reads the
         same values from both: `tests/test_render.py` checks it on a whole environment). Serialising every echo was
-        a third of the harness's time per resource."""
+        most of the monitor's time per resource (sampled over the test suite)."""
         urn = self.make_urn(request.parent, request.type, request.name)
         _ensure_event_loop()  # deserialising a resource reference needs a loop on this executor thread
         inputs = pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True)
