@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from infra.offline.diff import BASE_CACHE_ENV, CHART_OBJECT, FieldChange, compare, diff, report
-from infra.offline.render import REDACTED_ALERTMANAGER, redacted_alertmanager
+from infra.offline.render import LIST_ONLY_ENV, REDACTED_ALERTMANAGER, redacted_alertmanager
 from infra.stack_config import SECRET_PLACEHOLDER
 from tests import topology_changes
 from tests.cli import run_cli
@@ -399,3 +400,55 @@ def test_a_routing_change_shows_in_the_report_with_secrets_redacted(project):
     assert SECRET_PLACEHOLDER not in text and "No changes." not in text
     old_code = report("prod", "main", [], (None, before))  # a base rendered by code that did not write it
     assert f"renders no `{REDACTED_ALERTMANAGER}`" in old_code and "No changes." in old_code
+
+
+def test_the_base_is_rendered_here_only_when_its_code_is_the_running_code(git_project, tmp_path, monkeypatch):
+    from infra.offline import diff as diff_module
+
+    running = tmp_path / "running"
+    shutil.copytree(git_project, running, symlinks=True)
+    monkeypatch.setattr(diff_module, "PROJECT_ROOT", running)
+    assert diff_module._runs_this_code(git_project)
+    (running / "Pulumi.dev.yaml").write_text("config: {}\n")  # stack files are the base's own input, not code
+    assert diff_module._runs_this_code(git_project)
+    (running / "infra" / "extra.py").write_text("")  # a module the base lacks
+    assert not diff_module._runs_this_code(git_project)
+    (running / "infra" / "extra.py").unlink()
+    (running / "README.md").write_text((running / "README.md").read_text() + "\n")  # any other file differs
+    assert not diff_module._runs_this_code(git_project)
+
+
+def test_a_base_with_other_code_is_rendered_by_that_code_in_a_process_of_its_own(git_project, monkeypatch):
+    from infra.offline import diff as diff_module
+
+    started, here = [], []
+    run, render_here = diff_module.subprocess.run, diff_module._render_here
+    monkeypatch.setattr(diff_module.subprocess, "run", lambda cmd, **kw: started.append(cmd) or run(cmd, **kw))
+    monkeypatch.setattr(diff_module, "_render_here", lambda *a: here.append(a) or render_here(*a))
+    monkeypatch.delenv(BASE_CACHE_ENV, raising=False)  # render it now, whatever the run's cache holds
+
+    assert run_diff(git_project, "dev").returncode == 0  # the same code: rendered in this process
+    assert len(here) == 1 and not [c for c in started if "render" in c]
+
+    readme = git_project / "README.md"
+    readme.write_text(readme.read_text() + "\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "commit", "-qam", "other code"], cwd=git_project, check=True)
+    result = run_diff(git_project, "dev")
+    assert result.returncode == 0 and "No changes." in result.stdout, result.stderr
+    assert len(here) == 1 and [c for c in started if "render" in c]  # the base's own code, in its own process
+
+
+def test_a_base_that_crashes_in_this_process_is_reported_like_one_that_crashes_in_its_own(tmp_path, monkeypatch):
+    from infra.offline import cli
+    from infra.offline import diff as diff_module
+
+    def crash(argv):
+        raise KeyError("no-such-key")
+
+    monkeypatch.setattr(cli, "main", crash)
+    with pytest.raises(diff_module.DiffError) as refused:
+        diff_module._render_here("dev", "HEAD", tmp_path, tmp_path / "out")
+    message = str(refused.value)
+    assert "rendering 'dev' at HEAD failed" in message and "KeyError: 'no-such-key'" in message
+    assert "shows the traceback" in message and os.environ.get(LIST_ONLY_ENV) is None
