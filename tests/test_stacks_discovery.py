@@ -88,7 +88,7 @@ def test_both_benchmark_baselines_register_what_the_program_registers(small_proj
     typed = [c for (typ, _), c in classes.items() if c.__module__.startswith("pulumi_kubernetes")]
     assert len(typed) > len(first.registrations) / 2, "the typed floor would be mostly untyped"
     expected = sorted((r.type, r.name, json.dumps(r.inputs, sort_keys=True)) for r in first.registrations if r.custom)
-    for floor in (bench.baseline_program(first), bench.typed_baseline_program(first, classes)):
+    for floor in (bench.baseline_program(first), bench.baseline_program(first, classes)):
         registered = run_program(config, floor).registrations
         got = [(r.type, r.name.rsplit("-", 1)[0], json.dumps(r.inputs, sort_keys=True)) for r in registered if r.custom]
         assert sorted(got) == expected

@@ -42,7 +42,7 @@ class Comparison:
     program: list[float]
     baseline: list[float]
     typed: list[float]
-    """The same flat registrations through the program's own resource classes (`typed_baseline_program`)."""
+    """The same flat registrations through the program's own resource classes (`baseline_program` with `classes`)."""
 
     @property
     def ratio(self) -> float:
@@ -53,33 +53,22 @@ class Comparison:
         return statistics.median(self.program) / statistics.median(self.typed)
 
 
-def baseline_program(run: ProgramRun):
-    """A program registering the run's resources again as plain, flat resources: the floor."""
-    recorded = [(r.type, r.name, r.custom, r.inputs) for r in run.registrations]
-
-    def program() -> None:
-        for i, (typ, name, custom, inputs) in enumerate(recorded):
-            if custom:
-                pulumi.CustomResource(typ, f"{name}-{i}", dict(inputs))
-            else:
-                pulumi.ComponentResource(typ, f"{name}-{i}", None)
-
-    return program
-
-
 def _snake(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
-def typed_baseline_program(run: ProgramRun, classes: dict[tuple[str, str], type]):
-    """The floor a program written with pulumi-kubernetes pays: the same flat registrations, but each Kubernetes
-    object through the class the program used (`pulumi_kubernetes.apps.v1.Deployment`, ...). Typed classes cost
-    more per resource than `pulumi.CustomResource`: their inputs are serialised and their outputs translated through
-    the type metadata (pulumi/runtime/rpc.py `serialize_properties`, `translate_output_properties`), and the SDK
-    keeps a stack trace for them (pulumi/runtime/resource.py `_get_stack_trace` finds the third `__init__`)."""
+def baseline_program(run: ProgramRun, classes: dict[tuple[str, str], type] | None = None):
+    """A program registering the run's resources again as plain, flat resources: the floor.
+
+    With `classes` (`_record_classes`), the typed floor, what a program written with pulumi-kubernetes pays: the
+    same flat registrations, but each Kubernetes object through the class the program used
+    (`pulumi_kubernetes.apps.v1.Deployment`, ...). Typed classes cost more per resource than
+    `pulumi.CustomResource`: their inputs are serialised and their outputs translated through the type metadata
+    (pulumi/runtime/rpc.py `serialize_properties`, `translate_output_properties`), and the SDK keeps a stack trace
+    for them (pulumi/runtime/resource.py `_get_stack_trace` finds the third `__init__`)."""
     recorded = []
     for r in run.registrations:
-        cls = classes.get((r.type, r.name))
+        cls = (classes or {}).get((r.type, r.name))
         typed = r.custom and cls is not None and cls.__module__.startswith("pulumi_kubernetes") and "kind" in r.inputs
         recorded.append((cls if typed else None, r.type, r.name, r.custom, r.inputs))
 
@@ -131,7 +120,7 @@ def compare(label: str, config: StackConfig, repeat: int) -> Comparison:
 
     recording, classes = _record_classes(run)
     first = run_program(config, recording)  # warm-up: imports and first-time SDK setup are not the program's cost
-    floor, typed = baseline_program(first), typed_baseline_program(first, classes)
+    floor, typed = baseline_program(first), baseline_program(first, classes)
     run_program(config, floor)
     run_program(config, typed)
     program_s, baseline_s, typed_s = [], [], []
