@@ -280,14 +280,15 @@ def _on_own_thread(work: Callable[[], ProgramRun], name: str) -> ProgramRun:
     outcome: list[tuple[bool, object]] = []
 
     def target() -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+        # asyncio.Runner makes the thread's loop and, on exit, cancels what a failed program left pending, stops the
+        # default executor (the SDK registers resources from its threads) and closes the loop (cpython
+        # Lib/asyncio/runners.py, `Runner.close`): no task destroyed pending, no thread outliving the run.
         try:
-            outcome.append((True, work()))
+            with asyncio.Runner() as runner:
+                runner.get_loop()  # the thread's current loop from here on, as the SDK expects
+                outcome.append((True, work()))
         except BaseException as error:  # re-raised on the caller's thread, whatever it is
             outcome.append((False, error))
-        finally:
-            _shut_down(loop)
 
     # A daemon, so an interrupted render (Ctrl-C lands on the waiting caller) does not keep the process alive.
     thread = threading.Thread(target=target, name=name, daemon=True)
@@ -297,20 +298,3 @@ def _on_own_thread(work: Callable[[], ProgramRun], name: str) -> ProgramRun:
     if not ok:
         raise value  # type: ignore[misc]
     return value  # type: ignore[return-value]
-
-
-def _shut_down(loop: asyncio.AbstractEventLoop) -> None:
-    """What `asyncio.run` does before closing its loop (cpython Lib/asyncio/runners.py, `Runner.close`): cancel what
-    a failed program left pending and let it finish, then stop the default executor (the SDK registers resources from
-    its threads), so no task is destroyed pending and no thread outlives the run."""
-    try:
-        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
