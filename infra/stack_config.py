@@ -33,6 +33,9 @@ from infra.errors import ConfigError, ConfigProblem, problems_from_validation_er
 from infra.topology import PlatformPlan, resolve
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CODE_FOLDERS = ("infra", "components")
+"""The packages the program and the offline tools import (beside the root's `__main__.py`): the code of a render."""
+
 # Stands in for a `secure:` value offline: the ciphertext can only be opened by the stack's secrets provider.
 SECRET_PLACEHOLDER = "offline-placeholder-for-secret"
 # A committed `secure:` value that is no ciphertext at all (the stack files start with these): the offline

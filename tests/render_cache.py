@@ -19,10 +19,9 @@ from pathlib import Path
 from infra.offline.caches import upstream_digest
 from infra.offline.mocks import ProgramRun
 from infra.offline.render import render_stack
-from infra.stack_config import PROJECT_ROOT
+from infra.stack_config import CODE_FOLDERS, PROJECT_ROOT
 
 RENDER_CACHE_ENV = "SETTLEMENT_TEST_RENDER_CACHE"
-SOURCE_FOLDERS = ("infra", "components")
 
 
 def _digest_files(paths, root: Path) -> str:
@@ -36,7 +35,7 @@ def _digest_files(paths, root: Path) -> str:
 def key(stack: str, project_dir: Path) -> str:
     """By content, not location: two copies of the same stack files (two tests making the same change in their
     own folders) are one render - the render holds no path of its project folder."""
-    code = _digest_files((p for folder in SOURCE_FOLDERS for p in (PROJECT_ROOT / folder).rglob("*.py")), PROJECT_ROOT)
+    code = _digest_files((p for folder in CODE_FOLDERS for p in (PROJECT_ROOT / folder).rglob("*.py")), PROJECT_ROOT)
     stacks = _digest_files(project_dir.glob("Pulumi*.yaml"), project_dir)
     return hashlib.sha256(f"{stack}\n{code}\n{stacks}\n{upstream_digest()}".encode()).hexdigest()[:32]
 
