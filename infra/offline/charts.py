@@ -241,7 +241,7 @@ def _expand_chart(folder: str, values_json: str, name: str, namespace: str, kube
     """((source, object), ...) for the crds/ files and the rendered templates (NOTES.txt left out).
 
     Cached per (chart, version, values, release, Kubernetes version): parsing the CRDs is most of the cost.
-    Each object is kept pickled, so every caller unpickles its own copy (several times faster than a deep copy).
+    Each object is kept pickled, for the disk cache; `_objects` unpickles them once per process.
     """
     chart = _load_chart(folder)
     rendered = _helm_render(chart, values_json, name, namespace, kube_version)
@@ -311,6 +311,7 @@ def _subchart_of(filename: str) -> str | None:
 
 def clear_cache() -> None:
     _render.cache_clear()
+    _objects.cache_clear()
 
 
 def chart_metadata(chart: str, version: str, charts_dir: Path = CHARTS_DIR) -> dict:
@@ -321,16 +322,11 @@ def chart_metadata(chart: str, version: str, charts_dir: Path = CHARTS_DIR) -> d
 def expand(release: Release, kube_version: str, charts_dir: Path = CHARTS_DIR) -> list[ChartObject]:
     """Every object `release` installs: its crds/ files (unless skipped), templates and hooks (not tests)."""
     folder = chart_folder(release.chart, release.version, charts_dir)
-    crds, templates = _render(
+    crds, templates = _objects(
         str(folder), json.dumps(release.values, sort_keys=True), release.name, release.namespace, kube_version
     )
-    out = (
-        []
-        if release.skip_crds
-        else [_object(release, path, None, pickle.loads(blob), templated=False) for path, blob in crds]
-    )
-    for path, blob in templates:
-        obj = pickle.loads(blob)
+    out = [] if release.skip_crds else [_object(release, path, None, obj, templated=False) for path, obj in crds]
+    for path, obj in templates:
         hook = (obj.get("metadata", {}).get("annotations") or {}).get("helm.sh/hook")
         if hook is not None and {h.strip() for h in hook.split(",")} <= {"test", "test-success", "test-failure"}:
             continue  # `helm test` only: a Release never runs them
@@ -338,16 +334,29 @@ def expand(release: Release, kube_version: str, charts_dir: Path = CHARTS_DIR) -
     return out
 
 
+@functools.cache
+def _objects(folder: str, values_json: str, name: str, namespace: str, kube_version: str) -> tuple:
+    """`_render`'s objects, unpickled once per process and shared by every render in it: unpickling a stack's
+    chart objects anew (about 8 MB, most of it CRDs) was a sixth of each render. Below their top level and
+    `metadata`, which `_object` gives each caller its own, the objects are read and never written - by the
+    renders, the offline tools and the tests alike (a test that changes one works on a deep copy)."""
+    crds, templates = _render(folder, values_json, name, namespace, kube_version)
+    return tuple((path, pickle.loads(blob)) for path, blob in crds), tuple(
+        (path, pickle.loads(blob)) for path, blob in templates
+    )
+
+
 def _object(release: Release, source: str, hook: str | None, obj: dict, templated: bool) -> ChartObject:
-    """The object as the release installs it (`obj` is this caller's own copy: it is annotated in place)."""
-    meta = obj.setdefault("metadata", {})
+    """The object as the release installs it: a new top level and `metadata` (annotated here, and given its
+    namespace by `expand_run`) over the shared rest of `obj`."""
+    meta = dict(obj.get("metadata") or {})
     annotations = dict(meta.get("annotations") or {})
     if templated and hook is None:
         annotations[HELM_RELEASE_NAME] = release.name
         annotations[HELM_RELEASE_NAMESPACE] = release.namespace
     annotations[SOURCE_ANNOTATION] = f"helm {release.namespace}/{release.name} {release.folder} {source}"
     meta["annotations"] = annotations
-    return ChartObject(release, source, hook, obj)
+    return ChartObject(release, source, hook, {**obj, "metadata": meta})
 
 
 def cluster_scoped_kinds(objects: list[dict]) -> set[str]:
