@@ -16,10 +16,9 @@ from components.release_manifest import SOURCE_ANNOTATION
 from infra.offline.charts import CHART_CACHE_ENV
 from infra.offline.diff import BASE_CACHE_ENV
 from infra.offline.mocks import ProgramRun
-from infra.offline.render import render_stack
+from infra.offline.render import RENDER_CACHE_ENV, render_stack
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
 from infra.topology import PlatformPlan
-from tests import render_cache
 from tests.fixture_config import SMALL_TOPOLOGY
 
 # The project whose stacks the whole-stack tests check: this one, or (tests/test_any_topology.py) a changed copy.
@@ -48,11 +47,12 @@ SAMPLE_FIXTURES = {"dev", "prod", "project"}
 
 def pytest_configure(config):
     # The controlling process (or a lone one) makes the run's render cache folder; xdist workers and child pytest
-    # runs inherit it through the environment (tests/render_cache.py).
+    # runs inherit it through the environment: every test, worker and in-process command rendering the same stack
+    # files shares one render (infra/offline/render.py, `render_stack`).
     # The diff's base renders are kept the same way, by git tree (infra/offline/diff.py).
     # So are chart expansions (infra/offline/charts.py): per run, not the user's cache, so a run never depends on
     # what an earlier one left behind.
-    for variable in (render_cache.RENDER_CACHE_ENV, BASE_CACHE_ENV, CHART_CACHE_ENV):
+    for variable in (RENDER_CACHE_ENV, BASE_CACHE_ENV, CHART_CACHE_ENV):
         if not os.environ.get(variable) and not hasattr(config, "workerinput"):
             folder = tempfile.mkdtemp(prefix="settlement-test-cache-")
             os.environ[variable] = folder
@@ -91,7 +91,7 @@ def platform_deployments(run: ProgramRun) -> list[dict]:
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, ProgramRun]:
     """Each real stack rendered once per session (the program is deterministic)."""
-    return {stack: render_cache.render(stack, STACKS_DIR) for stack in STACKS}
+    return {stack: render_stack(stack, STACKS_DIR) for stack in STACKS}
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,10 @@ import sys
 
 import pytest
 
-from infra.offline import golden, policy_config
+from infra.offline import golden, policy_config, render
 from infra.offline.caches import child_env
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
-from tests import render_cache, topology_changes
+from tests import topology_changes
 from tests.conftest import STACKS_DIR_ENV
 
 CAPTURE = {"capture_output": True, "text": True}
@@ -58,7 +58,7 @@ def test_every_whole_stack_test_holds_after_seven_ordinary_changes(tmp_path):
     golden_dir.mkdir(parents=True)
     (root / "policy").mkdir()
     for stack in stack_names(root):  # what `make golden` writes, into the copy
-        subset = golden.subset(render_cache.render(stack, root))
+        subset = golden.subset(render.render_stack(stack, root))
         (golden_dir / f"{stack}.json").write_text(json.dumps(subset, indent=2, sort_keys=True) + "\n")
         (root / "policy" / f"config.{stack}.json").write_text(policy_config.text(plan_for_stack(stack, root)))
     selection = ["-p", "no:cacheprovider", "-m", "whole_stack", "tests"]

@@ -254,10 +254,10 @@ def _budgeted(root: Path) -> list[str]:
 def _min_requests(root: Path, stack: str) -> tuple[float, float]:
     """(CPU cores, memory bytes) the stack requests at minimum scale, whatever its budget says."""
     from infra.offline import footprint
-    from tests import render_cache  # in a test run, shared with every test that changes the topology the same way
+    from infra.offline.render import render_stack  # in a test run, shared with every test rendering the same files
 
     try:  # within its budget (the unchanged sample's files: the render the whole-stack tests share)
-        run = render_cache.render(stack, root)
+        run = render_stack(stack, root)
     except footprint.BudgetExceeded:  # over it: the same objects, rendered without the check
         path = root / f"Pulumi.{stack}.yaml"
         original = path.read_text()
@@ -265,7 +265,7 @@ def _min_requests(root: Path, stack: str) -> tuple[float, float]:
         del data["config"][f"{NS}:budget"]
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         try:
-            run = render_cache.render(stack, root)
+            run = render_stack(stack, root)
         finally:
             path.write_text(original)
     total = footprint.footprint(run.all_objects()).total("min")

@@ -179,11 +179,11 @@ def _rename(ref: str, names: list[str], suffix: str) -> str:
 def render_seconds(stacks: list[str], repeat: int) -> dict[str, float]:
     out = {}
     for stack in stacks:
-        render_stack(stack)  # warm-up, and the chart renders cached as they are in a test session
+        render_stack(stack, reuse=False)  # warm-up, and the chart renders cached as they are in a test session
         samples = []
         for _ in range(repeat):
             start = time.perf_counter()
-            render_stack(stack)
+            render_stack(stack, reuse=False)
             samples.append(time.perf_counter() - start)
         out[stack] = statistics.median(samples)
     return out

@@ -39,11 +39,12 @@ def child_env() -> dict[str, str]:
     }
 
 
-def upstream_digest() -> str:
+def upstream_digest(mirror: Path = MANIFESTS_DIR) -> str:
     """A digest of the upstream bytes' names and sizes: they are pinned read-only copies (SHA256SUMS), never
-    edited in place, so a different set or version is a different digest. Part of every cache key of a render."""
+    edited in place, so a different set or version is a different digest. Part of every cache key of a render.
+    `mirror`: the release manifests a render reads (a program run reads `MIRROR_ENV` when it starts)."""
     listing = []
-    for folder in (CHARTS_DIR, MANIFESTS_DIR, CRDS_DIR):
+    for folder in (CHARTS_DIR, mirror, CRDS_DIR):
         if folder.exists():
             listing += [f"{p}:{p.stat().st_size}" for p in sorted(folder.rglob("*")) if p.is_file()]
     return hashlib.sha256("\n".join(listing).encode()).hexdigest()

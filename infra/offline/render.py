@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
+import importlib.metadata
 import json
+import os
+import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import yaml
@@ -12,9 +18,9 @@ import yaml
 from infra.alertmanager import alertmanager_config
 from infra.config import Budget, PlatformConfig, alert_secret_keys
 from infra.offline import charts, footprint
-from infra.offline.caches import content_key
+from infra.offline.caches import MANIFESTS_DIR, MIRROR_ENV, content_key, upstream_digest
 from infra.offline.mocks import ProgramRun, run_program
-from infra.stack_config import PROJECT_ROOT, StackConfig, plan_for_stack, read_stack_files
+from infra.stack_config import CODE_FOLDERS, PROJECT_ROOT, StackConfig, plan_for_stack, read_stack_files
 
 CLUSTER_SCOPED = "_cluster"
 # libyaml's emitter when PyYAML has it: the same YAML (long strings wrap at other points), about four times faster
@@ -25,11 +31,62 @@ REDACTED_ALERTMANAGER = "alertmanager.redacted.yaml"
 DR_STATE = "dr-state.json"
 
 
-def render_stack(stack: str, project_dir: Path = PROJECT_ROOT) -> ProgramRun:
+RENDER_CACHE_ENV = "SETTLEMENT_RENDER_CACHE"
+"""A folder where renders are kept by their content (`render_key`) and reused. Unset (the default): every render
+is made anew. The test suite sets it for its run, so every test, worker and command rendering the same stack files
+with the same code shares one render; the diff then renders an unchanged stack's base once, as its head."""
+
+
+def render_stack(stack: str, project_dir: Path = PROJECT_ROOT, *, reuse: bool = True) -> ProgramRun:
     """Run the program for `stack` from its real stack files and expand what its Helm releases install.
 
-    Raises ConfigError, pulumi.RunError (inside ProgramFailed) or charts.ChartCacheError.
+    With `RENDER_CACHE_ENV` set (and `reuse`), a render of the same content made before is read back instead: each
+    caller gets its own copy. Processes share the folder; one renders a key while the others wait on its lock.
+    `reuse=False`: made anew whatever the folder holds (the bench's timings, the determinism check).
+
+    Raises ConfigError, pulumi.RunError (inside ProgramFailed) or charts.ChartCacheError; a failed render is not
+    kept.
     """
+    folder = os.environ.get(RENDER_CACHE_ENV) if reuse else None
+    if not folder:
+        return _render(stack, project_dir)
+    path = Path(folder) / f"{stack}-{render_key(stack, project_dir)}.pickle"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return pickle.loads(path.read_bytes())
+        result = _render(stack, project_dir)
+        path.with_suffix(".tmp").write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        path.with_suffix(".tmp").rename(path)
+        return result
+
+
+def render_key(stack: str, project_dir: Path) -> str:
+    """Everything a render reads, by content: the stack's name; every stack file of the project (a drill reads its
+    source stack's file, a disaster-recovery site its peers'); the running code; the upstream bytes, with the
+    manifest mirror a program run reads from `MIRROR_ENV`; the build switch it reads from `BUILD_ON_PREVIEW`; the
+    versions of Python and the packages the render runs. Not the project folder's path: a render holds none, so
+    two copies of the same stack files are one render."""
+    from infra.program import BUILD_ON_PREVIEW
+
+    digest = hashlib.sha256(f"{stack}\0".encode())
+    code = sorted(p for folder in CODE_FOLDERS for p in (PROJECT_ROOT / folder).rglob("*.py"))
+    for root, paths in ((PROJECT_ROOT, code), (project_dir, sorted(project_dir.glob("Pulumi*.yaml")))):
+        for path in paths:
+            digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes() + b"\0")
+    mirror = Path(os.environ.get(MIRROR_ENV) or MANIFESTS_DIR)
+    packages = [
+        importlib.metadata.version(p)
+        for p in ("pulumi", "pulumi-kubernetes", "pulumi-docker", "pydantic", "helm-python-sdk")
+    ]
+    digest.update(
+        "\0".join([upstream_digest(mirror), os.environ.get(BUILD_ON_PREVIEW, ""), sys.version, *packages]).encode()
+    )
+    return digest.hexdigest()[:32]
+
+
+def _render(stack: str, project_dir: Path) -> ProgramRun:
     from infra.program import run
 
     config = read_stack_files(stack, project_dir)
