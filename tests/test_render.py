@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pytest
 import yaml
 
+from components.release_manifest import MIRROR_ENV
 from infra.offline import render
-from infra.offline.mocks import SECRET_MARKER, run_program
+from infra.offline.mocks import SECRET_MARKER, ProgramRun, Registration, run_program
 from infra.stack_config import (
     PROJECT_ROOT,
     SECRET_PLACEHOLDER,
@@ -59,6 +62,63 @@ def test_render_is_deterministic(tmp_path, rendered):
     render.write(first, tmp_path / "a")
     render.write(second, tmp_path / "b")
     assert (tmp_path / "a/resources.json").read_text() == (tmp_path / "b/resources.json").read_text()
+
+
+def test_a_render_is_kept_by_content_and_each_caller_gets_its_own_copy(project, tmp_path, monkeypatch):
+    """`SETTLEMENT_RENDER_CACHE`: the same stack files (in another folder too) are one render; a changed file, a
+    failed render and `reuse=False` render anew."""
+    made = []
+
+    def program(stack, project_dir):  # stands in for the program: what is counted is how often it runs
+        if "broken" in (project_dir / "Pulumi.yaml").read_text():
+            raise RuntimeError("the program failed")
+        made.append(stack)
+        return ProgramRun(stack=stack, registrations=[Registration("urn:n", "t", "n", "", True, {"k": [len(made)]})])
+
+    monkeypatch.setattr(render, "_render", program)
+    monkeypatch.setenv(render.RENDER_CACHE_ENV, str(tmp_path / "renders"))
+    stack = stack_names()[0]
+    first = render.render_stack(stack, project.root)
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(project.root, copy_dir)
+    again = render.render_stack(stack, copy_dir)
+    assert made == [stack] and again.registrations[0].inputs == first.registrations[0].inputs
+    again.registrations[0].inputs["k"].append("changed by a caller")
+    assert render.render_stack(stack, project.root).registrations[0].inputs == {"k": [1]}
+
+    render.render_stack(stack, project.root, reuse=False)
+    assert len(made) == 2
+    (copy_dir / f"Pulumi.{stack}.yaml").write_text((copy_dir / f"Pulumi.{stack}.yaml").read_text() + "\n")
+    render.render_stack(stack, copy_dir)
+    assert len(made) == 3
+
+    (copy_dir / "Pulumi.yaml").write_text((copy_dir / "Pulumi.yaml").read_text() + "# broken\n")
+    for _ in range(2):  # a failure is not kept: the second call runs the program again and fails again
+        with pytest.raises(RuntimeError):
+            render.render_stack(stack, copy_dir)
+
+
+def test_the_render_key_follows_everything_a_render_reads(project, tmp_path, monkeypatch):
+    from infra.program import BUILD_ON_PREVIEW
+
+    stacks = stack_names()
+    stack, other = stacks[0], stacks[1]
+    key = render.render_key(stack, project.root)
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(project.root, copy_dir)
+    assert render.render_key(stack, copy_dir) == key, "the project folder's path is not an input"
+    assert render.render_key(other, project.root) != key
+    # Another stack's file: a drill reads its source stack's, a disaster-recovery site its peers'.
+    (copy_dir / f"Pulumi.{other}.yaml").write_text((copy_dir / f"Pulumi.{other}.yaml").read_text() + "\n")
+    assert render.render_key(stack, copy_dir) != key
+    # What the program reads from the environment.
+    monkeypatch.setenv(BUILD_ON_PREVIEW, "true")
+    assert render.render_key(stack, project.root) != key
+    monkeypatch.delenv(BUILD_ON_PREVIEW)
+    monkeypatch.setenv(MIRROR_ENV, str(tmp_path))
+    assert render.render_key(stack, project.root) != key
+    monkeypatch.delenv(MIRROR_ENV)
+    assert render.render_key(stack, project.root) == key
 
 
 def test_a_manifest_is_written_as_yaml_dumps_it_whatever_its_keys():
