@@ -172,6 +172,24 @@ def test_a_base_is_rendered_once_per_tree_and_reused(git_project, tmp_path, monk
     assert "planted" in again.stdout  # read from the cache: the marker is "removed" by the working tree
 
 
+def test_a_preview_renders_an_unchanged_stack_once(git_project, tmp_path, monkeypatch):
+    """The preview workflow sets `SETTLEMENT_RENDER_CACHE`: the diff's base of an unchanged stack is its head, and
+    the footprint after it reuses both."""
+    from infra.offline import render
+
+    runs, program = [], render._render
+    monkeypatch.setattr(render, "_render", lambda stack, project_dir: runs.append(stack) or program(stack, project_dir))
+    monkeypatch.setenv(render.RENDER_CACHE_ENV, str(tmp_path / "renders"))
+    monkeypatch.delenv(BASE_CACHE_ENV, raising=False)
+    assert run_diff(git_project, "dev").returncode == 0
+    footprint = run_cli("footprint", "dev", "--base", "HEAD", "--project-dir", str(git_project))
+    assert footprint.returncode == 0, footprint.stderr
+    assert runs == ["dev"]
+    (git_project / "Pulumi.dev.yaml").write_text((git_project / "Pulumi.dev.yaml").read_text() + "\n")
+    assert run_diff(git_project, "dev").returncode == 0
+    assert runs == ["dev", "dev"], "a changed stack file is a render of its own"
+
+
 def test_a_bad_base_ref_exits_2_with_a_message_not_a_traceback(git_project):
     result = run_diff(git_project, "dev", base="no-such-ref")
     assert result.returncode == 2
