@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pulumi
@@ -56,12 +57,15 @@ def test_render_writes_every_object_and_every_resource(tmp_path):
 
 
 def test_render_is_deterministic(tmp_path, rendered):
-    """A fresh render equals the session's, which another process (another hash seed) may have made."""
+    """A fresh render equals the session's, which another process (another hash seed) may have made, and the
+    session's read back from the run's render cache (its chart objects expanded again from its registrations)."""
+    assert os.environ.get(render.RENDER_CACHE_ENV), "the suite keeps its renders (tests/conftest.py)"
     stack = STACKS[0]
-    first, second = rendered[stack], render.render_stack(stack, STACKS_DIR, reuse=False)
-    render.write(first, tmp_path / "a")
-    render.write(second, tmp_path / "b")
-    assert (tmp_path / "a/resources.json").read_text() == (tmp_path / "b/resources.json").read_text()
+    runs = rendered[stack], render.render_stack(stack, STACKS_DIR, reuse=False), render.render_stack(stack, STACKS_DIR)
+    for name, run in zip("abc", runs, strict=True):
+        render.write(run, tmp_path / name, with_manifests=False)
+    texts = {(tmp_path / name / "resources.json").read_text() for name in "abc"}
+    assert len(texts) == 1 and '"type": "kubernetes:chart-object"' in texts.pop()
 
 
 def test_a_render_is_kept_by_content_and_each_caller_gets_its_own_copy(project, tmp_path, monkeypatch):
@@ -73,7 +77,8 @@ def test_a_render_is_kept_by_content_and_each_caller_gets_its_own_copy(project, 
         if "broken" in (project_dir / "Pulumi.yaml").read_text():
             raise RuntimeError("the program failed")
         made.append(stack)
-        return ProgramRun(stack=stack, registrations=[Registration("urn:n", "t", "n", "", True, {"k": [len(made)]})])
+        registration = Registration("urn:n", "t", "n", "", True, {"k": [len(made)]})
+        return ProgramRun(stack=stack, registrations=[registration]), "v1.33.0"
 
     monkeypatch.setattr(render, "_render", program)
     monkeypatch.setenv(render.RENDER_CACHE_ENV, str(tmp_path / "renders"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -49,15 +50,19 @@ def render_stack(stack: str, project_dir: Path = PROJECT_ROOT, *, reuse: bool = 
     """
     folder = os.environ.get(RENDER_CACHE_ENV) if reuse else None
     if not folder:
-        return _render(stack, project_dir)
+        return _render(stack, project_dir)[0]
     path = Path(folder) / f"{stack}-{render_key(stack, project_dir)}.pickle"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
-            return pickle.loads(path.read_bytes())
-        result = _render(stack, project_dir)
-        path.with_suffix(".tmp").write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+            registered, kube_version = pickle.loads(path.read_bytes())
+            return _with_charts(registered, kube_version)
+        result, kube_version = _render(stack, project_dir)
+        # The registrations only: the chart objects are expanded again from them when read back (a millisecond
+        # from the process's chart cache; pickled, they were nine tenths of the file).
+        kept = pickle.dumps((dataclasses.replace(result, chart_objects=[]), kube_version), pickle.HIGHEST_PROTOCOL)
+        path.with_suffix(".tmp").write_bytes(kept)
         path.with_suffix(".tmp").rename(path)
         return result
 
@@ -86,15 +91,22 @@ def render_key(stack: str, project_dir: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def _render(stack: str, project_dir: Path) -> ProgramRun:
+def _render(stack: str, project_dir: Path) -> tuple[ProgramRun, str]:
+    """The program's run with its charts expanded, within the stack's budget; and the Kubernetes version the charts
+    were expanded for."""
     from infra.program import run
 
     config = read_stack_files(stack, project_dir)
-    result = run_program(config, lambda: run(offline=True, project_dir=project_dir))
-    result.chart_objects = charts.expand_run(result.registrations, f"v{kubernetes_version(config)}.0")
+    kube_version = f"v{kubernetes_version(config)}.0"
+    result = _with_charts(run_program(config, lambda: run(offline=True, project_dir=project_dir)), kube_version)
     budget = config.values.get(f"{config.project}:budget")
     if budget is not None:
         footprint.check_budget(stack, footprint.footprint(result.all_objects()), Budget.model_validate(budget))
+    return result, kube_version
+
+
+def _with_charts(result: ProgramRun, kube_version: str) -> ProgramRun:
+    result.chart_objects = charts.expand_run(result.registrations, kube_version)
     return result
 
 
