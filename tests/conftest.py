@@ -45,18 +45,23 @@ WHOLE_STACK_FIXTURES = {"rendered", "stack_run", "plans", "stack_plan", "any_sta
 SAMPLE_FIXTURES = {"dev", "prod", "project"}
 
 
+# Set by the pytest run that made the run's cache folders, for the runs it starts (the changed-topology child run).
+TEST_RUN_ENV = "SETTLEMENT_TEST_RUN"
+
+
 def pytest_configure(config):
-    # The controlling process (or a lone one) makes the run's render cache folder; xdist workers and child pytest
-    # runs inherit it through the environment: every test, worker and in-process command rendering the same stack
-    # files shares one render (infra/offline/render.py, `render_stack`).
+    # The controlling process (or a lone one) makes the run's render cache folder, whatever the shell has set;
+    # xdist workers and child pytest runs inherit it through the environment: every test, worker and in-process
+    # command rendering the same stack files shares one render (infra/offline/render.py, `render_stack`).
     # The diff's base renders are kept the same way, by git tree (infra/offline/diff.py).
-    # So are chart expansions (infra/offline/charts.py): per run, not the user's cache, so a run never depends on
+    # So are chart expansions (infra/offline/charts.py): per run, not the user's caches, so a run never depends on
     # what an earlier one left behind.
-    for variable in (RENDER_CACHE_ENV, BASE_CACHE_ENV, CHART_CACHE_ENV):
-        if not os.environ.get(variable) and not hasattr(config, "workerinput"):
+    if not hasattr(config, "workerinput") and not os.environ.get(TEST_RUN_ENV):
+        for variable in (RENDER_CACHE_ENV, BASE_CACHE_ENV, CHART_CACHE_ENV):
             folder = tempfile.mkdtemp(prefix="settlement-test-cache-")
             os.environ[variable] = folder
             config.add_cleanup(lambda folder=folder: shutil.rmtree(folder, ignore_errors=True))
+        os.environ[TEST_RUN_ENV] = "1"
     # The suite runs the program about 150 times, and with CPython's default thresholds (700, 10, 10) a third of
     # each run is the cyclic garbage collector walking the heap - the SDK's futures and Outputs make many young
     # objects. Fewer young-generation collections; every cycle is still collected (a render measured ~0.9 s -> ~0.65 s).

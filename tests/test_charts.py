@@ -93,6 +93,20 @@ def test_every_object_is_marked_with_the_release_that_owns_it():
     assert templated[charts.HELM_RELEASE_NAMESPACE] == "tools"
 
 
+def test_what_a_render_sets_on_its_chart_objects_stays_its_own():
+    """The objects are shared by every expansion in the process below what each gets of its own (its top level,
+    metadata and annotations: `charts._objects`); one render's namespace and marks never reach another's."""
+    first, second = expand(), expand()
+    for key, obj in first.items():
+        obj.object["metadata"]["namespace"] = "elsewhere"
+        obj.object["metadata"]["annotations"][charts.SOURCE_ANNOTATION] = "changed"
+        obj.object["status"] = {"written": True}
+        other = second[key].object
+        assert other["metadata"].get("namespace") != "elsewhere" and "status" not in other
+        assert other["metadata"]["annotations"][charts.SOURCE_ANNOTATION].startswith("helm tools/demo "), key
+    assert expand() == second
+
+
 def test_crds_hooks_and_notes():
     objects = expand()
     crd = objects[("CustomResourceDefinition", "widgets.example.com")]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from infra.offline.diff import BASE_CACHE_ENV, CHART_OBJECT, FieldChange, compare, diff, report
-from infra.offline.render import LIST_ONLY_ENV, REDACTED_ALERTMANAGER, redacted_alertmanager
+from infra.offline.render import LIST_ONLY_ENV, REDACTED_ALERTMANAGER, RENDER_CACHE_ENV, redacted_alertmanager
 from infra.stack_config import SECRET_PLACEHOLDER
 from tests import topology_changes
 from tests.cli import run_cli
@@ -448,12 +448,16 @@ def test_a_base_with_other_code_is_rendered_by_that_code_in_a_process_of_its_own
     assert run_diff(git_project, "dev").returncode == 0  # the same code: rendered in this process
     assert len(here) == 1 and not [c for c in started if "render" in c]
 
-    readme = git_project / "README.md"
-    readme.write_text(readme.read_text() + "\n")
+    # The base's code labels its objects otherwise; the working tree's stack files are the base's. With the suite's
+    # render cache on (`SETTLEMENT_RENDER_CACHE`), the base's render is not the head's: the code is in the key.
+    labels = git_project / "components" / "labels.py"
+    labels.write_text(labels.read_text().replace('MANAGED_BY = "pulumi"', 'MANAGED_BY = "pulumi-old"'))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     subprocess.run([*git, "commit", "-qam", "other code"], cwd=git_project, check=True)
+    assert os.environ.get(RENDER_CACHE_ENV)
     result = run_diff(git_project, "dev")
-    assert result.returncode == 0 and "No changes." in result.stdout, result.stderr
+    assert result.returncode == 0 and "No changes." not in result.stdout, result.stderr
+    assert "pulumi-old" in result.stdout  # the base's label, from the base's code
     assert len(here) == 1 and [c for c in started if "render" in c]  # the base's own code, in its own process
 
 

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from components.release_manifest import MIRROR_ENV
-from infra.offline import render
+from infra.errors import ConfigError
+from infra.offline import caches, render
 from infra.offline.mocks import SECRET_MARKER, ProgramRun, Registration, run_program
 from infra.stack_config import (
     PROJECT_ROOT,
@@ -20,6 +21,7 @@ from infra.stack_config import (
     StackConfig,
     plan_for_stack,
     read_stack_files,
+    require_stack,
     stack_names,
 )
 from tests.cli import run_cli, run_cli_process
@@ -70,12 +72,16 @@ def test_render_is_deterministic(tmp_path, rendered):
 
 def test_a_render_is_kept_by_content_and_each_caller_gets_its_own_copy(project, tmp_path, monkeypatch):
     """`SETTLEMENT_RENDER_CACHE`: the same stack files (in another folder too) are one render; a changed file, a
-    failed render and `reuse=False` render anew."""
-    made = []
+    failed render, a render whose files changed while it ran and `reuse=False` render anew; an unknown stack names
+    no file."""
+    made, edits = [], []
 
     def program(stack, project_dir):  # stands in for the program: what is counted is how often it runs
+        require_stack(stack, project_dir)  # as the render does first
         if "broken" in (project_dir / "Pulumi.yaml").read_text():
             raise RuntimeError("the program failed")
+        for edit in edits:
+            edit()
         made.append(stack)
         registration = Registration("urn:n", "t", "n", "", True, {"k": [len(made)]})
         return ProgramRun(stack=stack, registrations=[registration]), "v1.33.0"
@@ -97,10 +103,34 @@ def test_a_render_is_kept_by_content_and_each_caller_gets_its_own_copy(project, 
     render.render_stack(stack, copy_dir)
     assert len(made) == 3
 
+    stack_file = copy_dir / f"Pulumi.{stack}.yaml"
+    stack_file.write_text(stack_file.read_text() + "# not rendered yet\n")
+    edits.append(lambda: stack_file.write_text(stack_file.read_text() + "# saved while it rendered\n"))
+    render.render_stack(stack, copy_dir)  # not kept under the key of the files it started from ...
+    edits.clear()
+    stack_file.write_text(stack_file.read_text().removesuffix("# saved while it rendered\n"))
+    render.render_stack(stack, copy_dir)  # ... so these files are rendered again
+    assert len(made) == 5
+
+    with pytest.raises(ConfigError):
+        render.render_stack("../../escaped", copy_dir)
+    assert not [p for p in tmp_path.parent.rglob("escaped*")], "a lock or render file named by the bad name"
+
     (copy_dir / "Pulumi.yaml").write_text((copy_dir / "Pulumi.yaml").read_text() + "# broken\n")
     for _ in range(2):  # a failure is not kept: the second call runs the program again and fails again
         with pytest.raises(RuntimeError):
             render.render_stack(stack, copy_dir)
+
+
+def test_a_render_in_another_folder_finds_the_same_cache_folders(tmp_path, monkeypatch):
+    """The diff renders another ref's code from a worktree (`caches.child_env`): a relative cache folder is made
+    absolute for it; an empty chart cache (keep nothing) stays empty."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(caches.RENDER_CACHE_ENV, "renders")
+    monkeypatch.setenv(caches.CHART_CACHE_ENV, "")
+    env = caches.child_env()
+    assert env[caches.RENDER_CACHE_ENV] == str(tmp_path.resolve() / "renders")
+    assert env[caches.CHART_CACHE_ENV] == ""
 
 
 def test_the_render_key_follows_everything_a_render_reads(project, tmp_path, monkeypatch):
@@ -123,6 +153,9 @@ def test_the_render_key_follows_everything_a_render_reads(project, tmp_path, mon
     monkeypatch.setenv(MIRROR_ENV, str(tmp_path))
     assert render.render_key(stack, project.root) != key
     monkeypatch.delenv(MIRROR_ENV)
+    monkeypatch.setenv("PULUMI_CONFIG", '{"settlement-platform:prometheusReplicas": "3"}')  # the SDK merges it in
+    assert render.render_key(stack, project.root) != key
+    monkeypatch.delenv("PULUMI_CONFIG")
     assert render.render_key(stack, project.root) == key
 
 

@@ -29,13 +29,29 @@ CRDS_DIR = Path(os.environ.get(CRDS_ENV) or SHARED / "crds")
 """Upstream CRDs for kinds that nothing the environment installs ships."""
 
 
+RENDER_CACHE_ENV = "SETTLEMENT_RENDER_CACHE"
+"""A folder where renders are kept by their content (`infra.offline.render.render_key`) and reused. Unset (the
+default): every render is made anew. The test suite sets it for its run, so every test, worker and command rendering
+the same stack files with the same code shares one render; the preview workflow sets it, so the diff renders an
+unchanged stack's base once, as its head, and the footprint reuses both."""
+CHART_CACHE_ENV = "SETTLEMENT_CHART_CACHE"
+"""Where chart expansions are kept between processes (`infra.offline.charts.chart_cache_dir`); default
+`$XDG_CACHE_HOME/settlement-platform/charts` (or `~/.cache/...`); an empty value keeps nothing on disk."""
+
+
 def child_env() -> dict[str, str]:
     """This process's environment with every cache as an absolute path, for a render in another folder."""
+    kept = {
+        name: str(Path(os.environ[name]).resolve())
+        for name in (RENDER_CACHE_ENV, CHART_CACHE_ENV)
+        if os.environ.get(name)
+    }
     return {
         **os.environ,
         CHARTS_ENV: str(CHARTS_DIR.resolve()),
         MIRROR_ENV: str(MANIFESTS_DIR.resolve()),
         CRDS_ENV: str(CRDS_DIR.resolve()),
+        **kept,
     }
 
 

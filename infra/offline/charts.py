@@ -27,7 +27,7 @@ import yaml
 
 from components import release_manifest
 from components.release_manifest import KubernetesLoader
-from infra.offline.caches import CHARTS_DIR
+from infra.offline.caches import CHART_CACHE_ENV, CHARTS_DIR
 
 RELEASE_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
 CHART_OBJECT_TYPE = "kubernetes:chart-object"
@@ -185,11 +185,6 @@ def _load_chart(folder: str):
     return Chart.load(folder)
 
 
-CHART_CACHE_ENV = "SETTLEMENT_CHART_CACHE"
-"""Where expansions are kept between processes; default `$XDG_CACHE_HOME/settlement-platform/charts` (or
-`~/.cache/...`); an empty value keeps nothing on disk."""
-
-
 def chart_cache_dir() -> Path | None:
     configured = os.environ.get(CHART_CACHE_ENV)
     if configured is not None:
@@ -337,9 +332,10 @@ def expand(release: Release, kube_version: str, charts_dir: Path = CHARTS_DIR) -
 @functools.cache
 def _objects(folder: str, values_json: str, name: str, namespace: str, kube_version: str) -> tuple:
     """`_render`'s objects, unpickled once per process and shared by every render in it: unpickling a stack's
-    chart objects anew (about 8 MB, most of it CRDs) was a sixth of each render. Below their top level and
-    `metadata`, which `_object` gives each caller its own, the objects are read and never written - by the
-    renders, the offline tools and the tests alike (a test that changes one works on a deep copy)."""
+    chart objects anew (about 8 MB, most of it CRDs) was a sixth of each render. `_object` gives each caller its own
+    top-level mapping, `metadata` mapping and annotations; everything else - `metadata.labels`, `spec`, ... - is
+    shared and read, never written, by the renders, the offline tools and the tests alike (a test that changes
+    one works on a deep copy)."""
     crds, templates = _render(folder, values_json, name, namespace, kube_version)
     return tuple((path, pickle.loads(blob)) for path, blob in crds), tuple(
         (path, pickle.loads(blob)) for path, blob in templates
@@ -347,8 +343,8 @@ def _objects(folder: str, values_json: str, name: str, namespace: str, kube_vers
 
 
 def _object(release: Release, source: str, hook: str | None, obj: dict, templated: bool) -> ChartObject:
-    """The object as the release installs it: a new top level and `metadata` (annotated here, and given its
-    namespace by `expand_run`) over the shared rest of `obj`."""
+    """The object as the release installs it: its own top level, `metadata` and annotations (annotated here, and
+    given its namespace by `expand_run`) over the shared rest of `obj` (`_objects`)."""
     meta = dict(obj.get("metadata") or {})
     annotations = dict(meta.get("annotations") or {})
     if templated and hook is None:

@@ -19,7 +19,7 @@ import yaml
 from infra.alertmanager import alertmanager_config
 from infra.config import Budget, PlatformConfig, alert_secret_keys
 from infra.offline import charts, footprint
-from infra.offline.caches import MANIFESTS_DIR, MIRROR_ENV, content_key, upstream_digest
+from infra.offline.caches import MANIFESTS_DIR, MIRROR_ENV, RENDER_CACHE_ENV, content_key, upstream_digest
 from infra.offline.mocks import ProgramRun, run_program
 from infra.stack_config import CODE_FOLDERS, PROJECT_ROOT, StackConfig, plan_for_stack, read_stack_files
 
@@ -30,12 +30,6 @@ SAFE_DUMPER = yaml.CSafeDumper if yaml.__with_libyaml__ else yaml.SafeDumper
 # Read by `python -m infra diff` from renders of other git refs: keep the names stable.
 REDACTED_ALERTMANAGER = "alertmanager.redacted.yaml"
 DR_STATE = "dr-state.json"
-
-
-RENDER_CACHE_ENV = "SETTLEMENT_RENDER_CACHE"
-"""A folder where renders are kept by their content (`render_key`) and reused. Unset (the default): every render
-is made anew. The test suite sets it for its run, so every test, worker and command rendering the same stack files
-with the same code shares one render; the diff then renders an unchanged stack's base once, as its head."""
 
 
 def render_stack(stack: str, project_dir: Path = PROJECT_ROOT, *, reuse: bool = True) -> ProgramRun:
@@ -49,9 +43,10 @@ def render_stack(stack: str, project_dir: Path = PROJECT_ROOT, *, reuse: bool = 
     kept.
     """
     folder = os.environ.get(RENDER_CACHE_ENV) if reuse else None
-    if not folder:
-        return _render(stack, project_dir)[0]
-    path = Path(folder) / f"{stack}-{render_key(stack, project_dir)}.pickle"
+    if not folder or "/" in stack or not (project_dir / f"Pulumi.{stack}.yaml").is_file():
+        return _render(stack, project_dir)[0]  # (no such stack: the render says so, and nothing names a file)
+    key = render_key(stack, project_dir)
+    path = Path(folder) / f"{stack}-{key}.pickle"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -59,6 +54,8 @@ def render_stack(stack: str, project_dir: Path = PROJECT_ROOT, *, reuse: bool = 
             registered, kube_version = pickle.loads(path.read_bytes())
             return _with_charts(registered, kube_version)
         result, kube_version = _render(stack, project_dir)
+        if render_key(stack, project_dir) != key:
+            return result  # a stack file changed while the program ran: this render is of neither content
         # The registrations only: the chart objects are expanded again from them when read back (a millisecond
         # from the process's chart cache; pickled, they were nine tenths of the file).
         kept = pickle.dumps((dataclasses.replace(result, chart_objects=[]), kube_version), pickle.HIGHEST_PROTOCOL)
@@ -70,9 +67,10 @@ def render_stack(stack: str, project_dir: Path = PROJECT_ROOT, *, reuse: bool = 
 def render_key(stack: str, project_dir: Path) -> str:
     """Everything a render reads, by content: the stack's name; every stack file of the project (a drill reads its
     source stack's file, a disaster-recovery site its peers'); the running code; the upstream bytes, with the
-    manifest mirror a program run reads from `MIRROR_ENV`; the build switch it reads from `BUILD_ON_PREVIEW`; the
-    versions of Python and the packages the render runs. Not the project folder's path: a render holds none, so
-    two copies of the same stack files are one render."""
+    manifest mirror a program run reads from `MIRROR_ENV`; what else it reads from the environment (the build
+    switch `BUILD_ON_PREVIEW`; config the SDK takes from `PULUMI_CONFIG*`); the Python and every installed package's
+    version. Not the project folder's path: a render holds none, so two copies of the same stack files are one
+    render."""
     from infra.program import BUILD_ON_PREVIEW
 
     digest = hashlib.sha256(f"{stack}\0".encode())
@@ -81,14 +79,16 @@ def render_key(stack: str, project_dir: Path) -> str:
         for path in paths:
             digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes() + b"\0")
     mirror = Path(os.environ.get(MIRROR_ENV) or MANIFESTS_DIR)
-    packages = [
-        importlib.metadata.version(p)
-        for p in ("pulumi", "pulumi-kubernetes", "pulumi-docker", "pydantic", "helm-python-sdk")
-    ]
-    digest.update(
-        "\0".join([upstream_digest(mirror), os.environ.get(BUILD_ON_PREVIEW, ""), sys.version, *packages]).encode()
-    )
+    read = sorted(f"{k}={v}" for k, v in os.environ.items() if k == BUILD_ON_PREVIEW or k.startswith("PULUMI_CONFIG"))
+    digest.update("\0".join([upstream_digest(mirror), *read, _interpreter_and_packages()]).encode())
     return digest.hexdigest()[:32]
+
+
+@functools.cache
+def _interpreter_and_packages() -> str:
+    # A set: a checkout's own egg-info, on the path when the process runs from it, lists the project a second time.
+    installed = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()})
+    return "\n".join([sys.version, *installed])
 
 
 def _render(stack: str, project_dir: Path) -> tuple[ProgramRun, str]:
