@@ -59,14 +59,19 @@ def test_render_writes_every_object_and_every_resource(tmp_path):
 
 
 def test_render_is_deterministic(tmp_path, rendered):
-    """A fresh render equals the session's, which another process (another hash seed) may have made, and the
-    session's read back from the run's render cache (its chart objects expanded again from its registrations)."""
+    """The session's render, a fresh one, the session's read back from the run's render cache (its chart objects
+    expanded again from its registrations) and a fresh one by the CLI in another process, under another hash seed,
+    write the same resources.json."""
     assert os.environ.get(render.RENDER_CACHE_ENV), "the suite keeps its renders (tests/conftest.py)"
     stack = STACKS[0]
     runs = rendered[stack], render.render_stack(stack, STACKS_DIR, reuse=False), render.render_stack(stack, STACKS_DIR)
     for name, run in zip("abc", runs, strict=True):
         render.write(run, tmp_path / name, with_manifests=False)
-    texts = {(tmp_path / name / "resources.json").read_text() for name in "abc"}
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    env = {**os.environ, "PYTHONHASHSEED": seed, render.RENDER_CACHE_ENV: "", render.LIST_ONLY_ENV: "1"}
+    other = run_cli_process("render", stack, "--out", str(tmp_path / "d"), "--project-dir", str(STACKS_DIR), env=env)
+    assert other.returncode == 0, other.stderr
+    texts = {(tmp_path / name / "resources.json").read_text() for name in "abcd"}
     assert len(texts) == 1 and '"type": "kubernetes:chart-object"' in texts.pop()
 
 
