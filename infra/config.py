@@ -11,6 +11,7 @@ another (a call to an unknown service, a queue nobody declares) live in `infra.t
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -204,7 +205,17 @@ class Autoscaling(Model):
     )
 
 
-Cidr = Annotated[str, StringConstraints(pattern=r"^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$")]
+def _ipv4_network(cidr: str) -> str:
+    """An IPv4 network as a NetworkPolicy's `ipBlock.cidr` must be (Kubernetes parses it with Go's
+    `net.ParseCIDR`: octets up to 255, a prefix up to 32; host bits may be set)."""
+    try:
+        ipaddress.IPv4Network(cidr, strict=False)
+    except ValueError as error:
+        raise ValueError(f"{cidr!r} is not an IPv4 network ({error})") from None
+    return cidr
+
+
+Cidr = Annotated[str, StringConstraints(pattern=r"^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$"), AfterValidator(_ipv4_network)]
 AnyPort = Annotated[int, Field(ge=1, le=65535)]
 
 

@@ -264,6 +264,18 @@ BOUND_CASES = [
         ("backup", {"objectStore": {"destinationPath": "s3://bucket-x/wal"}, "retention": "200m"}),
         "backup.retention: '200m' is longer than 3650 days",
     ),
+    (
+        "cidr-octet",
+        None,
+        ("network", {"apiServerCidrs": ["192.168.349.2/32"], "nodeCidrs": ["192.168.49.0/24"]}),
+        "network.apiServerCidrs[0]: '192.168.349.2/32' is not an IPv4 network (Octet 349 (> 255) not permitted",
+    ),
+    (
+        "cidr-prefix",
+        None,
+        ("network", {"apiServerCidrs": ["192.168.49.2/32"], "nodeCidrs": ["192.168.49.0/40"]}),
+        "network.nodeCidrs[0]: '192.168.49.0/40' is not an IPv4 network ('40' is not a valid netmask)",
+    ),
 ]
 
 
