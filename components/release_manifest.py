@@ -95,7 +95,7 @@ def read_manifest(repository: str, tag: str, asset: str, mirror: str | None) -> 
         if not path.is_file():
             raise ManifestUnavailable(
                 f"release manifest {asset} {tag} not found: expected {path.name} in {Path(mirror).resolve()} "
-                f"(the folder named by {MIRROR_ENV})"
+                f"(the offline manifest mirror: ../shared/manifests, or the folder {MIRROR_ENV} names)"
             )
         return path.read_text()
     url = release_url(repository, tag, asset)
