@@ -87,6 +87,15 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def one_edited(entries: list[dict], pick) -> tuple[list[dict], dict]:
+    """`entries` (a render's resources) with the first entry `pick` accepts replaced by a deep copy to edit, and
+    that copy: a diff test changes one resource without deep-copying a whole stack's (megabytes of CRDs)."""
+    index = next(i for i, entry in enumerate(entries) if pick(entry))
+    head = list(entries)
+    head[index] = copy.deepcopy(entries[index])
+    return head, head[index]
+
+
 def platform_deployments(run: ProgramRun) -> list[dict]:
     """The Deployments the platform writes itself; operators applied from upstream release manifests are not
     platform workloads (they carry the manifest's URL in `SOURCE_ANNOTATION`)."""

@@ -17,6 +17,7 @@ from infra.offline.render import LIST_ONLY_ENV, REDACTED_ALERTMANAGER, RENDER_CA
 from infra.stack_config import SECRET_PLACEHOLDER
 from tests import topology_changes
 from tests.cli import run_cli
+from tests.conftest import one_edited
 
 
 def resources(run) -> list[dict]:
@@ -54,8 +55,7 @@ def test_a_service_minimum_moves_its_autoscaler_and_budget_only(prod, project):
 
 
 def test_a_changed_selector_is_a_forced_replacement(prod):
-    head = copy.deepcopy(resources(prod))
-    deployment = next(r for r in head if r["inputs"].get("kind") == "Deployment")
+    head, deployment = one_edited(resources(prod), lambda r: r["inputs"].get("kind") == "Deployment")
     deployment["inputs"]["spec"]["selector"]["matchLabels"]["tier"] = "api"
     (change,) = diff(resources(prod), head)
     assert change.action == "replaced"
@@ -65,8 +65,7 @@ def test_a_changed_selector_is_a_forced_replacement(prod):
 def test_a_changed_service_cluster_ip_is_a_forced_replacement(prod):
     """pulumi-kubernetes provider/pkg/provider/diff.go: a Service is replaced for spec.clusterIP only (its type
     is patched in place)."""
-    head = copy.deepcopy(resources(prod))
-    service = next(r for r in head if r["inputs"].get("kind") == "Service")
+    head, service = one_edited(resources(prod), lambda r: r["inputs"].get("kind") == "Service")
     service["inputs"]["spec"]["clusterIP"] = "10.96.0.42"
     (change,) = diff(resources(prod), head)
     assert change.action == "replaced" and "spec.clusterIP" in change.dangers[0]

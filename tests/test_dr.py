@@ -15,7 +15,7 @@ from infra.errors import ConfigError
 from infra.offline.diff import diff, report, switchover_context
 from infra.offline.render import dr_state
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
-from tests.conftest import STACKS
+from tests.conftest import STACKS, one_edited
 from tests.fixture_config import SMALL_TOPOLOGY, plan_of
 from tests.test_diff import committed_project, git_project, run_diff  # noqa: F401 (fixtures)
 from tests.test_input import assert_render_refused
@@ -556,8 +556,7 @@ def test_a_switchover_shows_in_the_diff_as_the_expected_demotion_and_promotion_o
 
 def test_a_role_change_without_a_declared_switchover_is_danger(plans, rendered):
     primary, _ = _pair(plans)
-    head = copy.deepcopy(resources(rendered[primary]))
-    cluster = next(r for r in head if r["inputs"].get("kind") == "Cluster")
+    head, cluster = one_edited(resources(rendered[primary]), lambda r: r["inputs"].get("kind") == "Cluster")
     cluster["inputs"]["spec"]["replica"]["primary"] = "elsewhere"
     changes = diff(resources(rendered[primary]), head, None)
     assert any("moves the primary role between sites" in d for c in changes for d in c.dangers)

@@ -8,7 +8,6 @@ pulumi-kubernetes (provider/pkg/...) and pulumi (pkg/..., sdk/...) as fetched on
 from __future__ import annotations
 
 import ast
-import copy
 
 import pulumi
 import pytest
@@ -23,6 +22,7 @@ from infra.offline.safety import stateful_removals
 from infra.program import BUILD_ON_PREVIEW, PROVIDER_NAME, run
 from infra.stack_config import PROJECT_ROOT, read_stack_files
 from tests.cli import run_cli
+from tests.conftest import one_edited
 
 PROVIDER_TYPE = "pulumi:providers:kubernetes"
 CLUSTER = {"context": "staging-admin", "identifier": "settlement-staging"}
@@ -274,15 +274,12 @@ def prod_resources(rendered):
     return resources(rendered["prod"])
 
 
-def _find(head, kind, name=None):
-    return next(
-        r for r in head if r["inputs"].get("kind") == kind and (name is None or r["inputs"]["metadata"]["name"] == name)
-    )
+def _is(kind, name=None):
+    return lambda r: r["inputs"].get("kind") == kind and (name is None or r["inputs"]["metadata"]["name"] == name)
 
 
 def test_a_renamed_fixed_name_object_is_danger_naming_the_alias(prod_resources):
-    head = copy.deepcopy(prod_resources)
-    secret = next(r for r in head if r["type"] == "kubernetes:core/v1:ConfigMap")
+    head, secret = one_edited(prod_resources, lambda r: r["type"] == "kubernetes:core/v1:ConfigMap")
     old_urn = secret["urn"]
     secret["urn"] = old_urn + "-renamed"
     changes = diff(prod_resources, head)
@@ -292,8 +289,7 @@ def test_a_renamed_fixed_name_object_is_danger_naming_the_alias(prod_resources):
 
 
 def test_a_custom_resource_is_replaced_only_when_its_name_or_namespace_changes(prod_resources):
-    head = copy.deepcopy(prod_resources)
-    cluster = _find(head, "Cluster", "payment-db")
+    head, cluster = one_edited(prod_resources, _is("Cluster", "payment-db"))
     cluster["inputs"]["spec"]["instances"] = 5
     (change,) = diff(prod_resources, head)
     assert change.action == "changed" and change.dangers == []
@@ -314,16 +310,17 @@ def test_a_custom_resource_is_replaced_only_when_its_name_or_namespace_changes(p
     ],
 )
 def test_changes_the_data_operators_refuse_or_ignore_are_danger(prod_resources, kind, name, mutate, reason):
-    head = copy.deepcopy(prod_resources)
-    mutate(_find(head, kind, name)["inputs"]["spec"])
+    head, edited = one_edited(prod_resources, _is(kind, name))
+    mutate(edited["inputs"]["spec"])
     (change,) = diff(prod_resources, head)
     assert change.action == "changed"
     assert any(reason in d for d in change.dangers), change.dangers
 
 
 def test_secret_data_is_patched_in_place_unless_the_secret_is_immutable(prod_resources):
-    head = copy.deepcopy(prod_resources)
-    secret = next(r for r in head if r["inputs"].get("kind") == "Secret" and "stringData" in r["inputs"])
+    head, secret = one_edited(
+        prod_resources, lambda r: r["inputs"].get("kind") == "Secret" and "stringData" in r["inputs"]
+    )
     secret["inputs"]["stringData"] = {"k": "v"}
     (change,) = diff(prod_resources, head)
     assert change.action == "changed"
