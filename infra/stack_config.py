@@ -36,6 +36,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CODE_FOLDERS = ("infra", "components")
 """The packages the program and the offline tools import (beside the root's `__main__.py`): the code of a render."""
 
+
+def code_files(root: Path = PROJECT_ROOT) -> list[Path]:
+    """The checkout's Python modules (the running one's by default): the root's (`__main__.py`) and every one in
+    `CODE_FOLDERS`."""
+    return sorted([*root.glob("*.py"), *(p for d in CODE_FOLDERS for p in (root / d).rglob("*.py"))])
+
+
 # Stands in for a `secure:` value offline: the ciphertext can only be opened by the stack's secrets provider.
 SECRET_PLACEHOLDER = "offline-placeholder-for-secret"
 # A committed `secure:` value that is no ciphertext at all (the stack files start with these): the offline

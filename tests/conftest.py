@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from components.release_manifest import SOURCE_ANNOTATION
-from infra.offline.charts import CHART_CACHE_ENV
+from infra.offline.caches import CHART_CACHE_ENV, RENDER_CACHE_ENV
 from infra.offline.diff import BASE_CACHE_ENV
 from infra.offline.mocks import ProgramRun
-from infra.offline.render import RENDER_CACHE_ENV, render_stack
+from infra.offline.render import render_stack
 from infra.stack_config import PROJECT_ROOT, plan_for_stack, stack_names
 from infra.topology import PlatformPlan
 from tests.fixture_config import SMALL_TOPOLOGY

@@ -32,7 +32,7 @@ from components.sizing import parse_quantity
 from infra.offline import caches
 from infra.offline.render import DR_STATE, LIST_ONLY_ENV, REDACTED_ALERTMANAGER
 from infra.offline.safety import STATEFUL_KINDS
-from infra.stack_config import CODE_FOLDERS, PROJECT_ROOT
+from infra.stack_config import PROJECT_ROOT, code_files
 
 SUBSYSTEM_COMPONENT = "settlement:platform:Subsystem"
 SUBSYSTEM_LABEL = "platform.settlement.io/subsystem"
@@ -699,8 +699,7 @@ def _runs_this_code(tree: Path) -> bool:
         here = PROJECT_ROOT / path
         if not here.is_file() or here.read_bytes() != (tree / path).read_bytes():
             return False
-    modules = [*PROJECT_ROOT.glob("*.py"), *(p for d in CODE_FOLDERS for p in (PROJECT_ROOT / d).rglob("*.py"))]
-    return all(p.relative_to(PROJECT_ROOT).as_posix() in tracked for p in modules)
+    return all(p.relative_to(PROJECT_ROOT).as_posix() in tracked for p in code_files(PROJECT_ROOT))
 
 
 def _is_stack_file(path: str) -> bool:

@@ -21,7 +21,7 @@ from infra.config import Budget, PlatformConfig, alert_secret_keys
 from infra.offline import charts, footprint
 from infra.offline.caches import MANIFESTS_DIR, MIRROR_ENV, RENDER_CACHE_ENV, content_key, upstream_digest
 from infra.offline.mocks import ProgramRun, run_program
-from infra.stack_config import CODE_FOLDERS, PROJECT_ROOT, StackConfig, plan_for_stack, read_stack_files
+from infra.stack_config import PROJECT_ROOT, StackConfig, code_files, plan_for_stack, read_stack_files
 
 CLUSTER_SCOPED = "_cluster"
 # libyaml's emitter when PyYAML has it: the same YAML (long strings wrap at other points), about four times faster
@@ -73,22 +73,29 @@ def render_key(stack: str, project_dir: Path) -> str:
     render."""
     from infra.program import BUILD_ON_PREVIEW
 
-    digest = hashlib.sha256(f"{stack}\0".encode())
-    code = sorted(p for folder in CODE_FOLDERS for p in (PROJECT_ROOT / folder).rglob("*.py"))
-    for root, paths in ((PROJECT_ROOT, code), (project_dir, sorted(project_dir.glob("Pulumi*.yaml")))):
-        for path in paths:
-            digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes() + b"\0")
+    digest = hashlib.sha256(f"{stack}\0{_running_code()}\0".encode())
+    _digest_files(digest, project_dir, sorted(project_dir.glob("Pulumi*.yaml")))
     mirror = Path(os.environ.get(MIRROR_ENV) or MANIFESTS_DIR)
     read = sorted(f"{k}={v}" for k, v in os.environ.items() if k == BUILD_ON_PREVIEW or k.startswith("PULUMI_CONFIG"))
-    digest.update("\0".join([upstream_digest(mirror), *read, _interpreter_and_packages()]).encode())
+    digest.update("\0".join([upstream_digest(mirror), *read]).encode())
     return digest.hexdigest()[:32]
 
 
 @functools.cache
-def _interpreter_and_packages() -> str:
+def _running_code() -> str:
+    """The code this process runs, read once per process: its modules' bytes (`code_files`), the interpreter and
+    every installed package's version."""
+    digest = hashlib.sha256()
+    _digest_files(digest, PROJECT_ROOT, code_files())
     # A set: a checkout's own egg-info, on the path when the process runs from it, lists the project a second time.
     installed = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()})
-    return "\n".join([sys.version, *installed])
+    digest.update("\n".join([sys.version, *installed]).encode())
+    return digest.hexdigest()
+
+
+def _digest_files(digest, root: Path, paths: list[Path]) -> None:
+    for path in paths:
+        digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes() + b"\0")
 
 
 def _render(stack: str, project_dir: Path) -> tuple[ProgramRun, str]:
