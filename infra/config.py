@@ -206,10 +206,12 @@ class Autoscaling(Model):
 
 
 def _ipv4_network(cidr: str) -> str:
-    """An IPv4 network as a NetworkPolicy's `ipBlock.cidr` must be (Kubernetes parses it with Go's
-    `net.ParseCIDR`: octets up to 255, a prefix up to 32; host bits may be set)."""
+    """An IPv4 network as a NetworkPolicy's `ipBlock.cidr` must be unambiguously: octets up to 255 without leading
+    zeros, a prefix up to 32, no host bits set (kubernetes/enhancements keps/sig-network/4858-ip-cidr-validation:
+    `192.168.1.5/24` may be read as the /24 or as the one address, and leading zeros as octal; the apiserver warns
+    about both and its stricter validation refuses them)."""
     try:
-        ipaddress.IPv4Network(cidr, strict=False)
+        ipaddress.IPv4Network(cidr, strict=True)
     except ValueError as error:
         raise ValueError(f"{cidr!r} is not an IPv4 network ({error})") from None
     return cidr

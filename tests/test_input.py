@@ -276,6 +276,12 @@ BOUND_CASES = [
         ("network", {"apiServerCidrs": ["192.168.49.2/32"], "nodeCidrs": ["192.168.49.0/40"]}),
         "network.nodeCidrs[0]: '192.168.49.0/40' is not an IPv4 network ('40' is not a valid netmask)",
     ),
+    (
+        "cidr-host-bits",
+        None,
+        ("network", {"apiServerCidrs": ["192.168.49.2/32"], "nodeCidrs": ["192.168.49.7/24"]}),
+        "network.nodeCidrs[0]: '192.168.49.7/24' is not an IPv4 network (192.168.49.7/24 has host bits set)",
+    ),
 ]
 
 
