@@ -68,9 +68,9 @@ def render_key(stack: str, project_dir: Path) -> str:
     """Everything a render reads, by content: the stack's name; every stack file of the project (a drill reads its
     source stack's file, a disaster-recovery site its peers'); the running code; the upstream bytes, with the
     manifest mirror a program run reads from `MIRROR_ENV`; what else it reads from the environment (the build
-    switch `BUILD_ON_PREVIEW`; config the SDK takes from `PULUMI_CONFIG*`); the Python and every installed package's
-    version. Not the project folder's path: a render holds none, so two copies of the same stack files are one
-    render."""
+    switch `BUILD_ON_PREVIEW`; config the SDK takes from `PULUMI_CONFIG`, pulumi/runtime/config.py `get_config_env`,
+    read by `infra.stack_config`); the Python and every installed package's version. Not the project folder's path:
+    a render holds none, so two copies of the same stack files are one render."""
     from infra.program import BUILD_ON_PREVIEW
 
     digest = hashlib.sha256(f"{stack}\0{_running_code()}\0".encode())
