@@ -241,6 +241,16 @@ def transform(obj: dict, args: ReleaseManifestArgs, source: str) -> dict:
     return obj
 
 
+def type_token(api_version: str, kind: str) -> str:
+    """The pulumi-kubernetes type token of an object: `kubernetes:<group>/<version>:<kind>`, the core group spelled
+    `core` (`kubernetes:core/v1:Service`, the token of pulumi-kubernetes' own `core.v1.Service` class, which
+    yaml.ConfigGroup uses for such an object). The provider reads the group and version back from the token and
+    refuses one without both (pulumi-kubernetes provider/pkg/provider/provider.go `gvkFromURN`, called by `Check`:
+    "apiVersion does not have both a group and a version"), so `kubernetes:v1:Service` would fail every preview."""
+    group_version = api_version if "/" in api_version else f"core/{api_version}"
+    return f"kubernetes:{group_version}:{kind}"
+
+
 def manifest_problems(objects: list[dict], args: ReleaseManifestArgs) -> list[str]:
     """What makes the manifest unusable as configured: objects in another namespace, a CA mount target missing."""
     problems = [
@@ -283,8 +293,8 @@ class ReleaseManifest(pulumi.ComponentResource):
         applied = [o for o in (transform(o, args, self.url) for o in upstream) if o != EMPTY]
 
         # Each object is registered as itself, already decoded and transformed here: the resource type and inputs
-        # pulumi-kubernetes' yaml.ConfigGroup would register (`kubernetes:<apiVersion>:<kind>`, the whole object),
-        # without ConfigGroup's Output-wrapped decode of the whole manifest, which costs seconds on these CRDs.
+        # pulumi-kubernetes' yaml.ConfigGroup would register (`type_token`, the whole object), without
+        # ConfigGroup's Output-wrapped decode of the whole manifest, which costs seconds on these CRDs.
         plugin = pulumi.ResourceOptions(version=importlib.metadata.version("pulumi-kubernetes"))
         self.objects = []
         for obj in applied:
@@ -300,7 +310,7 @@ class ReleaseManifest(pulumi.ComponentResource):
             )
             self.objects.append(
                 pulumi.CustomResource(
-                    f"kubernetes:{obj['apiVersion']}:{obj['kind']}",
+                    type_token(obj["apiVersion"], obj["kind"]),
                     f"{name}-{obj['kind'].lower()}-{identity}",
                     obj,
                     pulumi.ResourceOptions.merge(plugin, options),

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from components.readiness import WAIT_FOR, wait_for
-from components.release_manifest import SOURCE_ANNOTATION
+from components.release_manifest import SOURCE_ANNOTATION, type_token
 from infra.offline.diff import diff
 from infra.offline.mocks import ProgramFailed, ProgramRun, run_program
 from infra.offline.render import resources
@@ -48,6 +48,38 @@ def test_every_kubernetes_resource_of_every_stack_names_the_one_explicit_provide
     # The remote Helm v4 component is served by the provider too (its objects are registered by the provider).
     charts = [r for r in stack_run.registrations if r.type == "kubernetes:helm.sh/v4:Chart"]
     assert charts and all(r.provider == reference for r in charts)
+
+
+def _provider_gvk(type_token: str) -> tuple[str, str, str]:
+    """The group, version and kind the provider reads from a resource's type token, or AssertionError where it
+    refuses it (pulumi-kubernetes provider/pkg/provider/provider.go `gvkFromURN`, called by `Check`: the token's
+    module must be `<group>/<version>`, the core group spelled `core`)."""
+    _, module, kind = type_token.split(":")
+    group_version = module.split("/")
+    assert len(group_version) == 2, f"{type_token}: apiVersion does not have both a group and a version"
+    group, version = group_version
+    return ("" if group == "core" else group), version, kind
+
+
+def test_every_kubernetes_objects_type_names_its_group_version_and_kind_as_the_provider_reads_them(stack_run):
+    """A token the provider cannot read fails the preview; one that reads as another kind would apply the wrong
+    object. Every object registered with an apiVersion and kind (typed classes, custom resources, the release
+    manifests' objects) carries the token the provider reads back as exactly that."""
+    objects = [
+        r
+        for r in stack_run.registrations
+        if r.type.startswith("kubernetes:") and r.custom and {"apiVersion", "kind"} <= set(r.inputs)
+    ]
+    assert objects
+    for r in objects:
+        group, _, version = r.inputs["apiVersion"].rpartition("/")
+        assert _provider_gvk(r.type) == (group, version, r.inputs["kind"]), r.urn
+
+
+def test_a_core_group_objects_type_names_the_core_group():
+    assert type_token("v1", "Service") == "kubernetes:core/v1:Service"
+    assert type_token("apps/v1", "Deployment") == "kubernetes:apps/v1:Deployment"
+    assert _provider_gvk(type_token("v1", "ServiceAccount")) == ("", "v1", "ServiceAccount")
 
 
 def test_the_default_kubernetes_provider_is_disabled_for_the_engine():
