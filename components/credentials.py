@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
 import pulumi_random as random
+
+from components.kube import kube_object
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,16 @@ class GeneratedCredentials(pulumi.ComponentResource):
                 password.result.apply(lambda p: args.uri_template.format(username=args.username, password=p))
             )
         for namespace in args.namespaces:
-            k8s.core.v1.Secret(
+            kube_object(
                 f"{name}-{namespace}",
-                metadata={"name": args.secret_name, "namespace": namespace, "labels": args.labels},
-                type="Opaque",
-                string_data=data,
-                opts=pulumi.ResourceOptions(parent=self),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": args.secret_name, "namespace": namespace, "labels": args.labels},
+                    "type": "Opaque",
+                    "stringData": data,
+                },
+                pulumi.ResourceOptions(parent=self),
             )
         self.password = password.result
         self.secret_name = args.secret_name

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components import internal_ca, pod_security
+from components.kube import kube_object
 from components.readiness import CERTIFICATE_TIMEOUTS, READY
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -146,12 +146,16 @@ class Gateway(pulumi.ComponentResource):
         super().__init__("settlement:network:Gateway", name, None, opts)
         after = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
 
-        namespace = k8s.core.v1.Namespace(
+        namespace = kube_object(
             f"{name}-namespace",
-            metadata=pod_security.namespace_metadata(
-                args.namespace, args.labels, "restricted", args.pod_security_version
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": pod_security.namespace_metadata(
+                    args.namespace, args.labels, "restricted", args.pod_security_version
+                ),
+            },
+            pulumi.ResourceOptions(parent=self),
         )
         in_namespace = [namespace, *args.depends_on]
         meta = {"namespace": args.namespace, "labels": args.labels}
@@ -159,13 +163,19 @@ class Gateway(pulumi.ComponentResource):
         class_spec: dict = {"controllerName": ENVOY_CONTROLLER}
         class_opts = after
         if args.proxy is not None:
-            envoy_proxy = k8s.apiextensions.CustomResource(
+            envoy_proxy = kube_object(
                 f"{name}-proxy",
-                api_version=ENVOY_API,
-                kind="EnvoyProxy",
-                metadata={"name": f"{args.name}-proxy", "namespace": args.proxy.namespace, "labels": args.labels},
-                spec=envoy_proxy_spec(args.proxy),
-                opts=after,
+                {
+                    "apiVersion": ENVOY_API,
+                    "kind": "EnvoyProxy",
+                    "metadata": {
+                        "name": f"{args.name}-proxy",
+                        "namespace": args.proxy.namespace,
+                        "labels": args.labels,
+                    },
+                    "spec": envoy_proxy_spec(args.proxy),
+                },
+                after,
             )
             class_spec["parametersRef"] = {
                 "group": "gateway.envoyproxy.io",
@@ -174,122 +184,138 @@ class Gateway(pulumi.ComponentResource):
                 "namespace": args.proxy.namespace,
             }
             class_opts = pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, envoy_proxy])
-        gateway_class = k8s.apiextensions.CustomResource(
+        gateway_class = kube_object(
             f"{name}-class",
-            api_version=GATEWAY_API,
-            kind="GatewayClass",
-            metadata={"name": args.name, "labels": args.labels},
-            spec=class_spec,
-            opts=class_opts,
+            {
+                "apiVersion": GATEWAY_API,
+                "kind": "GatewayClass",
+                "metadata": {"name": args.name, "labels": args.labels},
+                "spec": class_spec,
+            },
+            class_opts,
         )
         issuer = args.internal_issuer
         if args.acme_email is not None:
             issuer = f"{args.name}-letsencrypt"
-            k8s.apiextensions.CustomResource(
+            kube_object(
                 f"{name}-acme-issuer",
-                api_version=internal_ca.CERT_MANAGER_API,
-                kind="ClusterIssuer",
-                metadata={"name": issuer, "labels": args.labels},
-                spec={
-                    "acme": {
-                        "email": args.acme_email,
-                        "server": LETS_ENCRYPT,
-                        "privateKeySecretRef": {"name": f"{issuer}-account"},
-                        "solvers": [
-                            {
-                                "http01": {
-                                    "gatewayHTTPRoute": {
-                                        "parentRefs": [
-                                            {
-                                                "name": args.name,
-                                                "namespace": args.namespace,
-                                                "kind": "Gateway",
-                                                "sectionName": "http",
-                                            }
-                                        ]
+                {
+                    "apiVersion": internal_ca.CERT_MANAGER_API,
+                    "kind": "ClusterIssuer",
+                    "metadata": {"name": issuer, "labels": args.labels},
+                    "spec": {
+                        "acme": {
+                            "email": args.acme_email,
+                            "server": LETS_ENCRYPT,
+                            "privateKeySecretRef": {"name": f"{issuer}-account"},
+                            "solvers": [
+                                {
+                                    "http01": {
+                                        "gatewayHTTPRoute": {
+                                            "parentRefs": [
+                                                {
+                                                    "name": args.name,
+                                                    "namespace": args.namespace,
+                                                    "kind": "Gateway",
+                                                    "sectionName": "http",
+                                                }
+                                            ]
+                                        }
                                     }
                                 }
-                            }
-                        ],
-                    }
+                            ],
+                        }
+                    },
                 },
-                opts=after,
+                after,
             )
         # An internal certificate is issued in seconds: wait for it. A public one waits on Let's Encrypt reaching
         # the gateway's address over HTTP-01, which needs this very update to finish (and DNS): never wait on it.
         public = args.acme_email is not None
-        certificate = k8s.apiextensions.CustomResource(
+        certificate = kube_object(
             f"{name}-certificate",
-            api_version=internal_ca.CERT_MANAGER_API,
-            kind="Certificate",
-            metadata={**meta, "name": TLS_SECRET, **({} if public else {"annotations": READY})},
-            spec={
-                "secretName": TLS_SECRET,
-                "dnsNames": [args.hostname],
-                "issuerRef": internal_ca.issuer_ref(issuer),
-                "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
-                "renewBefore": "720h",
+            {
+                "apiVersion": internal_ca.CERT_MANAGER_API,
+                "kind": "Certificate",
+                "metadata": {**meta, "name": TLS_SECRET, **({} if public else {"annotations": READY})},
+                "spec": {
+                    "secretName": TLS_SECRET,
+                    "dnsNames": [args.hostname],
+                    "issuerRef": internal_ca.issuer_ref(issuer),
+                    "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+                    "renewBefore": "720h",
+                },
             },
-            opts=pulumi.ResourceOptions(
+            pulumi.ResourceOptions(
                 parent=self, depends_on=in_namespace, custom_timeouts=None if public else CERTIFICATE_TIMEOUTS
             ),
         )
-        gateway = k8s.apiextensions.CustomResource(
+        gateway = kube_object(
             f"{name}-gateway",
-            api_version=GATEWAY_API,
-            kind="Gateway",
-            metadata={**meta, "name": args.name},
-            spec={"gatewayClassName": args.name, "listeners": listeners(args)},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway_class, certificate, *in_namespace]),
+            {
+                "apiVersion": GATEWAY_API,
+                "kind": "Gateway",
+                "metadata": {**meta, "name": args.name},
+                "spec": {"gatewayClassName": args.name, "listeners": listeners(args)},
+            },
+            pulumi.ResourceOptions(parent=self, depends_on=[gateway_class, certificate, *in_namespace]),
         )
-        k8s.apiextensions.CustomResource(
+        kube_object(
             f"{name}-client-policy",
-            api_version=ENVOY_API,
-            kind="ClientTrafficPolicy",
-            metadata={**meta, "name": args.name},
-            spec={
-                "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": args.name}],
-                "tls": {"minVersion": "1.2"},
+            {
+                "apiVersion": ENVOY_API,
+                "kind": "ClientTrafficPolicy",
+                "metadata": {**meta, "name": args.name},
+                "spec": {
+                    "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": args.name}],
+                    "tls": {"minVersion": "1.2"},
+                },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
+            pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
         )
-        k8s.apiextensions.CustomResource(
+        kube_object(
             f"{name}-https-redirect",
-            api_version=GATEWAY_API,
-            kind="HTTPRoute",
-            metadata={**meta, "name": "https-redirect"},
-            spec={
-                "parentRefs": [{"name": args.name, "sectionName": "http"}],
-                "hostnames": [args.hostname],
-                "rules": [
-                    {
-                        "filters": [
-                            {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}
-                        ]
-                    }
-                ],
+            {
+                "apiVersion": GATEWAY_API,
+                "kind": "HTTPRoute",
+                "metadata": {**meta, "name": "https-redirect"},
+                "spec": {
+                    "parentRefs": [{"name": args.name, "sectionName": "http"}],
+                    "hostnames": [args.hostname],
+                    "rules": [
+                        {
+                            "filters": [
+                                {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}
+                            ]
+                        }
+                    ],
+                },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
+            pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
         )
         for key, route in sorted(routes.items()):
             route_meta = {"namespace": route.namespace, "name": route.service, "labels": args.labels}
-            http_route = k8s.apiextensions.CustomResource(
+            http_route = kube_object(
                 f"{name}-route-{key}",
-                api_version=GATEWAY_API,
-                kind="HTTPRoute",
-                metadata=route_meta,
-                spec=route_spec(args, route),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
+                {
+                    "apiVersion": GATEWAY_API,
+                    "kind": "HTTPRoute",
+                    "metadata": route_meta,
+                    "spec": route_spec(args, route),
+                },
+                pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
             )
-            k8s.apiextensions.CustomResource(
+            kube_object(
                 f"{name}-traffic-{key}",
-                api_version=ENVOY_API,
-                kind="BackendTrafficPolicy",
-                metadata=route_meta,
-                spec=traffic_policy_spec(route),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[http_route]),
+                {
+                    "apiVersion": ENVOY_API,
+                    "kind": "BackendTrafficPolicy",
+                    "metadata": route_meta,
+                    "spec": traffic_policy_spec(route),
+                },
+                pulumi.ResourceOptions(parent=self, depends_on=[http_route]),
             )
 
         self.gateway_name = args.name
-        self.namespace = namespace.metadata.name
+        self.namespace = namespace.metadata["name"]
         self.register_outputs({"gateway_name": self.gateway_name, "hostname": args.hostname})

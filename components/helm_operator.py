@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components import pod_security
 from components.credentials import GeneratedCredentials, GeneratedCredentialsArgs
+from components.kube import kube_object
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,18 @@ class HelmOperator(pulumi.ComponentResource):
         super().__init__("settlement:core:HelmOperator", name, None, opts)
         in_namespace: list[pulumi.Resource] = []
         if args.create_namespace:
-            namespace = k8s.core.v1.Namespace(
+            namespace = kube_object(
                 f"{name}-namespace",
-                metadata=pod_security.namespace_metadata(
-                    args.namespace, args.extra_labels, args.pod_security_level, args.pod_security_version
-                ),
-                opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": pod_security.namespace_metadata(
+                        args.namespace, args.extra_labels, args.pod_security_level, args.pod_security_version
+                    ),
+                },
+                pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
             )
-            namespace_name = namespace.metadata.name
+            namespace_name = namespace.metadata["name"]
             in_namespace.append(namespace)
         else:
             namespace_name = pulumi.Output.from_input(args.namespace)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
 
+from components.kube import kube_object
 from components.readiness import CERTIFICATE_TIMEOUTS, READY
 
 CERT_MANAGER_API = "cert-manager.io/v1"
@@ -48,16 +48,22 @@ def trust_bundle_spec(issuer: str, namespace: str) -> dict:
 
 def trust_bundle(
     resource_name: str, namespace: str, issuer: str, labels: dict[str, str], opts: pulumi.ResourceOptions
-) -> k8s.apiextensions.CustomResource:
+) -> pulumi.CustomResource:
     """The Certificate that puts the issuer's root into `namespace` as Secret `TRUST_SECRET` (`ca.crt`)."""
-    return k8s.apiextensions.CustomResource(
+    return kube_object(
         resource_name,
-        api_version=CERT_MANAGER_API,
-        kind="Certificate",
-        # Pods mount the Secret it writes: `pulumi up` waits until it is issued.
-        metadata={"name": f"{TRUST_SECRET}-trust", "namespace": namespace, "labels": labels, "annotations": READY},
-        spec=trust_bundle_spec(issuer, namespace),
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(custom_timeouts=CERTIFICATE_TIMEOUTS)),
+        {
+            "apiVersion": CERT_MANAGER_API,
+            "kind": "Certificate",
+            "metadata": {
+                "name": f"{TRUST_SECRET}-trust",
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": READY,
+            },
+            "spec": trust_bundle_spec(issuer, namespace),
+        },
+        pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(custom_timeouts=CERTIFICATE_TIMEOUTS)),
     )
 
 
@@ -73,38 +79,44 @@ class InternalCA(pulumi.ComponentResource):
         )
         root_secret = f"{args.issuer_name}-root"
 
-        bootstrap = k8s.apiextensions.CustomResource(
+        bootstrap = kube_object(
             f"{name}-bootstrap-issuer",
-            api_version=CERT_MANAGER_API,
-            kind="ClusterIssuer",
-            metadata={"name": f"{args.issuer_name}-bootstrap", "annotations": READY},
-            spec={"selfSigned": {}},
-            opts=after_cert_manager,
-        )
-        root = k8s.apiextensions.CustomResource(
-            f"{name}-root",
-            api_version=CERT_MANAGER_API,
-            kind="Certificate",
-            metadata={"name": root_secret, "namespace": args.cert_manager_namespace, "annotations": READY},
-            spec={
-                "isCA": True,
-                "commonName": f"{args.issuer_name} root",
-                "secretName": root_secret,
-                "duration": "87600h",
-                "privateKey": {"algorithm": "ECDSA", "size": 384},
-                "issuerRef": issuer_ref(f"{args.issuer_name}-bootstrap"),
+            {
+                "apiVersion": CERT_MANAGER_API,
+                "kind": "ClusterIssuer",
+                "metadata": {"name": f"{args.issuer_name}-bootstrap", "annotations": READY},
+                "spec": {"selfSigned": {}},
             },
-            opts=pulumi.ResourceOptions(
+            after_cert_manager,
+        )
+        root = kube_object(
+            f"{name}-root",
+            {
+                "apiVersion": CERT_MANAGER_API,
+                "kind": "Certificate",
+                "metadata": {"name": root_secret, "namespace": args.cert_manager_namespace, "annotations": READY},
+                "spec": {
+                    "isCA": True,
+                    "commonName": f"{args.issuer_name} root",
+                    "secretName": root_secret,
+                    "duration": "87600h",
+                    "privateKey": {"algorithm": "ECDSA", "size": 384},
+                    "issuerRef": issuer_ref(f"{args.issuer_name}-bootstrap"),
+                },
+            },
+            pulumi.ResourceOptions(
                 parent=self, depends_on=[bootstrap, *args.depends_on], custom_timeouts=CERTIFICATE_TIMEOUTS
             ),
         )
-        self.issuer = k8s.apiextensions.CustomResource(
+        self.issuer = kube_object(
             f"{name}-issuer",
-            api_version=CERT_MANAGER_API,
-            kind="ClusterIssuer",
-            metadata={"name": args.issuer_name, "annotations": READY},
-            spec={"ca": {"secretName": root_secret}},
-            opts=pulumi.ResourceOptions(
+            {
+                "apiVersion": CERT_MANAGER_API,
+                "kind": "ClusterIssuer",
+                "metadata": {"name": args.issuer_name, "annotations": READY},
+                "spec": {"ca": {"secretName": root_secret}},
+            },
+            pulumi.ResourceOptions(
                 parent=self, depends_on=[root, *args.depends_on], custom_timeouts=CERTIFICATE_TIMEOUTS
             ),
         )

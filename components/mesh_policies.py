@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
+
+from components.kube import kube_object
 
 SECURITY_API = "security.istio.io/v1"
 
@@ -41,17 +42,19 @@ class MeshPolicies(pulumi.ComponentResource):
             if key in seen:
                 raise ValueError(f"{name}: {p.kind} {p.namespace}/{p.name} given twice")
             seen.add(key)
-            k8s.apiextensions.CustomResource(
+            kube_object(
                 f"{name}-{key}",
-                api_version=p.api_version,
-                kind=p.kind,
-                metadata={
-                    "name": p.name,
-                    "namespace": args.namespaces.get(p.namespace, p.namespace),
-                    "labels": args.labels,
+                {
+                    "apiVersion": p.api_version,
+                    "kind": p.kind,
+                    "metadata": {
+                        "name": p.name,
+                        "namespace": args.namespaces.get(p.namespace, p.namespace),
+                        "labels": args.labels,
+                    },
+                    "spec": p.spec,
                 },
-                spec=p.spec,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+                pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
             )
         self.names = sorted(seen)
         self.register_outputs({"names": self.names})

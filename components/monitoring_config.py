@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
+
+from components.kube import kube_object
 
 DASHBOARD_LABEL = "grafana_dashboard"
 """The label kube-prometheus-stack's Grafana sidecar watches ConfigMaps for."""
@@ -34,30 +35,40 @@ class MonitoringConfig(pulumi.ComponentResource):
         after = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
         meta = {"namespace": args.namespace, "labels": args.labels}
 
-        k8s.apiextensions.CustomResource(
+        kube_object(
             f"{name}-rules",
-            api_version="monitoring.coreos.com/v1",
-            kind="PrometheusRule",
-            metadata={**meta, "name": args.name},
-            spec=args.rule_groups,
-            opts=after,
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "PrometheusRule",
+                "metadata": {**meta, "name": args.name},
+                "spec": args.rule_groups,
+            },
+            after,
         )
         for file_name, board in sorted(args.dashboards.items()):
-            k8s.core.v1.ConfigMap(
+            kube_object(
                 f"{name}-dashboard-{file_name.removesuffix('.json')}",
-                metadata={
-                    **meta,
-                    "name": f"dashboard-{file_name.removesuffix('.json')}",
-                    "labels": {**args.labels, DASHBOARD_LABEL: "1"},
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        **meta,
+                        "name": f"dashboard-{file_name.removesuffix('.json')}",
+                        "labels": {**args.labels, DASHBOARD_LABEL: "1"},
+                    },
+                    "data": {file_name: json.dumps(board, sort_keys=True)},
                 },
-                data={file_name: json.dumps(board, sort_keys=True)},
-                opts=after,
+                after,
             )
-        k8s.core.v1.Secret(
+        kube_object(
             f"{name}-alertmanager",
-            metadata={**meta, "name": args.alertmanager_secret},
-            type="Opaque",
-            string_data={"alertmanager.yaml": pulumi.Output.secret(args.alertmanager_config)},
-            opts=after,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {**meta, "name": args.alertmanager_secret},
+                "type": "Opaque",
+                "stringData": {"alertmanager.yaml": pulumi.Output.secret(args.alertmanager_config)},
+            },
+            after,
         )
         self.register_outputs({"dashboards": sorted(args.dashboards), "rule_groups": len(args.rule_groups["groups"])})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components import internal_ca, pod_security
+from components.kube import kube_object
 
 
 @dataclass(frozen=True)
@@ -46,33 +46,41 @@ class Namespace(pulumi.ComponentResource):
             args.name, args.labels, args.pod_security_level, args.pod_security_version
         )
 
-        namespace = k8s.core.v1.Namespace(
+        namespace = kube_object(
             f"{name}-namespace",
-            metadata={**metadata, "annotations": args.annotations},
-            opts=pulumi.ResourceOptions(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {**metadata, "annotations": args.annotations}},
+            pulumi.ResourceOptions(
                 parent=self, protect=args.protect, retain_on_delete=args.protect, depends_on=args.enrol_after
             ),
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
-        k8s.core.v1.ResourceQuota(
+        kube_object(
             f"{name}-quota",
-            metadata={"name": "compute", "namespace": args.name, "labels": args.labels},
-            spec={"hard": args.quota},
-            opts=in_namespace,
-        )
-        k8s.core.v1.LimitRange(
-            f"{name}-limits",
-            metadata={"name": "container-defaults", "namespace": args.name, "labels": args.labels},
-            spec={
-                "limits": [
-                    {
-                        "type": "Container",
-                        "defaultRequest": args.default_request,
-                        "default": args.default_limit,
-                    }
-                ]
+            {
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": {"name": "compute", "namespace": args.name, "labels": args.labels},
+                "spec": {"hard": args.quota},
             },
-            opts=in_namespace,
+            in_namespace,
+        )
+        kube_object(
+            f"{name}-limits",
+            {
+                "apiVersion": "v1",
+                "kind": "LimitRange",
+                "metadata": {"name": "container-defaults", "namespace": args.name, "labels": args.labels},
+                "spec": {
+                    "limits": [
+                        {
+                            "type": "Container",
+                            "defaultRequest": args.default_request,
+                            "default": args.default_limit,
+                        }
+                    ]
+                },
+            },
+            in_namespace,
         )
 
         if args.trust_issuer is not None:
@@ -84,5 +92,5 @@ class Namespace(pulumi.ComponentResource):
                 pulumi.ResourceOptions(parent=self, depends_on=[namespace, *args.depends_on]),
             )
 
-        self.name = namespace.metadata.name
+        self.name = namespace.metadata["name"]
         self.register_outputs({"name": self.name})

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
+
+from components.kube import kube_object
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,15 @@ class NetworkPolicies(pulumi.ComponentResource):
         if "default-deny" not in args.policies:
             raise ValueError(f"{name}: a namespace's policies start with default-deny")
         for policy_name, spec in sorted(args.policies.items()):
-            k8s.networking.v1.NetworkPolicy(
+            kube_object(
                 f"{name}-{policy_name}",
-                metadata={"name": policy_name, "namespace": args.namespace, "labels": args.labels},
-                spec=spec,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+                {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "NetworkPolicy",
+                    "metadata": {"name": policy_name, "namespace": args.namespace, "labels": args.labels},
+                    "spec": spec,
+                },
+                pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
             )
         self.names = sorted(args.policies)
         self.register_outputs({"names": self.names})

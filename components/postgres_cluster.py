@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components import labels as labels_lib
+from components.kube import kube_object
 from components.readiness import DATA_CLUSTER_TIMEOUTS, READY
 from components.stateful import stateful_options
 
@@ -324,25 +324,31 @@ class PostgresCluster(pulumi.ComponentResource):
                 credentials_secret = f"{args.name}-backup-credentials"
                 access_key, secret_key = args.backup.credentials
                 before_cluster.append(
-                    k8s.core.v1.Secret(
+                    kube_object(
                         f"{name}-backup-credentials",
-                        metadata={**metadata, "name": credentials_secret},
-                        type="Opaque",
-                        string_data={
-                            "ACCESS_KEY_ID": pulumi.Output.secret(access_key),
-                            "ACCESS_SECRET_KEY": pulumi.Output.secret(secret_key),
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Secret",
+                            "metadata": {**metadata, "name": credentials_secret},
+                            "type": "Opaque",
+                            "stringData": {
+                                "ACCESS_KEY_ID": pulumi.Output.secret(access_key),
+                                "ACCESS_SECRET_KEY": pulumi.Output.secret(secret_key),
+                            },
                         },
-                        opts=pulumi.ResourceOptions(parent=self),
+                        pulumi.ResourceOptions(parent=self),
                     )
                 )
             before_cluster.append(
-                k8s.apiextensions.CustomResource(
+                kube_object(
                     f"{name}-object-store",
-                    api_version="barmancloud.cnpg.io/v1",
-                    kind="ObjectStore",
-                    metadata={**metadata, "name": object_store_name(args)},
-                    spec=object_store_spec(args, credentials_secret),
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *before_cluster]),
+                    {
+                        "apiVersion": "barmancloud.cnpg.io/v1",
+                        "kind": "ObjectStore",
+                        "metadata": {**metadata, "name": object_store_name(args)},
+                        "spec": object_store_spec(args, credentials_secret),
+                    },
+                    pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *before_cluster]),
                 )
             )
             # The other members' archives, read-only from here: WAL to replay, or the base backup to start from.
@@ -350,44 +356,51 @@ class PostgresCluster(pulumi.ComponentResource):
                 if member.name == args.topology.self_name:
                     continue
                 before_cluster.append(
-                    k8s.apiextensions.CustomResource(
+                    kube_object(
                         f"{name}-member-{member.name}",
-                        api_version="barmancloud.cnpg.io/v1",
-                        kind="ObjectStore",
-                        metadata={**metadata, "name": member.name},
-                        spec=member_store_spec(args, member, credentials_secret),
-                        opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *before_cluster]),
+                        {
+                            "apiVersion": "barmancloud.cnpg.io/v1",
+                            "kind": "ObjectStore",
+                            "metadata": {**metadata, "name": member.name},
+                            "spec": member_store_spec(args, member, credentials_secret),
+                        },
+                        pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *before_cluster]),
                     )
                 )
-        cluster = k8s.apiextensions.CustomResource(
+        cluster = kube_object(
             f"{name}-cluster",
-            api_version="postgresql.cnpg.io/v1",
-            kind="Cluster",
-            # `pulumi up` returns once every instance is up and replicating (Ready), not when the object exists.
-            metadata={"name": args.name, "namespace": args.namespace, "labels": labels, "annotations": READY},
-            spec=cluster_spec(args),
-            opts=stateful_options(self, args.protect, [*args.depends_on, *before_cluster], DATA_CLUSTER_TIMEOUTS),
+            {
+                "apiVersion": "postgresql.cnpg.io/v1",
+                "kind": "Cluster",
+                "metadata": {"name": args.name, "namespace": args.namespace, "labels": labels, "annotations": READY},
+                "spec": cluster_spec(args),
+            },
+            stateful_options(self, args.protect, [*args.depends_on, *before_cluster], DATA_CLUSTER_TIMEOUTS),
         )
         if args.monitoring is not None:
-            k8s.apiextensions.CustomResource(
+            kube_object(
                 f"{name}-monitor",
-                api_version="monitoring.coreos.com/v1",
-                kind="PodMonitor",
-                metadata={**metadata, "name": args.name},
-                spec={
-                    "selector": {"matchLabels": {"cnpg.io/cluster": args.name}},
-                    "podMetricsEndpoints": [{"port": "metrics", "interval": "30s"}],
+                {
+                    "apiVersion": "monitoring.coreos.com/v1",
+                    "kind": "PodMonitor",
+                    "metadata": {**metadata, "name": args.name},
+                    "spec": {
+                        "selector": {"matchLabels": {"cnpg.io/cluster": args.name}},
+                        "podMetricsEndpoints": [{"port": "metrics", "interval": "30s"}],
+                    },
                 },
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster, args.monitoring]),
+                pulumi.ResourceOptions(parent=self, depends_on=[cluster, args.monitoring]),
             )
         if args.backup is not None:
-            k8s.apiextensions.CustomResource(
+            kube_object(
                 f"{name}-scheduled-backup",
-                api_version="postgresql.cnpg.io/v1",
-                kind="ScheduledBackup",
-                metadata={**metadata, "name": f"{args.name}-scheduled"},
-                spec=scheduled_backup_spec(args),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster]),
+                {
+                    "apiVersion": "postgresql.cnpg.io/v1",
+                    "kind": "ScheduledBackup",
+                    "metadata": {**metadata, "name": f"{args.name}-scheduled"},
+                    "spec": scheduled_backup_spec(args),
+                },
+                pulumi.ResourceOptions(parent=self, depends_on=[cluster]),
             )
         self.cluster_name = cluster.metadata["name"]
         # CloudNativePG's naming contract: "<cluster>-rw" Service, "<cluster>-app" credentials Secret.

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components import internal_ca
 from components import labels as labels_lib
+from components.kube import kube_object
 from components.readiness import ALL_REPLICAS_READY, CERTIFICATE_TIMEOUTS, DATA_CLUSTER_TIMEOUTS, READY
 from components.stateful import stateful_options
 
@@ -129,35 +129,38 @@ class QueueCluster(pulumi.ComponentResource):
         before_cluster: list[pulumi.Resource] = []
         if args.tls_issuer is not None:
             before_cluster.append(
-                k8s.apiextensions.CustomResource(
+                kube_object(
                     f"{name}-certificate",
-                    api_version=internal_ca.CERT_MANAGER_API,
-                    kind="Certificate",
-                    metadata={
-                        "name": tls_secret_name(args),
-                        "namespace": args.namespace,
-                        "labels": labels,
-                        "annotations": READY,
+                    {
+                        "apiVersion": internal_ca.CERT_MANAGER_API,
+                        "kind": "Certificate",
+                        "metadata": {
+                            "name": tls_secret_name(args),
+                            "namespace": args.namespace,
+                            "labels": labels,
+                            "annotations": READY,
+                        },
+                        "spec": pulumi.Output.from_input(args.namespace).apply(lambda ns: certificate_spec(args, ns)),
                     },
-                    spec=pulumi.Output.from_input(args.namespace).apply(lambda ns: certificate_spec(args, ns)),
-                    opts=pulumi.ResourceOptions(
+                    pulumi.ResourceOptions(
                         parent=self, depends_on=args.depends_on, custom_timeouts=CERTIFICATE_TIMEOUTS
                     ),
                 )
             )
-        cluster = k8s.apiextensions.CustomResource(
+        cluster = kube_object(
             f"{name}-cluster",
-            api_version="rabbitmq.com/v1beta1",
-            kind="RabbitmqCluster",
-            # `pulumi up` returns once every node is ready, not when the object is merely accepted.
-            metadata={
-                "name": args.name,
-                "namespace": args.namespace,
-                "labels": labels,
-                "annotations": ALL_REPLICAS_READY,
+            {
+                "apiVersion": "rabbitmq.com/v1beta1",
+                "kind": "RabbitmqCluster",
+                "metadata": {
+                    "name": args.name,
+                    "namespace": args.namespace,
+                    "labels": labels,
+                    "annotations": ALL_REPLICAS_READY,
+                },
+                "spec": cluster_spec(args),
             },
-            spec=cluster_spec(args),
-            opts=stateful_options(self, args.protect, [*args.depends_on, *before_cluster], DATA_CLUSTER_TIMEOUTS),
+            stateful_options(self, args.protect, [*args.depends_on, *before_cluster], DATA_CLUSTER_TIMEOUTS),
         )
         if args.monitoring is not None:
             endpoint: dict = {"port": "prometheus", "interval": "30s"}
@@ -173,24 +176,30 @@ class QueueCluster(pulumi.ComponentResource):
                         ),
                     },
                 }
-            k8s.apiextensions.CustomResource(
+            kube_object(
                 f"{name}-monitor",
-                api_version="monitoring.coreos.com/v1",
-                kind="PodMonitor",
-                metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
-                spec={
-                    "selector": {"matchLabels": {"app.kubernetes.io/name": args.name}},
-                    "podMetricsEndpoints": [endpoint],
+                {
+                    "apiVersion": "monitoring.coreos.com/v1",
+                    "kind": "PodMonitor",
+                    "metadata": {"name": args.name, "namespace": args.namespace, "labels": labels},
+                    "spec": {
+                        "selector": {"matchLabels": {"app.kubernetes.io/name": args.name}},
+                        "podMetricsEndpoints": [endpoint],
+                    },
                 },
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster, args.monitoring]),
+                pulumi.ResourceOptions(parent=self, depends_on=[cluster, args.monitoring]),
             )
         if args.replicas > 1:
             # The cluster operator labels its pods app.kubernetes.io/name=<cluster>; allow one node down at a time.
-            k8s.policy.v1.PodDisruptionBudget(
+            kube_object(
                 f"{name}-pdb",
-                metadata={"name": args.name, "namespace": args.namespace, "labels": labels},
-                spec={"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": args.name}}},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster]),
+                {
+                    "apiVersion": "policy/v1",
+                    "kind": "PodDisruptionBudget",
+                    "metadata": {"name": args.name, "namespace": args.namespace, "labels": labels},
+                    "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": args.name}}},
+                },
+                pulumi.ResourceOptions(parent=self, depends_on=[cluster]),
             )
         self.cluster_name = cluster.metadata["name"]
         self.register_outputs({"cluster_name": self.cluster_name})

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
+
+from components.kube import kube_object
 
 API = "rabbitmq.com/v1beta1"
 DEAD_LETTER_EXCHANGE = "dead-letter"
@@ -102,17 +103,15 @@ class QueueTopology(pulumi.ComponentResource):
         deletion = "retain" if args.retain else "delete"
 
         def cr(logical: str, kind: str, k8s_name: str, spec: dict, after: list[pulumi.Resource]) -> pulumi.Resource:
-            return k8s.apiextensions.CustomResource(
+            return kube_object(
                 f"{name}-{logical}",
-                api_version=API,
-                kind=kind,
-                metadata={"name": k8s_name, "namespace": args.namespace, "labels": args.labels},
-                spec={"rabbitmqClusterReference": cluster_ref, **spec},
-                # `after` already waits for `args.depends_on`, and the engine orders creates and deletes transitively
-                # (pulumi/pulumi pkg/resource/deploy/step_executor.go: a resource is registered only once all its
-                # dependencies have resolved; pkg/resource/graph/dependency_graph.go DependingOn: deletes take the
-                # direct and indirect dependents). Repeating it multiplied the edges the SDK checks for cycles.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=after or args.depends_on),
+                {
+                    "apiVersion": API,
+                    "kind": kind,
+                    "metadata": {"name": k8s_name, "namespace": args.namespace, "labels": args.labels},
+                    "spec": {"rabbitmqClusterReference": cluster_ref, **spec},
+                },
+                pulumi.ResourceOptions(parent=self, depends_on=after or args.depends_on),
             )
 
         vhost = cr(

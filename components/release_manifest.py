@@ -3,7 +3,7 @@
 Some operators ship no Helm chart: their supported install is a YAML file attached to each GitHub release
 (`https://github.com/<owner>/<repo>/releases/download/<tag>/<asset>`). This component reads that file at the
 pinned tag, decodes it here, and registers every object as its own pulumi-kubernetes resource
-(`kubernetes:<apiVersion>:<kind>`, as `yaml.ConfigGroup` would), so each shows in `pulumi preview` and in the
+(`components.kube`, the type `yaml.ConfigGroup` would give it), so each shows in `pulumi preview` and in the
 offline render. Transformations adapt it to the platform without forking it:
 the manifest's own Namespace is dropped (the platform creates namespaces, with Pod Security labels), every
 object carries the platform's labels and the URL it came from, and a CA bundle can be mounted into a container.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.metadata
 import os
 import pickle
 import urllib.error
@@ -28,6 +27,7 @@ import pulumi
 import yaml
 
 from components import pod_security
+from components.kube import kube_object
 
 MIRROR_ENV = "SETTLEMENT_MANIFEST_MIRROR"
 SOURCE_ANNOTATION = "platform.settlement.io/source"
@@ -241,16 +241,6 @@ def transform(obj: dict, args: ReleaseManifestArgs, source: str) -> dict:
     return obj
 
 
-def type_token(api_version: str, kind: str) -> str:
-    """The pulumi-kubernetes type token of an object: `kubernetes:<group>/<version>:<kind>`, the core group spelled
-    `core` (`kubernetes:core/v1:Service`, the token of pulumi-kubernetes' own `core.v1.Service` class, which
-    yaml.ConfigGroup uses for such an object). The provider reads the group and version back from the token and
-    refuses one without both (pulumi-kubernetes provider/pkg/provider/provider.go `gvkFromURN`, called by `Check`:
-    "apiVersion does not have both a group and a version"), so `kubernetes:v1:Service` would fail every preview."""
-    group_version = api_version if "/" in api_version else f"core/{api_version}"
-    return f"kubernetes:{group_version}:{kind}"
-
-
 def manifest_problems(objects: list[dict], args: ReleaseManifestArgs) -> list[str]:
     """What makes the manifest unusable as configured: objects in another namespace, a CA mount target missing."""
     problems = [
@@ -293,9 +283,8 @@ class ReleaseManifest(pulumi.ComponentResource):
         applied = [o for o in (transform(o, args, self.url) for o in upstream) if o != EMPTY]
 
         # Each object is registered as itself, already decoded and transformed here: the resource type and inputs
-        # pulumi-kubernetes' yaml.ConfigGroup would register (`type_token`, the whole object), without
+        # pulumi-kubernetes' yaml.ConfigGroup would register (`kube_object`, the whole object), without
         # ConfigGroup's Output-wrapped decode of the whole manifest, which costs seconds on these CRDs.
-        plugin = pulumi.ResourceOptions(version=importlib.metadata.version("pulumi-kubernetes"))
         self.objects = []
         for obj in applied:
             meta = obj["metadata"]
@@ -308,12 +297,5 @@ class ReleaseManifest(pulumi.ComponentResource):
                 retain_on_delete=obj["kind"] == "CustomResourceDefinition",
                 protect=obj["kind"] == "CustomResourceDefinition" and args.protect_crds,
             )
-            self.objects.append(
-                pulumi.CustomResource(
-                    type_token(obj["apiVersion"], obj["kind"]),
-                    f"{name}-{obj['kind'].lower()}-{identity}",
-                    obj,
-                    pulumi.ResourceOptions.merge(plugin, options),
-                )
-            )
+            self.objects.append(kube_object(f"{name}-{obj['kind'].lower()}-{identity}", obj, options))
         self.register_outputs({"url": self.url, "objects": len(self.objects)})

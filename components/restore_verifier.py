@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components import labels as labels_lib
 from components import pod_security
+from components.kube import kube_object
 from components.workload import DIGEST_MARKER, image_pull_policy
 
 RESULT_PREFIX = "DRILL-RESULT "
@@ -177,19 +177,22 @@ class RestoreVerifier(pulumi.ComponentResource):
         super().__init__("settlement:data:RestoreVerifier", name, None, opts)
         labels = labels_lib.standard_labels(args.name, args.part_of, "restore-verifier", args.extra_labels)
         metadata = {"name": args.name, "namespace": args.namespace, "labels": labels}
-        account = k8s.core.v1.ServiceAccount(
+        account = kube_object(
             f"{name}-account",
-            metadata=metadata,
-            automount_service_account_token=False,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata, "automountServiceAccountToken": False},
+            pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
-        job = k8s.batch.v1.Job(
+        job = kube_object(
             f"{name}-job",
-            metadata={**metadata, "annotations": job_annotations(args.image)},
-            spec=pulumi.Output.from_input(args.cluster_created).apply(lambda created: job_spec(args, created)),
-            opts=pulumi.ResourceOptions(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {**metadata, "annotations": job_annotations(args.image)},
+                "spec": pulumi.Output.from_input(args.cluster_created).apply(lambda created: job_spec(args, created)),
+            },
+            pulumi.ResourceOptions(
                 parent=self, depends_on=[*args.depends_on, account], custom_timeouts=VERIFY_TIMEOUTS
             ),
         )
-        self.job_name = job.metadata.name
+        self.job_name = job.metadata["name"]
         self.register_outputs({"job_name": self.job_name})

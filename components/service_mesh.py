@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components.helm_operator import HelmOperator, HelmOperatorArgs
 from components.internal_ca import CERT_MANAGER_API, issuer_ref
+from components.kube import kube_object
 from components.readiness import CERTIFICATE_TIMEOUTS, READY
 
 # The charts in install order: base's CRDs before istiod, istiod (the CA) before the node agents.
@@ -91,18 +91,20 @@ class ServiceMesh(pulumi.ComponentResource):
             if chart == CHARTS[0]:
                 # istiod must find its signing CA at start: it mounts the optional Secret and falls back to a
                 # self-signed root of its own without it.
-                ca = k8s.apiextensions.CustomResource(
+                ca = kube_object(
                     f"{name}-ca",
-                    api_version=CERT_MANAGER_API,
-                    kind="Certificate",
-                    metadata={
-                        "name": args.ca_secret,
-                        "namespace": args.namespace,
-                        "labels": args.labels,
-                        "annotations": READY,
+                    {
+                        "apiVersion": CERT_MANAGER_API,
+                        "kind": "Certificate",
+                        "metadata": {
+                            "name": args.ca_secret,
+                            "namespace": args.namespace,
+                            "labels": args.labels,
+                            "annotations": READY,
+                        },
+                        "spec": intermediate_ca_spec(args.ca_issuer, args.ca_secret, args.namespace),
                     },
-                    spec=intermediate_ca_spec(args.ca_issuer, args.ca_secret, args.namespace),
-                    opts=pulumi.ResourceOptions(
+                    pulumi.ResourceOptions(
                         parent=self,
                         depends_on=[*args.depends_on, release.release],
                         custom_timeouts=CERTIFICATE_TIMEOUTS,

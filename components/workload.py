@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components import autoscaling, pod_security
 from components import labels as labels_lib
+from components.kube import kube_object
 
 DIGEST_MARKER = "@sha256:"
 
@@ -179,82 +179,108 @@ class Workload(pulumi.ComponentResource):
         metadata = {"name": args.name, "namespace": args.namespace, "labels": labels}
         child = pulumi.ResourceOptions(parent=self)
 
-        account = k8s.core.v1.ServiceAccount(
+        account = kube_object(
             f"{name}-account",
-            metadata=metadata,
-            automount_service_account_token=args.mount_service_account_token,
-            opts=child,
-        )
-        deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata=metadata,
-            spec=pulumi.Output.from_input(args.image).apply(lambda image: deployment_spec(args, image, labels)),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[account, *args.depends_on]),
-        )
-        service = k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=metadata,
-            spec={
-                "type": "ClusterIP",
-                "selector": selector,
-                "ports": [
-                    {"name": "http", "port": args.port, "targetPort": "http", "protocol": "TCP"},
-                    {"name": "metrics", "port": args.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
-                ],
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": metadata,
+                "automountServiceAccountToken": args.mount_service_account_token,
             },
-            opts=child,
+            child,
+        )
+        deployment = kube_object(
+            f"{name}-deployment",
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": metadata,
+                "spec": pulumi.Output.from_input(args.image).apply(lambda image: deployment_spec(args, image, labels)),
+            },
+            pulumi.ResourceOptions(parent=self, depends_on=[account, *args.depends_on]),
+        )
+        service = kube_object(
+            f"{name}-service",
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": metadata,
+                "spec": {
+                    "type": "ClusterIP",
+                    "selector": selector,
+                    "ports": [
+                        {"name": "http", "port": args.port, "targetPort": "http", "protocol": "TCP"},
+                        {"name": "metrics", "port": args.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
+                    ],
+                },
+            },
+            child,
         )
 
         if isinstance(args.scaling, autoscaling.ResourceScaling):
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            kube_object(
                 f"{name}-hpa",
-                metadata=metadata,
-                spec=autoscaling.hpa_spec(args.name, args.min_replicas, args.max_replicas, args.scaling),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
+                {
+                    "apiVersion": "autoscaling/v2",
+                    "kind": "HorizontalPodAutoscaler",
+                    "metadata": metadata,
+                    "spec": autoscaling.hpa_spec(args.name, args.min_replicas, args.max_replicas, args.scaling),
+                },
+                pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
             )
         elif isinstance(args.scaling, autoscaling.QueueScaling):
             after_keda = [args.autoscaler_operator] if args.autoscaler_operator is not None else []
-            auth = k8s.apiextensions.CustomResource(
+            auth = kube_object(
                 f"{name}-trigger-auth",
-                api_version="keda.sh/v1alpha1",
-                kind="TriggerAuthentication",
-                metadata=metadata,
-                spec=autoscaling.trigger_auth_spec(args.scaling),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=after_keda),
+                {
+                    "apiVersion": "keda.sh/v1alpha1",
+                    "kind": "TriggerAuthentication",
+                    "metadata": metadata,
+                    "spec": autoscaling.trigger_auth_spec(args.scaling),
+                },
+                pulumi.ResourceOptions(parent=self, depends_on=after_keda),
             )
-            k8s.apiextensions.CustomResource(
+            kube_object(
                 f"{name}-scaler",
-                api_version="keda.sh/v1alpha1",
-                kind="ScaledObject",
-                metadata={**metadata, **autoscaling.pause_metadata(args.paused)},
-                spec=autoscaling.scaled_object_spec(
-                    args.name, args.min_replicas, args.max_replicas, args.scaling, args.name
-                ),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment, auth, *after_keda]),
+                {
+                    "apiVersion": "keda.sh/v1alpha1",
+                    "kind": "ScaledObject",
+                    "metadata": {**metadata, **autoscaling.pause_metadata(args.paused)},
+                    "spec": autoscaling.scaled_object_spec(
+                        args.name, args.min_replicas, args.max_replicas, args.scaling, args.name
+                    ),
+                },
+                pulumi.ResourceOptions(parent=self, depends_on=[deployment, auth, *after_keda]),
             )
 
         if args.monitoring is not None:
-            k8s.apiextensions.CustomResource(
+            kube_object(
                 f"{name}-monitor",
-                api_version="monitoring.coreos.com/v1",
-                kind="ServiceMonitor",
-                metadata=metadata,
-                spec={
-                    "selector": {"matchLabels": selector},
-                    "endpoints": [{"port": "metrics", "path": args.metrics_path, "interval": "30s"}],
+                {
+                    "apiVersion": "monitoring.coreos.com/v1",
+                    "kind": "ServiceMonitor",
+                    "metadata": metadata,
+                    "spec": {
+                        "selector": {"matchLabels": selector},
+                        "endpoints": [{"port": "metrics", "path": args.metrics_path, "interval": "30s"}],
+                    },
                 },
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[service, args.monitoring]),
+                pulumi.ResourceOptions(parent=self, depends_on=[service, args.monitoring]),
             )
 
         min_available = autoscaling.pdb_min_available(args.min_replicas)
         if min_available is not None:
-            k8s.policy.v1.PodDisruptionBudget(
+            kube_object(
                 f"{name}-pdb",
-                metadata=metadata,
-                spec={"minAvailable": min_available, "selector": {"matchLabels": selector}},
-                opts=child,
+                {
+                    "apiVersion": "policy/v1",
+                    "kind": "PodDisruptionBudget",
+                    "metadata": metadata,
+                    "spec": {"minAvailable": min_available, "selector": {"matchLabels": selector}},
+                },
+                child,
             )
 
-        self.service_name = service.metadata.name
+        self.service_name = service.metadata["name"]
         self.port = args.port
         self.register_outputs({"service_name": self.service_name, "port": self.port})

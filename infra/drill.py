@@ -15,8 +15,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pulumi
-import pulumi_kubernetes as k8s
 
+from components.kube import kube_object
 from components.namespace import Namespace, NamespaceArgs
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.postgres_cluster import BackupArgs, PostgresCluster, PostgresClusterArgs, RecoveryArgs
@@ -391,13 +391,15 @@ class RestoreDrill(pulumi.ComponentResource):
             NetworkPoliciesArgs(namespace=namespace.name, policies=network_policies(plan), labels=labels),
             opts=child,
         )
-        store = k8s.apiextensions.CustomResource(
+        store = kube_object(
             f"{name}-source-store",
-            api_version="barmancloud.cnpg.io/v1",
-            kind="ObjectStore",
-            metadata={"name": SOURCE_STORE, "namespace": namespace.name, "labels": labels},
-            spec=source_store_spec(drill),
-            opts=child,
+            {
+                "apiVersion": "barmancloud.cnpg.io/v1",
+                "kind": "ObjectStore",
+                "metadata": {"name": SOURCE_STORE, "namespace": namespace.name, "labels": labels},
+                "spec": source_store_spec(drill),
+            },
+            child,
         )
         self.verifiers: dict[str, pulumi.Output[str]] = {}
         for subsystem, pg in databases(plan).items():

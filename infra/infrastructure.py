@@ -6,13 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components import pod_security
 from components.crd_chart import CrdChart, CrdChartArgs
 from components.credentials import GeneratedCredentialsArgs
 from components.helm_operator import HelmOperator, HelmOperatorArgs
 from components.internal_ca import TRUST_SECRET, InternalCA, InternalCAArgs, trust_bundle
+from components.kube import kube_object
 from components.release_manifest import CaMount, ReleaseManifest, ReleaseManifestArgs
 from components.service_mesh import ServiceMesh, ServiceMeshArgs
 from infra.chart_values import (
@@ -152,15 +152,19 @@ class SharedInfrastructure(pulumi.ComponentResource):
         # Host agents (node-exporter) run apart, in the only namespaces Pod Security "privileged" admits, so that
         # every other namespace - monitoring included - enforces "restricted".
         host_agents = {
-            namespace: k8s.core.v1.Namespace(
+            namespace: kube_object(
                 f"{name}-{namespace}-namespace",
-                metadata=pod_security.namespace_metadata(
-                    namespace,
-                    {**INFRASTRUCTURE_LABELS, "platform.settlement.io/host-agents": "true"},
-                    "privileged",
-                    args.pod_security_version,
-                ),
-                opts=child,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": pod_security.namespace_metadata(
+                        namespace,
+                        {**INFRASTRUCTURE_LABELS, "platform.settlement.io/host-agents": "true"},
+                        "privileged",
+                        args.pod_security_version,
+                    ),
+                },
+                child,
             )
             for namespace in host_agent_namespaces(operators.monitoring.namespace, args.mesh)
         }
@@ -270,13 +274,16 @@ class SharedInfrastructure(pulumi.ComponentResource):
         # RabbitMQ's operators install from their release manifests, which share one namespace and issue their
         # webhook certificates with cert-manager (required since cluster-operator 2.22).
         queue_ns = operators.rabbitmq_cluster_operator.namespace
-        queue_namespace = k8s.core.v1.Namespace(
+        queue_namespace = kube_object(
             f"{name}-rabbitmq-namespace",
-            metadata=pod_security.namespace_metadata(
-                queue_ns, INFRASTRUCTURE_LABELS, "restricted", args.pod_security_version
-            ),
-            # It belonged to the Helm install's component before: same object, no replacement.
-            opts=pulumi.ResourceOptions(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": pod_security.namespace_metadata(
+                    queue_ns, INFRASTRUCTURE_LABELS, "restricted", args.pod_security_version
+                ),
+            },
+            pulumi.ResourceOptions(
                 parent=self,
                 protect=args.protect_data,
                 retain_on_delete=args.protect_data,
@@ -323,19 +330,23 @@ class SharedInfrastructure(pulumi.ComponentResource):
         self.priority_class_resources = []
         for tier, value in args.config.priority_classes.model_dump().items():
             pc_name = priority_class_name(tier)
-            priority_class = k8s.scheduling.v1.PriorityClass(
+            priority_class = kube_object(
                 f"{name}-priority-{tier}",
-                metadata={"name": pc_name, "labels": {"app.kubernetes.io/part-of": PART_OF}},
-                value=value,
-                global_default=False,
-                preemption_policy="PreemptLowerPriority",
-                description=f"settlement-platform {tier} workloads",
-                opts=child,
+                {
+                    "apiVersion": "scheduling.k8s.io/v1",
+                    "kind": "PriorityClass",
+                    "metadata": {"name": pc_name, "labels": {"app.kubernetes.io/part-of": PART_OF}},
+                    "value": value,
+                    "globalDefault": False,
+                    "preemptionPolicy": "PreemptLowerPriority",
+                    "description": f"settlement-platform {tier} workloads",
+                },
+                child,
             )
             self.priority_classes[tier] = pc_name
             self.priority_class_resources.append(priority_class)
 
-        self.operator_namespaces = {queue_ns: queue_namespace.metadata.name}
+        self.operator_namespaces = {queue_ns: queue_namespace.metadata["name"]}
         for operator in (
             self.postgres_operator,
             self.cert_manager,
@@ -346,7 +357,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
         ):
             self.operator_namespaces.setdefault(operator.namespace_name, operator.namespace)
         for namespace, resource in host_agents.items():
-            self.operator_namespaces[namespace] = resource.metadata.name
+            self.operator_namespaces[namespace] = resource.metadata["name"]
         if self.mesh is not None:
             self.operator_namespaces[args.mesh.namespace] = self.mesh.namespace
 

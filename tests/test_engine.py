@@ -8,15 +8,17 @@ pulumi-kubernetes (provider/pkg/...) and pulumi (pkg/..., sdk/...) as fetched on
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 
 import pulumi
 import pytest
 import yaml
 
+from components.kube import SECRET_FIELDS, type_token
 from components.readiness import WAIT_FOR, wait_for
-from components.release_manifest import SOURCE_ANNOTATION, type_token
+from components.release_manifest import SOURCE_ANNOTATION
 from infra.offline.diff import diff
-from infra.offline.mocks import ProgramFailed, ProgramRun, run_program
+from infra.offline.mocks import SECRET_MARKER, ProgramFailed, ProgramRun, run_program
 from infra.offline.render import resources
 from infra.offline.safety import stateful_removals
 from infra.program import BUILD_ON_PREVIEW, PROVIDER_NAME, run
@@ -74,6 +76,26 @@ def test_every_kubernetes_objects_type_names_its_group_version_and_kind_as_the_p
     for r in objects:
         group, _, version = r.inputs["apiVersion"].rpartition("/")
         assert _provider_gvk(r.type) == (group, version, r.inputs["kind"]), r.urn
+
+
+def test_every_kubernetes_resource_asks_for_the_installed_providers_version(stack_run):
+    """The engine loads the provider plugin of the version a resource names; pulumi-kubernetes' classes name their
+    own package version (pulumi_kubernetes/_utilities.py `get_resource_opts_defaults`), and so do the objects the
+    components register without them (`components.kube`)."""
+    expected = importlib.metadata.version("pulumi-kubernetes")
+    kubernetes = [r for r in stack_run.registrations if r.type.startswith("kubernetes:") and r.custom]
+    assert kubernetes
+    assert sorted({(r.type, r.version) for r in kubernetes if r.version != expected}) == []
+
+
+def test_every_secrets_data_is_kept_secret_in_the_state(stack_run):
+    """What a Secret holds is encrypted in the state: its data fields are secret inputs and secret outputs."""
+    secrets = stack_run.of_type("kubernetes:core/v1:Secret")
+    assert secrets
+    for r in secrets:
+        assert set(SECRET_FIELDS) <= set(r.additional_secret_outputs), r.urn
+        for field in SECRET_FIELDS:
+            assert set((r.inputs.get(field) or {}).values()) <= {SECRET_MARKER}, (r.urn, field)
 
 
 def test_a_core_group_objects_type_names_the_core_group():

@@ -7,6 +7,7 @@ import os
 import subprocess
 from types import SimpleNamespace
 
+import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
@@ -73,25 +74,35 @@ def test_the_benchmarks_scaled_topology_is_a_valid_config_of_every_stack(stack):
 
 def test_both_benchmark_baselines_register_what_the_program_registers(small_project):
     """The floors `make bench` compares with register the program's custom resources with the same types and
-    inputs (flat, under numbered names); the typed one through the program's own classes where it can. A behaviour
-    of the bench, on its own small topology, for the stack the bench compares by default (prod's kinds: backups,
-    disruption budgets); the baselines are built from whatever the program registered."""
+    inputs (flat, under numbered names); the typed one each Kubernetes object through pulumi-kubernetes' generated
+    class for its kind. A behaviour of the bench, on its own small topology, for the stack the bench compares by
+    default (prod's kinds: backups, disruption budgets); the baselines are built from whatever the program
+    registered."""
     from infra.offline import bench
     from infra.offline.mocks import run_program
     from infra.program import run
     from infra.stack_config import read_stack_files
 
     config = read_stack_files(bench.default_scale_stack(stack_names(small_project.root)), small_project.root)
-    recording, classes = bench._record_classes(lambda: run(offline=True, project_dir=small_project.root))
-    first = run_program(config, recording)
-    assert classes and len(classes) == len(first.registrations)
-    typed = [c for (typ, _), c in classes.items() if c.__module__.startswith("pulumi_kubernetes")]
-    assert len(typed) > len(first.registrations) / 2, "the typed floor would be mostly untyped"
+    first = run_program(config, lambda: run(offline=True, project_dir=small_project.root))
+    objects = [r for r in first.registrations if r.is_kubernetes_object]
+    generated = [r for r in objects if bench.typed_class(r.type) is not k8s.apiextensions.CustomResource]
+    assert len(generated) > len(objects) / 2, "the typed floor would mostly register custom resources"
     expected = sorted((r.type, r.name, json.dumps(r.inputs, sort_keys=True)) for r in first.registrations if r.custom)
-    for floor in (bench.baseline_program(first), bench.baseline_program(first, classes)):
+    for floor in (bench.baseline_program(first), bench.baseline_program(first, typed=True)):
         registered = run_program(config, floor).registrations
         got = [(r.type, r.name.rsplit("-", 1)[0], json.dumps(r.inputs, sort_keys=True)) for r in registered if r.custom]
         assert sorted(got) == expected
+
+
+def test_the_typed_floor_finds_the_generated_class_of_each_built_in_kind():
+    from infra.offline.bench import typed_class
+
+    assert typed_class("kubernetes:core/v1:Secret") is k8s.core.v1.Secret
+    assert typed_class("kubernetes:networking.k8s.io/v1:NetworkPolicy") is k8s.networking.v1.NetworkPolicy
+    assert typed_class("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole") is k8s.rbac.v1.ClusterRole
+    assert typed_class("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute") is k8s.apiextensions.CustomResource
+    assert typed_class("kubernetes:monitoring.coreos.com/v1:ServiceMonitor") is k8s.apiextensions.CustomResource
 
 
 @pytest.mark.parametrize("command", ["golden", "bench", "policy-config"])

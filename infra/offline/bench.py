@@ -8,8 +8,8 @@ loaded CI machine.
   of plain resources, of the same types and with the same inputs, flat (no components around them), with the
   same SDK in the same process. Both are timed alternately and the medians compared: the ratio is the program's
   own overhead (validation, planning, components, `apply` chains). A second, typed baseline registers the same
-  flat resources through the program's own resource classes (pulumi-kubernetes' typed classes cost more per
-  resource than `pulumi.CustomResource`): against it, the ratio is what the component structure costs.
+  flat resources as a conventional pulumi-kubernetes program would, each object through its generated class
+  (`typed_class`), which costs more per resource than the plain `pulumi.CustomResource` the program uses.
 - **10x.** The same for a generated topology with ten copies of the stack's subsystems (renamed, their calls and
   queue references renamed with them).
 - **Render.** `render_stack` per stack: the program plus the offline chart expansion.
@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from infra.offline.mocks import ProgramRun, run_program
 from infra.offline.render import render_stack
@@ -42,7 +43,7 @@ class Comparison:
     program: list[float]
     baseline: list[float]
     typed: list[float]
-    """The same flat registrations through the program's own resource classes (`baseline_program` with `classes`)."""
+    """The same flat registrations through pulumi-kubernetes' generated classes (`baseline_program(typed=True)`)."""
 
     @property
     def ratio(self) -> float:
@@ -57,50 +58,48 @@ def _snake(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
-def baseline_program(run: ProgramRun, classes: dict[tuple[str, str], type] | None = None):
+def typed_class(type_token: str) -> type:
+    """The pulumi-kubernetes class a conventional program registers an object of this type with: the generated
+    class of a built-in kind (`kubernetes:networking.k8s.io/v1:NetworkPolicy` ->
+    `pulumi_kubernetes.networking.v1.NetworkPolicy`: the package's modules are named after the group's first
+    label, the core group `core`), `apiextensions.CustomResource` for any other kind."""
+    _, group_version, kind = type_token.split(":")
+    group, _, version = group_version.rpartition("/")
+    if "." not in group or group.endswith(".k8s.io"):
+        module = getattr(getattr(k8s, group.split(".")[0], None), version, None)
+        if isinstance(getattr(module, kind, None), type):
+            return getattr(module, kind)
+    return k8s.apiextensions.CustomResource
+
+
+def baseline_program(run: ProgramRun, typed: bool = False):
     """A program registering the run's resources again as plain, flat resources: the floor.
 
-    With `classes` (`_record_classes`), the typed floor, what a program written with pulumi-kubernetes pays: the
-    same flat registrations, but each Kubernetes object through the class the program used
-    (`pulumi_kubernetes.apps.v1.Deployment`, ...). Typed classes cost more per resource than
-    `pulumi.CustomResource`: their inputs are serialised and their outputs translated through the type metadata
-    (pulumi/runtime/rpc.py `serialize_properties`, `translate_output_properties`), and the SDK keeps a stack trace
-    for them (pulumi/runtime/resource.py `_get_stack_trace` finds the third `__init__`)."""
+    With `typed`, the floor of a conventional program written with pulumi-kubernetes: the same flat
+    registrations, each Kubernetes object through its generated class (`typed_class`). The generated classes cost
+    more per resource than `pulumi.CustomResource`: their inputs are serialised and their outputs translated
+    through type metadata (pulumi/runtime/rpc.py `serialize_properties`, `translate_output_properties`), and the
+    SDK keeps a stack trace for them (pulumi/runtime/resource.py `_get_stack_trace` finds the third `__init__`);
+    the program registers its objects without them (`components.kube`)."""
     recorded = []
     for r in run.registrations:
-        cls = (classes or {}).get((r.type, r.name))
-        typed = r.custom and cls is not None and cls.__module__.startswith("pulumi_kubernetes") and "kind" in r.inputs
-        recorded.append((cls if typed else None, r.type, r.name, r.custom, r.inputs))
+        cls = typed_class(r.type) if typed and r.custom and r.is_kubernetes_object else None
+        recorded.append((cls, r.type, r.name, r.custom, r.inputs))
 
     def program() -> None:
         for i, (cls, typ, name, custom, inputs) in enumerate(recorded):
-            if cls is not None:
-                kwargs = {_snake(k): v for k, v in inputs.items()}
-                if cls.__name__ != "CustomResource":  # a typed class sets its own apiVersion and kind
-                    kwargs.pop("api_version", None)
-                    kwargs.pop("kind", None)
-                cls(f"{name}-{i}", **kwargs)
+            if cls is k8s.apiextensions.CustomResource:
+                fields = {_snake(k): v for k, v in inputs.items() if k not in ("metadata", "spec")}
+                cls(f"{name}-{i}", metadata=inputs.get("metadata"), spec=inputs.get("spec"), **fields)
+            elif cls is not None:
+                fields = {_snake(k): v for k, v in inputs.items() if k not in ("apiVersion", "kind")}
+                cls(f"{name}-{i}", **fields)  # a generated class sets its own apiVersion and kind
             elif custom:
                 pulumi.CustomResource(typ, f"{name}-{i}", dict(inputs))
             else:
                 pulumi.ComponentResource(typ, f"{name}-{i}", None)
 
     return program
-
-
-def _record_classes(program) -> tuple[object, dict[tuple[str, str], type]]:
-    """`program`, wrapped to note each resource's Python class by (type, name): a stack transformation sees the
-    resource object (pulumi/resource.py `ResourceTransformationArgs.resource`) and changes nothing."""
-    classes: dict[tuple[str, str], type] = {}
-
-    def note(args: pulumi.ResourceTransformationArgs) -> None:
-        classes[(args.type_, args.name)] = type(args.resource)
-
-    def recording() -> None:
-        pulumi.runtime.register_stack_transformation(note)
-        program()
-
-    return recording, classes
 
 
 def _timed(config: StackConfig, program) -> float:
@@ -118,9 +117,8 @@ def compare(label: str, config: StackConfig, repeat: int) -> Comparison:
     def run() -> None:
         program(offline=True)  # as the render runs it: a stack without a `cluster` section still builds
 
-    recording, classes = _record_classes(run)
-    first = run_program(config, recording)  # warm-up: imports and first-time SDK setup are not the program's cost
-    floor, typed = baseline_program(first), baseline_program(first, classes)
+    first = run_program(config, run)  # warm-up: imports and first-time SDK setup are not the program's cost
+    floor, typed = baseline_program(first), baseline_program(first, typed=True)
     run_program(config, floor)
     run_program(config, typed)
     program_s, baseline_s, typed_s = [], [], []

@@ -49,10 +49,14 @@ class Registration:
     ignore_changes: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
     provider: str = ""
-    custom_timeouts: dict[str, str] = field(default_factory=dict)
-    """customTimeouts as set (create/update/delete); how long the engine waits, e.g. for `pulumi.com/waitFor`."""
     """The provider reference the engine would use ("<provider urn>::<id>"); empty for the default provider
     (and for components, which have none)."""
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
+    """customTimeouts as set (create/update/delete); how long the engine waits, e.g. for `pulumi.com/waitFor`."""
+    version: str = ""
+    """The provider plugin version the resource asks the engine for."""
+    additional_secret_outputs: list[str] = field(default_factory=list)
+    """Output properties the engine keeps secret in the state whatever their value."""
 
     @property
     def is_kubernetes_object(self) -> bool:
@@ -168,6 +172,8 @@ class RecordingMonitor(sdk_mocks.MockMonitor):
                     custom_timeouts={
                         k: v for k in ("create", "update", "delete") if (v := getattr(request.customTimeouts, k, ""))
                     },
+                    version=request.version,
+                    additional_secret_outputs=list(request.additionalSecretOutputs),
                 )
             )
         return response

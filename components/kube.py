@@ -1,0 +1,63 @@
+"""One Kubernetes object as one Pulumi resource: the type and inputs pulumi-kubernetes registers for it, without
+its generated classes.
+
+Every component registers its objects through `kube_object`, built-in kinds and custom resources alike, with the
+whole object as the inputs (`apiVersion`, `kind`, `metadata`, `spec`, ...). The engine and the provider see what
+pulumi-kubernetes' typed classes (`pulumi_kubernetes.apps.v1.Deployment`, `apiextensions.CustomResource`) would
+send: the same type token, the same inputs, the package version (`_utilities.get_resource_opts_defaults`), and for
+a Secret its data marked secret (below). What the typed classes add on top is per-resource SDK work the platform
+never uses, since its objects are plain dicts checked against the Kubernetes schemas offline: inputs serialised and
+outputs translated into typed objects through type metadata (pulumi/runtime/rpc.py `serialize_properties`,
+`translate_output_properties`), about a tenth of a whole environment's run (docs/PERFORMANCE.md). Their type
+aliases (`kubernetes:extensions/v1beta1:Deployment`, ...) only match state written under those old API versions,
+which no stack of this platform has.
+
+Outputs are the object's top-level fields as dicts: `namespace.metadata["name"]`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pulumi
+
+PLUGIN_VERSION = importlib.metadata.version("pulumi-kubernetes")
+"""The provider version each resource asks the engine for, as the typed classes do."""
+
+SECRET_FIELDS = ("data", "stringData")
+"""A Secret's fields the typed class marks secret, in its inputs and its outputs (pulumi_kubernetes/core/v1/Secret.py:
+`pulumi.Output.secret(data)`, `additional_secret_outputs=["data", "stringData"]`), so the engine encrypts them in
+the state whatever the caller passed."""
+
+
+def type_token(api_version: str, kind: str) -> str:
+    """The pulumi-kubernetes type token of an object: `kubernetes:<group>/<version>:<kind>`, the core group spelled
+    `core` (`kubernetes:core/v1:Service`, the token of pulumi-kubernetes' own `core.v1.Service` class, which
+    yaml.ConfigGroup uses for such an object). The provider reads the group and version back from the token and
+    refuses one without both (pulumi-kubernetes provider/pkg/provider/provider.go `gvkFromURN`, called by `Check`:
+    "apiVersion does not have both a group and a version"), so `kubernetes:v1:Service` would fail every preview."""
+    group_version = api_version if "/" in api_version else f"core/{api_version}"
+    return f"kubernetes:{group_version}:{kind}"
+
+
+def is_secret(api_version: str, kind: str) -> bool:
+    return api_version == "v1" and kind == "Secret"
+
+
+def kube_object(
+    resource_name: str, manifest: dict, opts: pulumi.ResourceOptions | None = None
+) -> pulumi.CustomResource:
+    """Register `manifest` (a whole object: `apiVersion`, `kind`, `metadata`, ...; values may be Outputs) as the
+    pulumi-kubernetes resource of its kind. Fields set to None are left out (pulumi/runtime/rpc.py
+    `serialize_properties` skips them), as by the typed classes."""
+    body = dict(manifest)
+    api_version, kind = body["apiVersion"], body["kind"]
+    options = pulumi.ResourceOptions(version=PLUGIN_VERSION)
+    if is_secret(api_version, kind):
+        body.update({key: pulumi.Output.secret(body[key]) for key in SECRET_FIELDS if body.get(key) is not None})
+        options = pulumi.ResourceOptions.merge(
+            options, pulumi.ResourceOptions(additional_secret_outputs=list(SECRET_FIELDS))
+        )
+    return pulumi.CustomResource(
+        type_token(api_version, kind), resource_name, body, pulumi.ResourceOptions.merge(options, opts)
+    )

@@ -1,0 +1,91 @@
+"""`components.kube.kube_object` registers what pulumi-kubernetes' own classes register for the same object."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pulumi_kubernetes as k8s
+import pytest
+
+from components.kube import SECRET_FIELDS, kube_object
+from infra.offline.mocks import SECRET_MARKER, Registration, run_program
+from infra.stack_config import StackConfig
+
+UNIT = StackConfig("unit", "test", {}, frozenset())
+METADATA = {"name": "api", "namespace": "payment", "labels": {"app": "api"}}
+SPEC = {
+    "replicas": 2,
+    "selector": {"matchLabels": {"app": "api"}},
+    "template": {
+        "metadata": {"labels": {"app": "api"}},
+        "spec": {"containers": [{"name": "api", "image": "registry.example/api:1"}]},
+    },
+}
+
+
+def registered(program) -> Registration:
+    [registration] = run_program(UNIT, program).registrations
+    return registration
+
+
+def same_registration(typed: Registration, plain: Registration) -> None:
+    assert plain.to_json() == typed.to_json()
+    assert (plain.version, sorted(plain.additional_secret_outputs)) == (
+        typed.version,
+        sorted(typed.additional_secret_outputs),
+    )
+
+
+def test_a_deployment_is_registered_as_the_typed_class_registers_it():
+    typed = registered(lambda: k8s.apps.v1.Deployment("api", metadata=METADATA, spec=SPEC))
+    plain = registered(
+        lambda: kube_object("api", {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": METADATA, "spec": SPEC})
+    )
+    same_registration(typed, plain)
+    assert plain.version == importlib.metadata.version("pulumi-kubernetes")
+
+
+def test_a_core_object_and_a_custom_resource_are_registered_as_their_classes_register_them():
+    typed = registered(lambda: k8s.core.v1.ConfigMap("c", metadata=METADATA, data={"k": "v"}))
+    plain = registered(
+        lambda: kube_object("c", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": METADATA, "data": {"k": "v"}})
+    )
+    same_registration(typed, plain)
+    assert plain.type == "kubernetes:core/v1:ConfigMap"
+
+    spec = {"instances": 3}
+    typed = registered(
+        lambda: k8s.apiextensions.CustomResource(
+            "db", api_version="postgresql.cnpg.io/v1", kind="Cluster", metadata=METADATA, spec=spec
+        )
+    )
+    plain = registered(
+        lambda: kube_object(
+            "db", {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": METADATA, "spec": spec}
+        )
+    )
+    same_registration(typed, plain)
+
+
+@pytest.mark.parametrize("field", SECRET_FIELDS)
+def test_a_secrets_data_is_secret_even_when_given_in_the_clear(field):
+    """The typed Secret class marks its data secret (pulumi_kubernetes/core/v1/Secret.py); so does `kube_object`,
+    so the engine encrypts it in the state however a caller built it."""
+    typed = registered(lambda: k8s.core.v1.Secret("s", metadata=METADATA, **{field.replace("D", "_d"): {"k": "v"}}))
+    plain = registered(
+        lambda: kube_object("s", {"apiVersion": "v1", "kind": "Secret", "metadata": METADATA, field: {"k": "v"}})
+    )
+    same_registration(typed, plain)
+    assert plain.inputs[field] == {"k": SECRET_MARKER}
+    assert sorted(plain.additional_secret_outputs) == sorted(SECRET_FIELDS)
+
+
+def test_unset_fields_are_left_out_and_outputs_are_the_objects_fields_as_dicts():
+    names = []
+
+    def program():
+        namespace = kube_object("n", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}, "spec": None})
+        namespace.metadata["name"].apply(names.append)
+
+    assert registered(program).inputs == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}
+    assert names == ["n"]
