@@ -12,17 +12,19 @@ outputs translated into typed objects through type metadata (pulumi/runtime/rpc.
 aliases (`kubernetes:extensions/v1beta1:Deployment`, ...) only match state written under those old API versions,
 which no stack of this platform has.
 
-Outputs are the object's top-level fields as dicts: `namespace.metadata["name"]`.
+Keys are written as Kubernetes spells them (`matchLabels`): unlike the generated classes, nothing renames
+snake_case keys (pulumi/runtime/rpc.py `serialize_property` with type metadata); the strict schema check of every
+stack refuses a misspelt field. Outputs are the object's top-level fields as dicts: `namespace.metadata["name"]`.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-
 import pulumi
+from pulumi_kubernetes import _utilities
 
-PLUGIN_VERSION = importlib.metadata.version("pulumi-kubernetes")
-"""The provider version each resource asks the engine for, as the typed classes do."""
+PLUGIN_VERSION = _utilities.get_version()
+"""The provider version each resource asks the engine for: the one the generated classes send, the installed
+package's version as semver (`_utilities.get_version`; PEP 440 and semver spell pre-releases differently)."""
 
 SECRET_FIELDS = ("data", "stringData")
 """A Secret's fields the typed class marks secret, in its inputs and its outputs (pulumi_kubernetes/core/v1/Secret.py:
@@ -52,12 +54,12 @@ def kube_object(
     `serialize_properties` skips them), as by the typed classes."""
     body = dict(manifest)
     api_version, kind = body["apiVersion"], body["kind"]
-    options = pulumi.ResourceOptions(version=PLUGIN_VERSION)
-    if is_secret(api_version, kind):
+    secret = is_secret(api_version, kind)
+    if secret:
         body.update({key: pulumi.Output.secret(body[key]) for key in SECRET_FIELDS if body.get(key) is not None})
-        options = pulumi.ResourceOptions.merge(
-            options, pulumi.ResourceOptions(additional_secret_outputs=list(SECRET_FIELDS))
-        )
+    defaults = pulumi.ResourceOptions(
+        version=PLUGIN_VERSION, additional_secret_outputs=list(SECRET_FIELDS) if secret else None
+    )
     return pulumi.CustomResource(
-        type_token(api_version, kind), resource_name, body, pulumi.ResourceOptions.merge(options, opts)
+        type_token(api_version, kind), resource_name, body, pulumi.ResourceOptions.merge(defaults, opts)
     )

@@ -8,11 +8,11 @@ pulumi-kubernetes (provider/pkg/...) and pulumi (pkg/..., sdk/...) as fetched on
 from __future__ import annotations
 
 import ast
-import importlib.metadata
 
 import pulumi
 import pytest
 import yaml
+from pulumi_kubernetes import _utilities
 
 from components.kube import SECRET_FIELDS, type_token
 from components.readiness import WAIT_FOR, wait_for
@@ -82,7 +82,7 @@ def test_every_kubernetes_resource_asks_for_the_installed_providers_version(stac
     """The engine loads the provider plugin of the version a resource names; pulumi-kubernetes' classes name their
     own package version (pulumi_kubernetes/_utilities.py `get_resource_opts_defaults`), and so do the objects the
     components register without them (`components.kube`)."""
-    expected = importlib.metadata.version("pulumi-kubernetes")
+    expected = _utilities.get_version()
     kubernetes = [r for r in stack_run.registrations if r.type.startswith("kubernetes:") and r.custom]
     assert kubernetes
     assert sorted({(r.type, r.version) for r in kubernetes if r.version != expected}) == []

@@ -128,11 +128,12 @@ class PlatformMocks(pulumi.runtime.Mocks):
 
 
 def _alias_text(alias) -> str:
-    """An alias as a URN, or as "name=<old name>" / "parent=<old parent>" for the spec form."""
+    """An alias as a URN, or as "name=<old name>" / "type=<old type>" / "parent=<old parent>" ... for the spec
+    form (pulumi/runtime/proto/alias_pb2.pyi `Alias.Spec`)."""
     if alias.urn:
         return alias.urn
     spec = alias.spec
-    parts = [f"name={spec.name}"] if spec.name else []
+    parts = [f"{key}={getattr(spec, key)}" for key in ("name", "type", "stack", "project") if getattr(spec, key)]
     if spec.parentUrn:
         parts.append(f"parent={spec.parentUrn}")
     if spec.noParent:
