@@ -86,6 +86,12 @@ def problems_from_validation_error(error: ValidationError, root: type[BaseModel]
             message = f"unknown key{hint}"
         elif kind == "missing":
             message = "is required"
+        elif kind in ("model_type", "model_attributes_type", "dict_type"):
+            # pydantic's "Input should be a valid dictionary or instance of <class>" names a Python class.
+            model = _model_at(root, tuple(err["loc"]))
+            keys = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
+            hint = f" of keys ({', '.join(keys)})" if keys else ""
+            message = f"must be a section{hint}, not {err['input']!r}"
         elif kind == "value_error":
             message = err["msg"].removeprefix("Value error, ")
         elif kind == "string_pattern_mismatch":

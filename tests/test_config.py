@@ -143,6 +143,12 @@ def test_unknown_top_level_key_is_refused(project):
     _assert_refused(project, "prod", "replicaz: unknown key (allowed: alerting, backup, budget, cluster, defaults,")
 
 
+def test_a_section_given_as_a_value_is_refused_naming_its_keys(project):
+    project.set_stack_key("dev", "network", "calico")
+    report = _assert_refused(project, "dev", "network: must be a section of keys (")
+    assert "not 'calico'" in report and "instance of" not in report
+
+
 def test_bad_stack_level_value_is_refused(project):
     project.set_stack_key("dev", "kubernetesVersion", "1.12")
     _assert_refused(project, "dev", "kubernetesVersion: '1.12' does not match the pattern")
