@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_random as random
 
-from components.kube import kube_object
+from components.kube import KubeObject
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class GeneratedCredentials(pulumi.ComponentResource):
                 password.result.apply(lambda p: args.uri_template.format(username=args.username, password=p))
             )
         for namespace in args.namespaces:
-            kube_object(
+            KubeObject(
                 f"{name}-{namespace}",
                 {
                     "apiVersion": "v1",

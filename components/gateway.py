@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pulumi
 
 from components import internal_ca, pod_security
-from components.kube import kube_object
+from components.kube import KubeObject
 from components.readiness import CERTIFICATE_TIMEOUTS, READY
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -146,7 +146,7 @@ class Gateway(pulumi.ComponentResource):
         super().__init__("settlement:network:Gateway", name, None, opts)
         after = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
 
-        namespace = kube_object(
+        namespace = KubeObject(
             f"{name}-namespace",
             {
                 "apiVersion": "v1",
@@ -163,7 +163,7 @@ class Gateway(pulumi.ComponentResource):
         class_spec: dict = {"controllerName": ENVOY_CONTROLLER}
         class_opts = after
         if args.proxy is not None:
-            envoy_proxy = kube_object(
+            envoy_proxy = KubeObject(
                 f"{name}-proxy",
                 {
                     "apiVersion": ENVOY_API,
@@ -184,7 +184,7 @@ class Gateway(pulumi.ComponentResource):
                 "namespace": args.proxy.namespace,
             }
             class_opts = pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, envoy_proxy])
-        gateway_class = kube_object(
+        gateway_class = KubeObject(
             f"{name}-class",
             {
                 "apiVersion": GATEWAY_API,
@@ -197,7 +197,7 @@ class Gateway(pulumi.ComponentResource):
         issuer = args.internal_issuer
         if args.acme_email is not None:
             issuer = f"{args.name}-letsencrypt"
-            kube_object(
+            KubeObject(
                 f"{name}-acme-issuer",
                 {
                     "apiVersion": internal_ca.CERT_MANAGER_API,
@@ -232,7 +232,7 @@ class Gateway(pulumi.ComponentResource):
         # An internal certificate is issued in seconds: wait for it. A public one waits on Let's Encrypt reaching
         # the gateway's address over HTTP-01, which needs this very update to finish (and DNS): never wait on it.
         public = args.acme_email is not None
-        certificate = kube_object(
+        certificate = KubeObject(
             f"{name}-certificate",
             {
                 "apiVersion": internal_ca.CERT_MANAGER_API,
@@ -250,7 +250,7 @@ class Gateway(pulumi.ComponentResource):
                 parent=self, depends_on=in_namespace, custom_timeouts=None if public else CERTIFICATE_TIMEOUTS
             ),
         )
-        gateway = kube_object(
+        gateway = KubeObject(
             f"{name}-gateway",
             {
                 "apiVersion": GATEWAY_API,
@@ -260,7 +260,7 @@ class Gateway(pulumi.ComponentResource):
             },
             pulumi.ResourceOptions(parent=self, depends_on=[gateway_class, certificate, *in_namespace]),
         )
-        kube_object(
+        KubeObject(
             f"{name}-client-policy",
             {
                 "apiVersion": ENVOY_API,
@@ -273,7 +273,7 @@ class Gateway(pulumi.ComponentResource):
             },
             pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
         )
-        kube_object(
+        KubeObject(
             f"{name}-https-redirect",
             {
                 "apiVersion": GATEWAY_API,
@@ -295,7 +295,7 @@ class Gateway(pulumi.ComponentResource):
         )
         for key, route in sorted(routes.items()):
             route_meta = {"namespace": route.namespace, "name": route.service, "labels": args.labels}
-            http_route = kube_object(
+            http_route = KubeObject(
                 f"{name}-route-{key}",
                 {
                     "apiVersion": GATEWAY_API,
@@ -305,7 +305,7 @@ class Gateway(pulumi.ComponentResource):
                 },
                 pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
             )
-            kube_object(
+            KubeObject(
                 f"{name}-traffic-{key}",
                 {
                     "apiVersion": ENVOY_API,

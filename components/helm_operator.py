@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components import pod_security
 from components.credentials import GeneratedCredentials, GeneratedCredentialsArgs
-from components.kube import kube_object
+from components.kube import KubeObject
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class HelmOperator(pulumi.ComponentResource):
         super().__init__("settlement:core:HelmOperator", name, None, opts)
         in_namespace: list[pulumi.Resource] = []
         if args.create_namespace:
-            namespace = kube_object(
+            namespace = KubeObject(
                 f"{name}-namespace",
                 {
                     "apiVersion": "v1",

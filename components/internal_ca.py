@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from components.kube import kube_object
+from components.kube import KubeObject
 from components.readiness import CERTIFICATE_TIMEOUTS, READY
 
 CERT_MANAGER_API = "cert-manager.io/v1"
@@ -50,7 +50,7 @@ def trust_bundle(
     resource_name: str, namespace: str, issuer: str, labels: dict[str, str], opts: pulumi.ResourceOptions
 ) -> pulumi.CustomResource:
     """The Certificate that puts the issuer's root into `namespace` as Secret `TRUST_SECRET` (`ca.crt`)."""
-    return kube_object(
+    return KubeObject(
         resource_name,
         {
             "apiVersion": CERT_MANAGER_API,
@@ -79,7 +79,7 @@ class InternalCA(pulumi.ComponentResource):
         )
         root_secret = f"{args.issuer_name}-root"
 
-        bootstrap = kube_object(
+        bootstrap = KubeObject(
             f"{name}-bootstrap-issuer",
             {
                 "apiVersion": CERT_MANAGER_API,
@@ -89,7 +89,7 @@ class InternalCA(pulumi.ComponentResource):
             },
             after_cert_manager,
         )
-        root = kube_object(
+        root = KubeObject(
             f"{name}-root",
             {
                 "apiVersion": CERT_MANAGER_API,
@@ -108,7 +108,7 @@ class InternalCA(pulumi.ComponentResource):
                 parent=self, depends_on=[bootstrap, *args.depends_on], custom_timeouts=CERTIFICATE_TIMEOUTS
             ),
         )
-        self.issuer = kube_object(
+        self.issuer = KubeObject(
             f"{name}-issuer",
             {
                 "apiVersion": CERT_MANAGER_API,

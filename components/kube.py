@@ -1,7 +1,7 @@
 """One Kubernetes object as one Pulumi resource: the type and inputs pulumi-kubernetes registers for it, without
 its generated classes.
 
-Every component registers its objects through `kube_object`, built-in kinds and custom resources alike, with the
+Every component registers its objects as `KubeObject`s, built-in kinds and custom resources alike, with the
 whole object as the inputs (`apiVersion`, `kind`, `metadata`, `spec`, ...). The engine and the provider see what
 pulumi-kubernetes' typed classes (`pulumi_kubernetes.apps.v1.Deployment`, `apiextensions.CustomResource`) would
 send: the same type token, the same inputs, the package version (`_utilities.get_resource_opts_defaults`), and for
@@ -46,20 +46,25 @@ def is_secret(api_version: str, kind: str) -> bool:
     return api_version == "v1" and kind == "Secret"
 
 
-def kube_object(
-    resource_name: str, manifest: dict, opts: pulumi.ResourceOptions | None = None
-) -> pulumi.CustomResource:
-    """Register `manifest` (a whole object: `apiVersion`, `kind`, `metadata`, ...; values may be Outputs) as the
+class KubeObject(pulumi.CustomResource):
+    """`manifest` (a whole object: `apiVersion`, `kind`, `metadata`, ...; values may be Outputs) registered as the
     pulumi-kubernetes resource of its kind. Fields set to None are left out (pulumi/runtime/rpc.py
-    `serialize_properties` skips them), as by the typed classes."""
-    body = dict(manifest)
-    api_version, kind = body["apiVersion"], body["kind"]
-    secret = is_secret(api_version, kind)
-    if secret:
-        body.update({key: pulumi.Output.secret(body[key]) for key in SECRET_FIELDS if body.get(key) is not None})
-    defaults = pulumi.ResourceOptions(
-        version=PLUGIN_VERSION, additional_secret_outputs=list(SECRET_FIELDS) if secret else None
-    )
-    return pulumi.CustomResource(
-        type_token(api_version, kind), resource_name, body, pulumi.ResourceOptions.merge(defaults, opts)
-    )
+    `serialize_properties` skips them), as by the generated classes.
+
+    A class rather than a function, like the generated classes: the SDK reports as a resource's source position the
+    caller of the third `__init__` on the stack (pulumi/runtime/resource.py `_get_stack_trace`), which is then the
+    component line that creates the object, not the line that creates the component. No class annotations: the SDK
+    would translate the outputs through them (pulumi/_types.py `resource_types`)."""
+
+    def __init__(self, resource_name: str, manifest: dict, opts: pulumi.ResourceOptions | None = None):
+        body = dict(manifest)
+        api_version, kind = body["apiVersion"], body["kind"]
+        secret = is_secret(api_version, kind)
+        if secret:
+            body.update({key: pulumi.Output.secret(body[key]) for key in SECRET_FIELDS if body.get(key) is not None})
+        defaults = pulumi.ResourceOptions(
+            version=PLUGIN_VERSION, additional_secret_outputs=list(SECRET_FIELDS) if secret else None
+        )
+        super().__init__(
+            type_token(api_version, kind), resource_name, body, pulumi.ResourceOptions.merge(defaults, opts)
+        )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from components.kube import kube_object
+from components.kube import KubeObject
 
 SECURITY_API = "security.istio.io/v1"
 
@@ -42,7 +42,7 @@ class MeshPolicies(pulumi.ComponentResource):
             if key in seen:
                 raise ValueError(f"{name}: {p.kind} {p.namespace}/{p.name} given twice")
             seen.add(key)
-            kube_object(
+            KubeObject(
                 f"{name}-{key}",
                 {
                     "apiVersion": p.api_version,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from components.kube import kube_object
+from components.kube import KubeObject
 
 DASHBOARD_LABEL = "grafana_dashboard"
 """The label kube-prometheus-stack's Grafana sidecar watches ConfigMaps for."""
@@ -35,7 +35,7 @@ class MonitoringConfig(pulumi.ComponentResource):
         after = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
         meta = {"namespace": args.namespace, "labels": args.labels}
 
-        kube_object(
+        KubeObject(
             f"{name}-rules",
             {
                 "apiVersion": "monitoring.coreos.com/v1",
@@ -46,7 +46,7 @@ class MonitoringConfig(pulumi.ComponentResource):
             after,
         )
         for file_name, board in sorted(args.dashboards.items()):
-            kube_object(
+            KubeObject(
                 f"{name}-dashboard-{file_name.removesuffix('.json')}",
                 {
                     "apiVersion": "v1",
@@ -60,7 +60,7 @@ class MonitoringConfig(pulumi.ComponentResource):
                 },
                 after,
             )
-        kube_object(
+        KubeObject(
             f"{name}-alertmanager",
             {
                 "apiVersion": "v1",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pulumi
 
 from components import internal_ca, pod_security
-from components.kube import kube_object
+from components.kube import KubeObject
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Namespace(pulumi.ComponentResource):
             args.name, args.labels, args.pod_security_level, args.pod_security_version
         )
 
-        namespace = kube_object(
+        namespace = KubeObject(
             f"{name}-namespace",
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {**metadata, "annotations": args.annotations}},
             pulumi.ResourceOptions(
@@ -54,7 +54,7 @@ class Namespace(pulumi.ComponentResource):
             ),
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
-        kube_object(
+        KubeObject(
             f"{name}-quota",
             {
                 "apiVersion": "v1",
@@ -64,7 +64,7 @@ class Namespace(pulumi.ComponentResource):
             },
             in_namespace,
         )
-        kube_object(
+        KubeObject(
             f"{name}-limits",
             {
                 "apiVersion": "v1",

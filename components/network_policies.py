@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from components.kube import kube_object
+from components.kube import KubeObject
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class NetworkPolicies(pulumi.ComponentResource):
         if "default-deny" not in args.policies:
             raise ValueError(f"{name}: a namespace's policies start with default-deny")
         for policy_name, spec in sorted(args.policies.items()):
-            kube_object(
+            KubeObject(
                 f"{name}-{policy_name}",
                 {
                     "apiVersion": "networking.k8s.io/v1",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pulumi
 
 from components import labels as labels_lib
-from components.kube import kube_object
+from components.kube import KubeObject
 from components.readiness import DATA_CLUSTER_TIMEOUTS, READY
 from components.stateful import stateful_options
 
@@ -324,7 +324,7 @@ class PostgresCluster(pulumi.ComponentResource):
                 credentials_secret = f"{args.name}-backup-credentials"
                 access_key, secret_key = args.backup.credentials
                 before_cluster.append(
-                    kube_object(
+                    KubeObject(
                         f"{name}-backup-credentials",
                         {
                             "apiVersion": "v1",
@@ -340,7 +340,7 @@ class PostgresCluster(pulumi.ComponentResource):
                     )
                 )
             before_cluster.append(
-                kube_object(
+                KubeObject(
                     f"{name}-object-store",
                     {
                         "apiVersion": "barmancloud.cnpg.io/v1",
@@ -356,7 +356,7 @@ class PostgresCluster(pulumi.ComponentResource):
                 if member.name == args.topology.self_name:
                     continue
                 before_cluster.append(
-                    kube_object(
+                    KubeObject(
                         f"{name}-member-{member.name}",
                         {
                             "apiVersion": "barmancloud.cnpg.io/v1",
@@ -367,7 +367,7 @@ class PostgresCluster(pulumi.ComponentResource):
                         pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *before_cluster]),
                     )
                 )
-        cluster = kube_object(
+        cluster = KubeObject(
             f"{name}-cluster",
             {
                 "apiVersion": "postgresql.cnpg.io/v1",
@@ -378,7 +378,7 @@ class PostgresCluster(pulumi.ComponentResource):
             stateful_options(self, args.protect, [*args.depends_on, *before_cluster], DATA_CLUSTER_TIMEOUTS),
         )
         if args.monitoring is not None:
-            kube_object(
+            KubeObject(
                 f"{name}-monitor",
                 {
                     "apiVersion": "monitoring.coreos.com/v1",
@@ -392,7 +392,7 @@ class PostgresCluster(pulumi.ComponentResource):
                 pulumi.ResourceOptions(parent=self, depends_on=[cluster, args.monitoring]),
             )
         if args.backup is not None:
-            kube_object(
+            KubeObject(
                 f"{name}-scheduled-backup",
                 {
                     "apiVersion": "postgresql.cnpg.io/v1",

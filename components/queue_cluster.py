@@ -8,7 +8,7 @@ import pulumi
 
 from components import internal_ca
 from components import labels as labels_lib
-from components.kube import kube_object
+from components.kube import KubeObject
 from components.readiness import ALL_REPLICAS_READY, CERTIFICATE_TIMEOUTS, DATA_CLUSTER_TIMEOUTS, READY
 from components.stateful import stateful_options
 
@@ -129,7 +129,7 @@ class QueueCluster(pulumi.ComponentResource):
         before_cluster: list[pulumi.Resource] = []
         if args.tls_issuer is not None:
             before_cluster.append(
-                kube_object(
+                KubeObject(
                     f"{name}-certificate",
                     {
                         "apiVersion": internal_ca.CERT_MANAGER_API,
@@ -147,7 +147,7 @@ class QueueCluster(pulumi.ComponentResource):
                     ),
                 )
             )
-        cluster = kube_object(
+        cluster = KubeObject(
             f"{name}-cluster",
             {
                 "apiVersion": "rabbitmq.com/v1beta1",
@@ -176,7 +176,7 @@ class QueueCluster(pulumi.ComponentResource):
                         ),
                     },
                 }
-            kube_object(
+            KubeObject(
                 f"{name}-monitor",
                 {
                     "apiVersion": "monitoring.coreos.com/v1",
@@ -191,7 +191,7 @@ class QueueCluster(pulumi.ComponentResource):
             )
         if args.replicas > 1:
             # The cluster operator labels its pods app.kubernetes.io/name=<cluster>; allow one node down at a time.
-            kube_object(
+            KubeObject(
                 f"{name}-pdb",
                 {
                     "apiVersion": "policy/v1",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from components.kube import kube_object
+from components.kube import KubeObject
 
 API = "rabbitmq.com/v1beta1"
 DEAD_LETTER_EXCHANGE = "dead-letter"
@@ -103,7 +103,7 @@ class QueueTopology(pulumi.ComponentResource):
         deletion = "retain" if args.retain else "delete"
 
         def cr(logical: str, kind: str, k8s_name: str, spec: dict, after: list[pulumi.Resource]) -> pulumi.Resource:
-            return kube_object(
+            return KubeObject(
                 f"{name}-{logical}",
                 {
                     "apiVersion": API,

@@ -27,7 +27,7 @@ import pulumi
 import yaml
 
 from components import pod_security
-from components.kube import kube_object
+from components.kube import KubeObject
 
 MIRROR_ENV = "SETTLEMENT_MANIFEST_MIRROR"
 SOURCE_ANNOTATION = "platform.settlement.io/source"
@@ -283,7 +283,7 @@ class ReleaseManifest(pulumi.ComponentResource):
         applied = [o for o in (transform(o, args, self.url) for o in upstream) if o != EMPTY]
 
         # Each object is registered as itself, already decoded and transformed here: the resource type and inputs
-        # pulumi-kubernetes' yaml.ConfigGroup would register (`kube_object`, the whole object), without
+        # pulumi-kubernetes' yaml.ConfigGroup would register (`KubeObject`, the whole object), without
         # ConfigGroup's Output-wrapped decode of the whole manifest, which costs seconds on these CRDs.
         self.objects = []
         for obj in applied:
@@ -297,5 +297,5 @@ class ReleaseManifest(pulumi.ComponentResource):
                 retain_on_delete=obj["kind"] == "CustomResourceDefinition",
                 protect=obj["kind"] == "CustomResourceDefinition" and args.protect_crds,
             )
-            self.objects.append(kube_object(f"{name}-{obj['kind'].lower()}-{identity}", obj, options))
+            self.objects.append(KubeObject(f"{name}-{obj['kind'].lower()}-{identity}", obj, options))
         self.register_outputs({"url": self.url, "objects": len(self.objects)})

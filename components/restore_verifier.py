@@ -8,7 +8,7 @@ import pulumi
 
 from components import labels as labels_lib
 from components import pod_security
-from components.kube import kube_object
+from components.kube import KubeObject
 from components.workload import DIGEST_MARKER, image_pull_policy
 
 RESULT_PREFIX = "DRILL-RESULT "
@@ -177,12 +177,12 @@ class RestoreVerifier(pulumi.ComponentResource):
         super().__init__("settlement:data:RestoreVerifier", name, None, opts)
         labels = labels_lib.standard_labels(args.name, args.part_of, "restore-verifier", args.extra_labels)
         metadata = {"name": args.name, "namespace": args.namespace, "labels": labels}
-        account = kube_object(
+        account = KubeObject(
             f"{name}-account",
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata, "automountServiceAccountToken": False},
             pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
-        job = kube_object(
+        job = KubeObject(
             f"{name}-job",
             {
                 "apiVersion": "batch/v1",

@@ -9,7 +9,7 @@ import pulumi
 
 from components.helm_operator import HelmOperator, HelmOperatorArgs
 from components.internal_ca import CERT_MANAGER_API, issuer_ref
-from components.kube import kube_object
+from components.kube import KubeObject
 from components.readiness import CERTIFICATE_TIMEOUTS, READY
 
 # The charts in install order: base's CRDs before istiod, istiod (the CA) before the node agents.
@@ -91,7 +91,7 @@ class ServiceMesh(pulumi.ComponentResource):
             if chart == CHARTS[0]:
                 # istiod must find its signing CA at start: it mounts the optional Secret and falls back to a
                 # self-signed root of its own without it.
-                ca = kube_object(
+                ca = KubeObject(
                     f"{name}-ca",
                     {
                         "apiVersion": CERT_MANAGER_API,

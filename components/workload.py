@@ -8,7 +8,7 @@ import pulumi
 
 from components import autoscaling, pod_security
 from components import labels as labels_lib
-from components.kube import kube_object
+from components.kube import KubeObject
 
 DIGEST_MARKER = "@sha256:"
 
@@ -179,7 +179,7 @@ class Workload(pulumi.ComponentResource):
         metadata = {"name": args.name, "namespace": args.namespace, "labels": labels}
         child = pulumi.ResourceOptions(parent=self)
 
-        account = kube_object(
+        account = KubeObject(
             f"{name}-account",
             {
                 "apiVersion": "v1",
@@ -189,7 +189,7 @@ class Workload(pulumi.ComponentResource):
             },
             child,
         )
-        deployment = kube_object(
+        deployment = KubeObject(
             f"{name}-deployment",
             {
                 "apiVersion": "apps/v1",
@@ -199,7 +199,7 @@ class Workload(pulumi.ComponentResource):
             },
             pulumi.ResourceOptions(parent=self, depends_on=[account, *args.depends_on]),
         )
-        service = kube_object(
+        service = KubeObject(
             f"{name}-service",
             {
                 "apiVersion": "v1",
@@ -218,7 +218,7 @@ class Workload(pulumi.ComponentResource):
         )
 
         if isinstance(args.scaling, autoscaling.ResourceScaling):
-            kube_object(
+            KubeObject(
                 f"{name}-hpa",
                 {
                     "apiVersion": "autoscaling/v2",
@@ -230,7 +230,7 @@ class Workload(pulumi.ComponentResource):
             )
         elif isinstance(args.scaling, autoscaling.QueueScaling):
             after_keda = [args.autoscaler_operator] if args.autoscaler_operator is not None else []
-            auth = kube_object(
+            auth = KubeObject(
                 f"{name}-trigger-auth",
                 {
                     "apiVersion": "keda.sh/v1alpha1",
@@ -240,7 +240,7 @@ class Workload(pulumi.ComponentResource):
                 },
                 pulumi.ResourceOptions(parent=self, depends_on=after_keda),
             )
-            kube_object(
+            KubeObject(
                 f"{name}-scaler",
                 {
                     "apiVersion": "keda.sh/v1alpha1",
@@ -254,7 +254,7 @@ class Workload(pulumi.ComponentResource):
             )
 
         if args.monitoring is not None:
-            kube_object(
+            KubeObject(
                 f"{name}-monitor",
                 {
                     "apiVersion": "monitoring.coreos.com/v1",
@@ -270,7 +270,7 @@ class Workload(pulumi.ComponentResource):
 
         min_available = autoscaling.pdb_min_available(args.min_replicas)
         if min_available is not None:
-            kube_object(
+            KubeObject(
                 f"{name}-pdb",
                 {
                     "apiVersion": "policy/v1",

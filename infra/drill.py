@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pulumi
 
-from components.kube import kube_object
+from components.kube import KubeObject
 from components.namespace import Namespace, NamespaceArgs
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.postgres_cluster import BackupArgs, PostgresCluster, PostgresClusterArgs, RecoveryArgs
@@ -391,7 +391,7 @@ class RestoreDrill(pulumi.ComponentResource):
             NetworkPoliciesArgs(namespace=namespace.name, policies=network_policies(plan), labels=labels),
             opts=child,
         )
-        store = kube_object(
+        store = KubeObject(
             f"{name}-source-store",
             {
                 "apiVersion": "barmancloud.cnpg.io/v1",

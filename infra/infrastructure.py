@@ -12,7 +12,7 @@ from components.crd_chart import CrdChart, CrdChartArgs
 from components.credentials import GeneratedCredentialsArgs
 from components.helm_operator import HelmOperator, HelmOperatorArgs
 from components.internal_ca import TRUST_SECRET, InternalCA, InternalCAArgs, trust_bundle
-from components.kube import kube_object
+from components.kube import KubeObject
 from components.release_manifest import CaMount, ReleaseManifest, ReleaseManifestArgs
 from components.service_mesh import ServiceMesh, ServiceMeshArgs
 from infra.chart_values import (
@@ -152,7 +152,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
         # Host agents (node-exporter) run apart, in the only namespaces Pod Security "privileged" admits, so that
         # every other namespace - monitoring included - enforces "restricted".
         host_agents = {
-            namespace: kube_object(
+            namespace: KubeObject(
                 f"{name}-{namespace}-namespace",
                 {
                     "apiVersion": "v1",
@@ -274,7 +274,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
         # RabbitMQ's operators install from their release manifests, which share one namespace and issue their
         # webhook certificates with cert-manager (required since cluster-operator 2.22).
         queue_ns = operators.rabbitmq_cluster_operator.namespace
-        queue_namespace = kube_object(
+        queue_namespace = KubeObject(
             f"{name}-rabbitmq-namespace",
             {
                 "apiVersion": "v1",
@@ -330,7 +330,7 @@ class SharedInfrastructure(pulumi.ComponentResource):
         self.priority_class_resources = []
         for tier, value in args.config.priority_classes.model_dump().items():
             pc_name = priority_class_name(tier)
-            priority_class = kube_object(
+            priority_class = KubeObject(
                 f"{name}-priority-{tier}",
                 {
                     "apiVersion": "scheduling.k8s.io/v1",

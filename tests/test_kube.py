@@ -1,14 +1,17 @@
-"""`components.kube.kube_object` registers what pulumi-kubernetes' own classes register for the same object."""
+"""`components.kube.KubeObject` registers what pulumi-kubernetes' own classes register for the same object."""
 
 from __future__ import annotations
 
 import ast
+import inspect
+from pathlib import Path
 
+import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 from pulumi_kubernetes import _utilities
 
-from components.kube import SECRET_FIELDS, kube_object
+from components.kube import SECRET_FIELDS, KubeObject
 from infra.offline.mocks import SECRET_MARKER, Registration, run_program
 from infra.stack_config import PROJECT_ROOT, StackConfig
 
@@ -22,6 +25,10 @@ SPEC = {
         "spec": {"containers": [{"name": "api", "image": "registry.example/api:1"}]},
     },
 }
+
+
+def child(parent: pulumi.Resource) -> pulumi.ResourceOptions:
+    return pulumi.ResourceOptions(parent=parent)
 
 
 def registered(program) -> Registration:
@@ -45,7 +52,7 @@ def test_a_deployment_is_registered_as_the_typed_class_registers_it_without_its_
     match state written under those API versions, which no stack of this platform has."""
     typed = registered(lambda: k8s.apps.v1.Deployment("api", metadata=METADATA, spec=SPEC))
     plain = registered(
-        lambda: kube_object("api", {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": METADATA, "spec": SPEC})
+        lambda: KubeObject("api", {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": METADATA, "spec": SPEC})
     )
     old = ("kubernetes:apps/v1beta1:Deployment", "kubernetes:apps/v1beta2:Deployment")
     same_registration(typed, plain, (*old, "kubernetes:extensions/v1beta1:Deployment"))
@@ -54,7 +61,7 @@ def test_a_deployment_is_registered_as_the_typed_class_registers_it_without_its_
 def test_a_core_object_and_a_custom_resource_are_registered_as_their_classes_register_them():
     typed = registered(lambda: k8s.core.v1.ConfigMap("c", metadata=METADATA, data={"k": "v"}))
     plain = registered(
-        lambda: kube_object("c", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": METADATA, "data": {"k": "v"}})
+        lambda: KubeObject("c", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": METADATA, "data": {"k": "v"}})
     )
     same_registration(typed, plain)
     assert plain.type == "kubernetes:core/v1:ConfigMap"
@@ -66,7 +73,7 @@ def test_a_core_object_and_a_custom_resource_are_registered_as_their_classes_reg
         )
     )
     plain = registered(
-        lambda: kube_object(
+        lambda: KubeObject(
             "db", {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": METADATA, "spec": spec}
         )
     )
@@ -75,11 +82,11 @@ def test_a_core_object_and_a_custom_resource_are_registered_as_their_classes_reg
 
 @pytest.mark.parametrize("field", SECRET_FIELDS)
 def test_a_secrets_data_is_secret_even_when_given_in_the_clear(field):
-    """The typed Secret class marks its data secret (pulumi_kubernetes/core/v1/Secret.py); so does `kube_object`,
+    """The typed Secret class marks its data secret (pulumi_kubernetes/core/v1/Secret.py); so does `KubeObject`,
     so the engine encrypts it in the state however a caller built it."""
     typed = registered(lambda: k8s.core.v1.Secret("s", metadata=METADATA, **{field.replace("D", "_d"): {"k": "v"}}))
     plain = registered(
-        lambda: kube_object("s", {"apiVersion": "v1", "kind": "Secret", "metadata": METADATA, field: {"k": "v"}})
+        lambda: KubeObject("s", {"apiVersion": "v1", "kind": "Secret", "metadata": METADATA, field: {"k": "v"}})
     )
     same_registration(typed, plain)
     assert plain.inputs[field] == {"k": SECRET_MARKER}
@@ -90,7 +97,7 @@ def test_unset_fields_are_left_out_and_outputs_are_the_objects_fields_as_dicts()
     names = []
 
     def program():
-        namespace = kube_object("n", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}, "spec": None})
+        namespace = KubeObject("n", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}, "spec": None})
         namespace.metadata["name"].apply(names.append)
 
     assert registered(program).inputs == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}
@@ -98,7 +105,7 @@ def test_unset_fields_are_left_out_and_outputs_are_the_objects_fields_as_dicts()
 
 
 def test_no_component_registers_an_object_through_a_generated_class():
-    """Every Kubernetes object goes through `kube_object`, so each is registered one way (and the bench's figures
+    """Every Kubernetes object goes through `KubeObject`, so each is registered one way (and the bench's figures
     hold); pulumi-kubernetes is used directly only for what is not one object: the provider and Helm releases."""
     allowed = {"Provider", "helm.v3.Release", "helm.v4.Chart"}
     found = []
@@ -120,3 +127,20 @@ def test_no_component_registers_an_object_through_a_generated_class():
                 if head in aliases and rest not in allowed:
                     found.append(f"{path.relative_to(PROJECT_ROOT)}:{node.lineno} {dotted}")
     assert found == []
+
+
+def test_an_objects_source_position_is_the_line_that_creates_it():
+    """The engine shows where each resource was created (pulumi/runtime/resource.py `_get_source_position`): for an
+    object made in a component, the component's line, as with the generated classes."""
+
+    class Component(pulumi.ComponentResource):
+        def __init__(self, name: str):
+            super().__init__("test:index:Component", name)
+            self.line = inspect.currentframe().f_lineno + 1
+            KubeObject(f"{name}-c", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}, child(self))
+            self.register_outputs({})
+
+    made = []
+    run = run_program(UNIT, lambda: made.append(Component("x")))
+    [config_map] = [r for r in run.registrations if r.custom]
+    assert config_map.source_position == f"{Path(__file__).as_uri()}:{made[0].line}"

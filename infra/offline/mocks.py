@@ -57,6 +57,9 @@ class Registration:
     """The provider plugin version the resource asks the engine for."""
     additional_secret_outputs: list[str] = field(default_factory=list)
     """Output properties the engine keeps secret in the state whatever their value."""
+    source_position: str = ""
+    """Where the program created the resource, as the SDK reports it ("<file URI>:<line>"); kept out of `to_json`,
+    where every edit of a line above it would show as a change."""
 
     @property
     def is_kubernetes_object(self) -> bool:
@@ -175,6 +178,11 @@ class RecordingMonitor(sdk_mocks.MockMonitor):
                     },
                     version=request.version,
                     additional_secret_outputs=list(request.additionalSecretOutputs),
+                    source_position=(
+                        f"{request.sourcePosition.uri}:{request.sourcePosition.line}"
+                        if request.HasField("sourcePosition")
+                        else ""
+                    ),
                 )
             )
         return response
