@@ -1,20 +1,27 @@
-"""One Kubernetes object as one Pulumi resource: the type and inputs pulumi-kubernetes registers for it, without
-its generated classes.
+"""Every Kubernetes object the platform creates is a `KubeObject`: one Pulumi resource holding the whole object.
 
-Every component registers its objects as `KubeObject`s, built-in kinds and custom resources alike, with the
-whole object as the inputs (`apiVersion`, `kind`, `metadata`, `spec`, ...). The engine and the provider see what
-pulumi-kubernetes' typed classes (`pulumi_kubernetes.apps.v1.Deployment`, `apiextensions.CustomResource`) would
-send: the same type token, the same inputs, the package version (`_utilities.get_resource_opts_defaults`), and for
-a Secret its data marked secret (below). What the typed classes add on top is per-resource SDK work the platform
-never uses, since its objects are plain dicts checked against the Kubernetes schemas offline: inputs serialised and
-outputs translated into typed objects through type metadata (pulumi/runtime/rpc.py `serialize_properties`,
-`translate_output_properties`), about a tenth of a whole environment's run (docs/PERFORMANCE.md). Their type
-aliases (`kubernetes:extensions/v1beta1:Deployment`, ...) only match state written under those old API versions,
-which no stack of this platform has.
+    KubeObject(
+        f"{name}-calendar",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "calendar", "namespace": ns}, "data": {...}},
+        pulumi.ResourceOptions(parent=self),
+    )
 
-Keys are written as Kubernetes spells them (`matchLabels`): unlike the generated classes, nothing renames
-snake_case keys (pulumi/runtime/rpc.py `serialize_property` with type metadata); the strict schema check of every
-stack refuses a misspelt field. Outputs are the object's top-level fields as dicts: `namespace.metadata["name"]`.
+Components never call pulumi-kubernetes' generated classes (`pulumi_kubernetes.core.v1.ConfigMap`,
+`apiextensions.CustomResource`, ...); `tests/test_kube.py` names any call that does. Only the provider and Helm
+releases, which are not one object, use pulumi-kubernetes directly.
+
+Why: the engine and the provider get exactly what a generated class would send - the same type token, the same
+inputs, the package version (`_utilities.get_resource_opts_defaults`), a Secret's data marked secret - without the
+work the generated classes do per resource to serialise inputs and translate outputs through type metadata
+(pulumi/runtime/rpc.py `serialize_properties`, `translate_output_properties`), which the platform never uses: its
+objects are plain dicts, checked against the Kubernetes schemas offline. That work was about a tenth of a whole
+environment's run (docs/PERFORMANCE.md). The generated classes' type aliases (`kubernetes:extensions/v1beta1:
+Deployment`, ...) only match state written under those old API versions, which no stack of this platform has.
+`tests/test_kube.py` compares a `KubeObject`'s request with a generated class's, field by field.
+
+Keys are written as Kubernetes spells them (`matchLabels`): nothing renames snake_case keys as the generated classes
+do; the strict schema check of every stack refuses a misspelt field. Outputs are the object's top-level fields as
+dicts: `namespace.metadata["name"]`.
 """
 
 from __future__ import annotations
