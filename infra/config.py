@@ -213,7 +213,11 @@ def _ipv4_network(cidr: str) -> str:
     try:
         ipaddress.IPv4Network(cidr, strict=True)
     except ValueError as error:
-        raise ValueError(f"{cidr!r} is not an IPv4 network ({error})") from None
+        hint = ""
+        if "has host bits set" in str(error):
+            address = cidr.split("/")[0]
+            hint = f"; the network is {ipaddress.IPv4Network(cidr, strict=False)}, the one address {address}/32"
+        raise ValueError(f"{cidr!r} is not an IPv4 network ({error}{hint})") from None
     return cidr
 
 

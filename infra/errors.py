@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from dataclasses import dataclass
@@ -83,7 +84,8 @@ def problems_from_validation_error(error: ValidationError, root: type[BaseModel]
             model = _model_at(root, tuple(err["loc"])[:-1])
             allowed = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
             hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-            message = f"unknown key{hint}"
+            close = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+            message = f"unknown key{f'; did you mean {close[0]!r}?' if close else ''}{hint}"
         elif kind == "missing":
             message = "is required"
         elif kind in ("model_type", "model_attributes_type", "dict_type"):

@@ -280,7 +280,8 @@ BOUND_CASES = [
         "cidr-host-bits",
         None,
         ("network", {"apiServerCidrs": ["192.168.49.2/32"], "nodeCidrs": ["192.168.49.7/24"]}),
-        "network.nodeCidrs[0]: '192.168.49.7/24' is not an IPv4 network (192.168.49.7/24 has host bits set)",
+        "network.nodeCidrs[0]: '192.168.49.7/24' is not an IPv4 network (192.168.49.7/24 has host bits set; the "
+        "network is 192.168.49.0/24, the one address 192.168.49.7/32)",
     ),
 ]
 
