@@ -16,7 +16,7 @@ help:
 	@echo "make render STACK=<stack> [OUT=dir] render a stack offline (no CLI, cluster or cloud account)"
 	@echo "make test                             install what the tests need, lint, run every test"
 	@echo "make bench                            time the program against its floor, every stack's render and make test"
-	@echo "make golden                           rewrite the generated files (tests/golden/, policy/config.*.json, README graph)"
+	@echo "make golden                           rewrite the generated files (tests/golden/, policy/config.*.json, README graph and configuration reference)"
 
 # A virtualenv belongs to the interpreter that made it: <venv>/.python records which one, and a different
 # $(PYTHON) (another implementation or version, down to the patch release) starts the virtualenv over. The file is rewritten

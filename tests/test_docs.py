@@ -1,13 +1,18 @@
-from infra.offline.reference import markdown
+from infra.offline.reference import markdown, readme_with_reference
 from infra.stack_config import PROJECT_ROOT
 
 
 def test_readme_configuration_reference_matches_the_model():
     readme = (PROJECT_ROOT / "README.md").read_text()
-    assert readme.count(markdown()) == 1, (
-        "README's configuration table is stale; regenerate it with:\n"
-        "  .venv/bin/python -c 'from infra.offline.reference import markdown; print(markdown())'"
-    )
+    assert readme.count(markdown()) == 1, "README's configuration table is stale; regenerate it with: make golden"
+
+
+def test_the_readmes_configuration_reference_is_rewritten_in_place():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    stale = readme.replace(markdown().splitlines()[3] + "\n", "", 1)  # a row the model has, missing
+    assert stale != readme
+    assert readme_with_reference(stale) == readme
+    assert readme_with_reference(readme) == readme
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -98,23 +98,26 @@ def _golden(args: argparse.Namespace) -> int:
             print(f"{stack}: golden subset differs; regenerate with: {golden.REGENERATE}", file=sys.stderr)
             stale += 1
     if args.write and not args.stacks:
-        _write_readme_graph()
+        _write_readme()
     return 1 if stale else 0
 
 
-def _write_readme_graph() -> None:
-    """README shows the sample stack's service graph; after a topology change it is regenerated with the golden
-    files (tests/test_describe.py fails on a stale one)."""
+def _write_readme() -> None:
+    """README shows the sample stack's service graph and the configuration reference; after a topology or model
+    change both are regenerated with the golden files (tests/test_describe.py and tests/test_docs.py fail on a
+    stale one)."""
     from infra.offline.describe import README_GRAPH_STACK, readme_with_graph
+    from infra.offline.reference import readme_with_reference
     from infra.stack_config import plan_for_stack
 
     readme = PROJECT_ROOT / "README.md"
+    text = readme.read_text()
+    updated = readme_with_reference(text)
     if README_GRAPH_STACK in stack_names():
-        text = readme.read_text()
-        updated = readme_with_graph(text, plan_for_stack(README_GRAPH_STACK))
-        if updated != text:
-            readme.write_text(updated)
-            print(f"wrote {readme} (the {README_GRAPH_STACK} service graph)")
+        updated = readme_with_graph(updated, plan_for_stack(README_GRAPH_STACK))
+    if updated != text:
+        readme.write_text(updated)
+        print(f"wrote {readme} (the {README_GRAPH_STACK} service graph and the configuration reference)")
 
 
 def _policy_config(args: argparse.Namespace) -> int:

@@ -35,3 +35,15 @@ def markdown() -> str:
         "receiver's `routingKeySecret`, `passwordSecret` or `urlSecret` (e.g. `alertPagerdutyRoutingKey`). |"
     )
     return "\n".join(lines) + "\n"
+
+
+README_TABLE_START = "| key | meaning and default |\n"
+README_TABLE_LAST_ROW = "| `alert<Name>` |"
+
+
+def readme_with_reference(readme: str) -> str:
+    """README with its configuration reference (from its header row through the `alert<Name>` row) replaced by
+    `markdown()`."""
+    start = readme.index(README_TABLE_START)
+    end = readme.index("\n", readme.index(README_TABLE_LAST_ROW, start)) + 1
+    return readme[:start] + markdown() + readme[end:]
