@@ -7,6 +7,7 @@ workflows (no problem) and on a copy broken on purpose (the problem is named). I
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 import subprocess
@@ -641,3 +642,41 @@ def test_the_drill_runs_at_least_as_often_as_its_freshness_limit():
     assert (day, month) == ("*", "*") and weekday.isdigit()
     for stack in DRILL_STACKS:
         assert plan_for_stack(stack).config.drill.max_age_days > 7, stack
+
+
+def test_a_refused_stack_is_explained_in_the_comment_and_fails_the_job_after_it(tmp_path):
+    """The preview script, run by bash with `python -m infra` faked: `diff` refuses one stack (exit 2, the reason on
+    stderr, as an environment over its budget is refused). Its reason goes into the comment, the other stacks are
+    still previewed, and the step succeeds so the comment is posted; a later step then fails the job."""
+    steps = load("preview.yml")["jobs"]["offline-diff"]["steps"]
+    script = next(s["run"] for s in steps if s.get("id") == "diff")
+    fake = tmp_path / ".venv" / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(
+        "#!/bin/bash\n"
+        'command=$3; stack=$4; out=""\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done\n'
+        'if [ "$command" = diff ] && [ "$stack" = big ]; then\n'
+        "  echo \"stack 'big' is over its budget: 9 CPU requested, 3 allowed; largest: rabbitmq\" >&2; exit 2\n"
+        "fi\n"
+        'if [ -n "$out" ]; then echo "$command of $stack" > "$out"; else echo "$command of $stack"; fi\n'
+    )
+    fake.chmod(0o755)
+    for stack in ("big", "small"):
+        (tmp_path / f"Pulumi.{stack}.yaml").write_text("config: {}\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "GITHUB_BASE_REF": "main",
+        "GITHUB_OUTPUT": str(tmp_path / "output"),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+    }
+    result = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    preview = (tmp_path / "preview.md").read_text()
+    assert "### `big`: refused" in preview and "over its budget: 9 CPU requested" in preview
+    assert "diff of small" in preview and "footprint of small" in preview
+    assert "refused=1" in (tmp_path / "output").read_text().splitlines()
+    names = [s.get("name", "") for s in steps]
+    fail = next(s for s in steps if s.get("if") == "steps.diff.outputs.refused == '1'")
+    assert names.index(fail["name"]) > next(i for i, s in enumerate(steps) if "sticky" in s.get("uses", ""))
+    assert "exit 1" in fail["run"]
