@@ -174,6 +174,43 @@ def test_the_footprint_has_a_row_per_group_and_the_total(stack_run):
     assert f"| total | {footprint.cpu(fp.total('min').cpu_requests)} |" in text
 
 
+def _table(text: str) -> dict[str, dict[str, str]]:
+    """The footprint table as {group: {header: cell}}."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    headers = [h.strip() for h in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    return {row[0]: dict(zip(headers, row, strict=True)) for row in rows}
+
+
+def test_the_footprint_shows_requests_and_limits_at_both_scales(stack_run):
+    """Issue 13: CPU and memory requests and limits at minimum and at maximum scale; the total row adds up the
+    groups to what the environment's pods ask for."""
+    fp = footprint.footprint(stack_run.all_objects())
+    total = _table(footprint.markdown(stack_run.stack, fp))["total"]
+    for scale in ("min", "max"):
+        usage = fp.total(scale)
+        assert total[f"CPU req {scale}"] == footprint.cpu(usage.cpu_requests)
+        assert total[f"CPU lim {scale}"] == footprint.cpu(usage.cpu_limits)
+        assert total[f"mem req {scale} (GiB)"] == footprint.gib(usage.memory_requests)
+        assert total[f"mem lim {scale} (GiB)"] == footprint.gib(usage.memory_limits)
+
+
+def test_the_change_against_the_base_is_shown_beside_each_changed_figure_only():
+    gib = 2**30
+
+    def fp(cpu_min: float, objects: int) -> footprint.Footprint:
+        usage = footprint.Usage(cpu_requests=cpu_min, memory_requests=gib, cpu_limits=1.0, memory_limits=2 * gib)
+        return footprint.Footprint(groups={"payment": {"min": usage, "max": usage * 2, "objects": objects}})
+
+    row = _table(footprint.markdown("dev", fp(0.5, 12), base=fp(0.3, 10)))["payment"]
+    assert row["CPU req min"] == "0.50 (+0.20)" and row["CPU req max"] == "1.00 (+0.40)"
+    assert row["objects"] == "12 (+2)"
+    assert row["mem req min (GiB)"] == "1.00" and row["CPU lim min"] == "1.00"  # unchanged: no change shown
+    assert _table(footprint.markdown("dev", fp(0.3, 10), base=fp(0.5, 12)))["payment"]["CPU req min"] == (
+        "0.30 (-0.20)"
+    )
+
+
 def test_the_footprint_command_prints_the_stacks_table(small_project):
     result = run_cli("footprint", "dev", "--project-dir", str(small_project.root))
     assert result.returncode == 0, result.stderr

@@ -284,35 +284,41 @@ def gib(amount: float) -> str:
     return f"{amount / 2**30:.2f}"
 
 
+COLUMNS = [
+    ("CPU req min", "min", "cpu_requests", "cpu"),
+    ("CPU req max", "max", "cpu_requests", "cpu"),
+    ("mem req min (GiB)", "min", "memory_requests", "gib"),
+    ("mem req max (GiB)", "max", "memory_requests", "gib"),
+    ("CPU lim min", "min", "cpu_limits", "cpu"),
+    ("CPU lim max", "max", "cpu_limits", "cpu"),
+    ("mem lim min (GiB)", "min", "memory_limits", "gib"),
+    ("mem lim max (GiB)", "max", "memory_limits", "gib"),
+    ("storage (GiB)", "min", "storage", "gib"),
+]
+"""The table's figures: (header, scale, `Usage` field, format). Storage does not scale with the pods."""
+
+
 def markdown(stack: str, fp: Footprint, base: Footprint | None = None) -> str:
     """A table per group; with `base`, the change against it beside each figure."""
+    formats = {"cpu": cpu, "gib": gib}
 
     def cell(now: float, before: float | None, fmt) -> str:
         if before is None or abs(now - before) < 1e-9:
             return fmt(now)
         return f"{fmt(now)} ({'+' if now > before else ''}{fmt(now - before)})"
 
-    lines = [
-        f"### Footprint of `{stack}`",
-        "",
-        "| group | CPU req min | mem req min (GiB) | CPU req max | mem req max (GiB) | CPU lim max | mem lim max "
-        "(GiB) | storage (GiB) | objects |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    headers = ["group", *(header for header, *_ in COLUMNS), "objects"]
+    lines = [f"### Footprint of `{stack}`", "", f"| {' | '.join(headers)} |", "|" + "---|" * len(headers)]
     rows = {**fp.groups, "total": _total(fp)}
     base_rows = {**base.groups, "total": _total(base)} if base else {}
     for name, row in rows.items():
         b = base_rows.get(name)
-
-        def f(scale, attr, fmt, row=row, b=b):
-            return cell(getattr(row[scale], attr), getattr(b[scale], attr) if b else None, fmt)
-
-        objects = cell(row["objects"], b["objects"] if b else None, lambda v: str(int(v)))
-        lines.append(
-            f"| {name} | {f('min', 'cpu_requests', cpu)} | {f('min', 'memory_requests', gib)} "
-            f"| {f('max', 'cpu_requests', cpu)} | {f('max', 'memory_requests', gib)} | {f('max', 'cpu_limits', cpu)} "
-            f"| {f('max', 'memory_limits', gib)} | {f('min', 'storage', gib)} | {objects} |"
-        )
+        cells = [
+            cell(getattr(row[scale], attr), getattr(b[scale], attr) if b else None, formats[fmt])
+            for _, scale, attr, fmt in COLUMNS
+        ]
+        cells.append(cell(row["objects"], b["objects"] if b else None, lambda v: str(int(v))))
+        lines.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
