@@ -114,12 +114,27 @@ def test_commands_over_stacks_default_to_every_stack_file(monkeypatch, command):
     monkeypatch.setattr(render, "render_stack", lambda stack, *a: seen.append(stack) or SimpleNamespace())
     monkeypatch.setattr(golden, "write", lambda stack, run: None)
     monkeypatch.setattr(golden, "path", lambda stack: PROJECT_ROOT / "README.md")
-    monkeypatch.setattr(bench, "measure", lambda stacks, *a: seen.extend(stacks) or "")
+    monkeypatch.setattr(bench, "measure", lambda stacks, *a: (seen.extend(stacks) or "", True))
     monkeypatch.setattr(policy_config, "text", lambda plan: "{}\n")
     monkeypatch.setattr(policy_config, "path", lambda stack: SimpleNamespace(write_text=lambda text: None))
     monkeypatch.setattr("infra.stack_config.plan_for_stack", lambda stack, *a: seen.append(stack))
     assert cli.main([command, "--write"] if command != "bench" else [command]) == 0
     assert seen == ["alpha", "beta", "gamma"]
+
+
+@pytest.mark.parametrize(
+    ("returncode", "figure", "exit_code"), [(0, "`make test` wall time: 61.0 s", 0), (2, "FAILED", 1)]
+)
+def test_the_bench_reports_the_suites_time_only_when_it_passed(monkeypatch, capsys, returncode, figure, exit_code):
+    """A failed or interrupted `make test` is quick, and its time no figure: the bench says so and exits 1."""
+    from infra.offline import bench
+
+    monkeypatch.setattr(bench, "compare", lambda label, config, repeat: bench.Comparison(label, 1, [1.0], [1.0], [1.0]))
+    monkeypatch.setattr(bench, "render_seconds", lambda stacks, repeat: {})
+    monkeypatch.setattr(bench, "test_seconds", lambda: (61.0, returncode))
+    assert cli.main(["bench", "prod", "--tests"]) == exit_code
+    out = capsys.readouterr().out
+    assert figure in out and (returncode == 0) == ("wall time" in out)
 
 
 def test_every_stack_has_a_golden_subset_and_no_other_golden_file_exists():

@@ -187,15 +187,15 @@ def render_seconds(stacks: list[str], repeat: int) -> dict[str, float]:
     return out
 
 
-def test_seconds() -> float:
+def test_seconds() -> tuple[float, int]:
     """`make test` as the README runs it: lint, the tools' virtualenvs checked (installed already), the suite on every
-    core with the scanner it uses."""
+    core with the scanner it uses. Its wall time and exit code: a failed or interrupted suite's time is no figure."""
     start = time.perf_counter()
-    subprocess.run(["make", "test"], cwd=PROJECT_ROOT, check=False)
-    return time.perf_counter() - start
+    result = subprocess.run(["make", "test"], cwd=PROJECT_ROOT, check=False)
+    return time.perf_counter() - start, result.returncode
 
 
-def report(comparisons: list[Comparison], renders: dict[str, float], tests: float | None) -> str:
+def report(comparisons: list[Comparison], renders: dict[str, float], tests: tuple[float, int] | None = None) -> str:
     lines = [
         "| program | resources | program median s | baseline median s | ratio | typed baseline median s | ratio |",
         "|---|---|---|---|---|---|---|",
@@ -209,15 +209,21 @@ def report(comparisons: list[Comparison], renders: dict[str, float], tests: floa
     lines += ["", "| stack | render median s (program + chart expansion, warm) |", "|---|---|"]
     lines += [f"| {stack} | {seconds:.3f} |" for stack, seconds in renders.items()]
     if tests is not None:
-        lines.append(f"\n`make test` wall time: {tests:.1f} s")
+        seconds, returncode = tests
+        if returncode == 0:
+            lines.append(f"\n`make test` wall time: {seconds:.1f} s")
+        else:
+            lines.append(f"\n`make test` FAILED (exit {returncode}) after {seconds:.1f} s: no test-suite figure")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines.append(f"\npeak resident memory of the whole run: {peak_mib:.0f} MiB")
     return "\n".join(lines)
 
 
-def measure(stacks: list[str], repeat: int, scale_stack: str, copies: int, tests: bool) -> str:
+def measure(stacks: list[str], repeat: int, scale_stack: str, copies: int, tests: bool) -> tuple[str, bool]:
+    """The report, and whether every part of it measured something valid (the test suite, when timed, passed)."""
     comparisons = []
     config = read_stack_files(scale_stack)
     comparisons.append(compare(scale_stack, config, repeat))
     comparisons.append(compare(f"{scale_stack} x{copies}", scaled(config, copies), max(3, repeat // 2 + 1)))
-    return report(comparisons, render_seconds(stacks, repeat), test_seconds() if tests else None)
+    suite = test_seconds() if tests else None
+    return report(comparisons, render_seconds(stacks, repeat), suite), suite is None or suite[1] == 0

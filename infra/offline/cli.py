@@ -76,8 +76,9 @@ def _bench(args: argparse.Namespace) -> int:
 
     stacks = _stacks(args.stacks)
     scale = args.scale_stack or bench.default_scale_stack(stacks)
-    print(bench.measure(stacks, args.repeat, scale, args.copies, args.tests))
-    return 0
+    text, valid = bench.measure(stacks, args.repeat, scale, args.copies, args.tests)
+    print(text)
+    return 0 if valid else 1
 
 
 def _golden(args: argparse.Namespace) -> int:
@@ -326,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--now", help="ISO 8601 time to judge at (default: now)")
     drill.add_argument("--project-dir", default=str(PROJECT_ROOT), help="folder holding Pulumi.yaml")
     drill.set_defaults(func=_drill)
-    bench = commands.add_parser("bench", help="time the offline render and measure its memory")
+    bench = commands.add_parser(
+        "bench", help="time the program against its floor, every stack's render and (--tests) make test"
+    )
     bench.add_argument("stacks", nargs="*", help="default: every stack")
     bench.add_argument("--repeat", type=int, default=5)
     bench.add_argument("--scale-stack", help="stack whose program is compared with the baseline (default: prod)")

@@ -7,7 +7,8 @@ are for a one-node cluster, a developer's kind or minikube), and the pods operat
 custom resources - CloudNativePG instances (with the Barman Cloud sidecar the plugin injects), RabbitMQ nodes,
 Prometheus and Alertmanager (with the config-reloader the prometheus-operator adds) and the Envoy proxies of a
 Gateway. Containers that declare nothing get their namespace's LimitRange defaults, as admission gives them.
-Hook Jobs are left out: they run for seconds around an install or upgrade.
+Jobs are left out: they run to completion, for seconds or minutes (Helm hooks around an install or upgrade, the
+restore drill's verifiers), not alongside the environment.
 """
 
 from __future__ import annotations
