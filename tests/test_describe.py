@@ -211,4 +211,4 @@ def test_the_pull_request_comment_carries_each_stack_description():
     wf = yaml.safe_load((PROJECT_ROOT / ".github" / "workflows" / "preview.yml").read_text())
     script = next(s["run"] for s in wf["jobs"]["offline-diff"]["steps"] if s.get("id") == "diff")
     assert 'python -m infra describe "$stack"' in script
-    assert script.index("infra diff") < script.index("infra describe") < script.index(">> preview.md")
+    assert script.index("infra diff") < script.index("infra describe") < script.rindex("} >> preview.md")
