@@ -644,10 +644,11 @@ def test_the_drill_runs_at_least_as_often_as_its_freshness_limit():
         assert plan_for_stack(stack).config.drill.max_age_days > 7, stack
 
 
-def test_a_refused_stack_is_explained_in_the_comment_and_fails_the_job_after_it(tmp_path):
+def test_a_stack_not_previewed_is_explained_in_the_comment_and_fails_the_job_after_it(tmp_path):
     """The preview script, run by bash with `python -m infra` faked: `diff` refuses one stack (exit 2, the reason on
-    stderr, as an environment over its budget is refused). Its reason goes into the comment, the other stacks are
-    still previewed, and the step succeeds so the comment is posted; a later step then fails the job."""
+    stderr, as an environment over its budget is refused) and crashes on another (exit 1 before writing its diff,
+    which is not danger). Their errors go into the comment, indented as code, the other stack is still previewed,
+    and the step succeeds so the comment is posted; later steps fail the job even after one another."""
     steps = load("preview.yml")["jobs"]["offline-diff"]["steps"]
     script = next(s["run"] for s in steps if s.get("id") == "diff")
     fake = tmp_path / ".venv" / "bin" / "python"
@@ -657,12 +658,14 @@ def test_a_refused_stack_is_explained_in_the_comment_and_fails_the_job_after_it(
         'command=$3; stack=$4; out=""\n'
         'while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done\n'
         'if [ "$command" = diff ] && [ "$stack" = big ]; then\n'
-        "  echo \"stack 'big' is over its budget: 9 CPU requested, 3 allowed; largest: rabbitmq\" >&2; exit 2\n"
+        "  echo \"stack 'big' is over its budget: 9 CPU requested, 3 allowed; largest: rabbitmq\" >&2\n"
+        "  echo '```' >&2; exit 2\n"
         "fi\n"
+        'if [ "$command" = diff ] && [ "$stack" = crash ]; then echo "Traceback: KeyError" >&2; exit 1; fi\n'
         'if [ -n "$out" ]; then echo "$command of $stack" > "$out"; else echo "$command of $stack"; fi\n'
     )
     fake.chmod(0o755)
-    for stack in ("big", "small"):
+    for stack in ("big", "crash", "small"):
         (tmp_path / f"Pulumi.{stack}.yaml").write_text("config: {}\n")
     env = {
         "PATH": os.environ["PATH"],
@@ -673,10 +676,13 @@ def test_a_refused_stack_is_explained_in_the_comment_and_fails_the_job_after_it(
     result = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     preview = (tmp_path / "preview.md").read_text()
-    assert "### `big`: refused" in preview and "over its budget: 9 CPU requested" in preview
-    assert "diff of small" in preview and "footprint of small" in preview
-    assert "refused=1" in (tmp_path / "output").read_text().splitlines()
-    names = [s.get("name", "") for s in steps]
-    fail = next(s for s in steps if s.get("if") == "steps.diff.outputs.refused == '1'")
-    assert names.index(fail["name"]) > next(i for i, s in enumerate(steps) if "sticky" in s.get("uses", ""))
-    assert "exit 1" in fail["run"]
+    assert "### `big`: not previewed (diff exit 2)" in preview
+    assert "\n    stack 'big' is over its budget: 9 CPU requested" in preview and "\n    ```\n" in preview
+    assert "### `crash`: not previewed (diff exit 1)" in preview and "    Traceback: KeyError" in preview
+    assert "diff of small" in preview and "footprint of small" in preview and "describe of small" in preview
+    outputs = (tmp_path / "output").read_text().splitlines()
+    assert "refused=1" in outputs and "danger=0" in outputs
+    sticky = next(i for i, s in enumerate(steps) if "sticky" in s.get("uses", ""))
+    for output in ("refused", "danger"):
+        [(i, fail)] = [(i, s) for i, s in enumerate(steps) if f"steps.diff.outputs.{output} == '1'" in s.get("if", "")]
+        assert i > sticky and "!cancelled()" in fail["if"]  # runs after the comment, and after the other failure
