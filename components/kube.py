@@ -11,12 +11,13 @@ Components never call pulumi-kubernetes' generated classes (`pulumi_kubernetes.c
 releases, which are not one object, use pulumi-kubernetes directly.
 
 Why: the engine and the provider get exactly what a generated class would send - the same type token, the same
-inputs, the package version (`_utilities.get_resource_opts_defaults`), a Secret's data marked secret - without the
-work the generated classes do per resource to serialise inputs and translate outputs through type metadata
-(pulumi/runtime/rpc.py `serialize_properties`, `translate_output_properties`), which the platform never uses: its
-objects are plain dicts, checked against the Kubernetes schemas offline. That work was about a tenth of a whole
-environment's run (docs/PERFORMANCE.md). The generated classes' type aliases (`kubernetes:extensions/v1beta1:
-Deployment`, ...) only match state written under those old API versions, which no stack of this platform has.
+inputs, the package version (`_utilities.get_resource_opts_defaults`: the version, and a plugin download URL that is
+None for this package), a Secret's data marked secret - without the work the generated classes do per resource to
+serialise inputs and translate outputs through type metadata (pulumi/runtime/rpc.py `serialize_properties`,
+`translate_output_properties`), which the platform never uses: its objects are plain dicts, checked against the
+Kubernetes schemas offline. That work was about a tenth of a whole environment's run (docs/PERFORMANCE.md). The
+generated classes' type aliases (`kubernetes:extensions/v1beta1:Deployment`, ...) only match state written under
+those old API versions, which no stack of this platform has.
 `tests/test_kube.py` compares a `KubeObject`'s request with a generated class's, field by field.
 
 Keys are written as Kubernetes spells them (`matchLabels`): nothing renames snake_case keys as the generated classes

@@ -298,9 +298,8 @@ def distributed_topology(args: PostgresClusterArgs) -> dict:
     return part
 
 
-def _creation_timestamp(metadata) -> str:
-    value = metadata.get("creationTimestamp") if isinstance(metadata, dict) else metadata.creation_timestamp
-    return value or ""
+def _creation_timestamp(metadata: dict) -> str:
+    return metadata.get("creationTimestamp") or ""
 
 
 class PostgresCluster(pulumi.ComponentResource):

@@ -1,3 +1,5 @@
+import pytest
+
 from infra.offline.reference import markdown, readme_with_reference
 from infra.stack_config import PROJECT_ROOT
 
@@ -13,6 +15,8 @@ def test_the_readmes_configuration_reference_is_rewritten_in_place():
     assert stale != readme
     assert readme_with_reference(stale) == readme
     assert readme_with_reference(readme) == readme
+    with pytest.raises(RuntimeError, match="no configuration reference to rewrite"):
+        readme_with_reference("# A README without the table\n")
 
 
 def test_ci_runs_exactly_the_readme_test_command():

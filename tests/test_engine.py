@@ -65,7 +65,7 @@ def _provider_gvk(type_token: str) -> tuple[str, str, str]:
 
 def test_every_kubernetes_objects_type_names_its_group_version_and_kind_as_the_provider_reads_them(stack_run):
     """A token the provider cannot read fails the preview; one that reads as another kind would apply the wrong
-    object. Every object registered with an apiVersion and kind (typed classes, custom resources, the release
+    object. Every object registered with an apiVersion and kind (built-in kinds, custom resources, the release
     manifests' objects) carries the token the provider reads back as exactly that."""
     objects = [
         r

@@ -95,6 +95,23 @@ def test_both_benchmark_baselines_register_what_the_program_registers(small_proj
         assert sorted(got) == expected
 
 
+def test_the_typed_floor_keeps_every_field_of_a_custom_resource():
+    """`apiextensions.CustomResource` takes no top-level field but metadata and spec: an object with another one is
+    registered as it is, so the floor still registers exactly the program's inputs."""
+    from infra.offline import bench
+    from infra.offline.mocks import Registration, run_program
+    from infra.stack_config import StackConfig
+
+    inputs = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "data": {"a": "b"}}
+    program = SimpleNamespace(
+        registrations=[Registration("u", "kubernetes:example.com/v1:Widget", "w", "", True, inputs)]
+    )
+    [got] = run_program(
+        StackConfig("unit", "test", {}, frozenset()), bench.baseline_program(program, typed=True)
+    ).registrations
+    assert (got.type, got.inputs) == ("kubernetes:example.com/v1:Widget", inputs)
+
+
 def test_the_typed_floor_finds_the_generated_class_of_each_built_in_kind():
     from infra.offline.bench import typed_class
 

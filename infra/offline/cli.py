@@ -118,7 +118,7 @@ def _write_readme() -> None:
         updated = readme_with_graph(updated, plan_for_stack(README_GRAPH_STACK))
     if updated != text:
         readme.write_text(updated)
-        print(f"wrote {readme} (the {README_GRAPH_STACK} service graph and the configuration reference)")
+        print(f"wrote {readme} (its generated service graph and configuration reference)")
 
 
 def _policy_config(args: argparse.Namespace) -> int:

@@ -296,11 +296,12 @@ COLUMNS = [
     ("mem lim max (GiB)", "max", "memory_limits", "gib"),
     ("storage (GiB)", "min", "storage", "gib"),
 ]
-"""The table's figures: (header, scale, `Usage` field, format). Storage does not scale with the pods."""
+"""The table's figures: (header, scale, `Usage` field, format). Storage is shown at minimum scale: the pods that hold
+volumes (databases, queue nodes, Prometheus) do not autoscale."""
 
 
 def markdown(stack: str, fp: Footprint, base: Footprint | None = None) -> str:
-    """A table per group; with `base`, the change against it beside each figure."""
+    """One table, a row per group and the total; with `base`, the change against it beside each changed figure."""
     formats = {"cpu": cpu, "gib": gib}
 
     def cell(now: float, before: float | None, fmt) -> str:

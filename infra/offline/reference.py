@@ -44,6 +44,9 @@ README_TABLE_LAST_ROW = "| `alert<Name>` |"
 def readme_with_reference(readme: str) -> str:
     """README with its configuration reference (from its header row through the `alert<Name>` row) replaced by
     `markdown()`."""
+    for marker in (README_TABLE_START, README_TABLE_LAST_ROW):
+        if marker not in readme:
+            raise RuntimeError(f"README has no configuration reference to rewrite: no line starting {marker.strip()!r}")
     start = readme.index(README_TABLE_START)
     end = readme.index("\n", readme.index(README_TABLE_LAST_ROW, start)) + 1
     return readme[:start] + markdown() + readme[end:]
