@@ -75,14 +75,18 @@ def _model_at(root: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseMod
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _keys(model: type[BaseModel] | None) -> list[str]:
+    """The keys a config section takes, as the stack files spell them."""
+    return sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
+
+
 def problems_from_validation_error(error: ValidationError, root: type[BaseModel], prefix: tuple = ()) -> list:
     problems = []
     for err in error.errors():
         loc = prefix + tuple(err["loc"])
         kind = err["type"]
         if kind == "extra_forbidden":
-            model = _model_at(root, tuple(err["loc"])[:-1])
-            allowed = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
+            allowed = _keys(_model_at(root, tuple(err["loc"])[:-1]))
             hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
             close = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
             message = f"unknown key{f'; did you mean {close[0]!r}?' if close else ''}{hint}"
@@ -90,8 +94,7 @@ def problems_from_validation_error(error: ValidationError, root: type[BaseModel]
             message = "is required"
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
             # pydantic's "Input should be a valid dictionary or instance of <class>" names a Python class.
-            model = _model_at(root, tuple(err["loc"]))
-            keys = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
+            keys = _keys(_model_at(root, tuple(err["loc"])))
             hint = f" of keys ({', '.join(keys)})" if keys else ""
             message = f"must be a section{hint}, not {err['input']!r}"
         elif kind == "value_error":

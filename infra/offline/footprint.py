@@ -286,15 +286,15 @@ def gib(amount: float) -> str:
 
 
 COLUMNS = [
-    ("CPU req min", "min", "cpu_requests", "cpu"),
-    ("CPU req max", "max", "cpu_requests", "cpu"),
-    ("mem req min (GiB)", "min", "memory_requests", "gib"),
-    ("mem req max (GiB)", "max", "memory_requests", "gib"),
-    ("CPU lim min", "min", "cpu_limits", "cpu"),
-    ("CPU lim max", "max", "cpu_limits", "cpu"),
-    ("mem lim min (GiB)", "min", "memory_limits", "gib"),
-    ("mem lim max (GiB)", "max", "memory_limits", "gib"),
-    ("storage (GiB)", "min", "storage", "gib"),
+    ("CPU req min", "min", "cpu_requests", cpu),
+    ("CPU req max", "max", "cpu_requests", cpu),
+    ("mem req min (GiB)", "min", "memory_requests", gib),
+    ("mem req max (GiB)", "max", "memory_requests", gib),
+    ("CPU lim min", "min", "cpu_limits", cpu),
+    ("CPU lim max", "max", "cpu_limits", cpu),
+    ("mem lim min (GiB)", "min", "memory_limits", gib),
+    ("mem lim max (GiB)", "max", "memory_limits", gib),
+    ("storage (GiB)", "min", "storage", gib),
 ]
 """The table's figures: (header, scale, `Usage` field, format). Storage is shown at minimum scale: the pods that hold
 volumes (databases, queue nodes, Prometheus) do not autoscale."""
@@ -302,7 +302,6 @@ volumes (databases, queue nodes, Prometheus) do not autoscale."""
 
 def markdown(stack: str, fp: Footprint, base: Footprint | None = None) -> str:
     """One table, a row per group and the total; with `base`, the change against it beside each changed figure."""
-    formats = {"cpu": cpu, "gib": gib}
 
     def cell(now: float, before: float | None, fmt) -> str:
         if before is None or abs(now - before) < 1e-9:
@@ -316,7 +315,7 @@ def markdown(stack: str, fp: Footprint, base: Footprint | None = None) -> str:
     for name, row in rows.items():
         b = base_rows.get(name)
         cells = [
-            cell(getattr(row[scale], attr), getattr(b[scale], attr) if b else None, formats[fmt])
+            cell(getattr(row[scale], attr), getattr(b[scale], attr) if b else None, fmt)
             for _, scale, attr, fmt in COLUMNS
         ]
         cells.append(cell(row["objects"], b["objects"] if b else None, lambda v: str(int(v))))
