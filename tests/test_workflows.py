@@ -355,6 +355,44 @@ def secrets_check_problems(wf: dict) -> list[str]:
     return problems
 
 
+UPSTREAM_PATH = ".upstream"
+UPSTREAM_ENV = {
+    "SETTLEMENT_CHARTS_DIR": "charts",
+    "SETTLEMENT_MANIFEST_MIRROR": "manifests",
+    "SETTLEMENT_CRDS_DIR": "crds",
+}
+UPSTREAM_CHECK = ".venv/bin/python -m infra upstream"
+OFFLINE_RUN = re.compile(r"make test|python -m infra (diff|footprint|describe|render|golden|bench|upstream)\b")
+
+
+def upstream_problems(wf: dict) -> list[str]:
+    """A job running the offline checks checks the upstream bytes out of the mirror into the folders its env names
+    (infra/offline/caches.py) and checks them against infra/offline/upstream.sha256 before anything reads them:
+    `make test` does (tests/test_upstream.py), the offline diff runs `infra upstream` first. A job that runs none
+    sets none of them: the real program reads the operators' release manifests from their upstream releases."""
+    problems = []
+    for name, job in wf["jobs"].items():
+        env = job.get("env") or {}
+        offline = first(job, lambda s: bool(OFFLINE_RUN.search(s.get("run", ""))))
+        if offline is None:
+            problems += [f"{name}: sets {var} but runs no offline check" for var in UPSTREAM_ENV if var in env]
+            continue
+        fetched = first(job, lambda s: action(s) == CHECKOUT and (s.get("with") or {}).get("path") == UPSTREAM_PATH)
+        if fetched is None or fetched > offline:
+            problems.append(
+                f"{name}: no checkout of the upstream mirror into {UPSTREAM_PATH} before the offline checks"
+            )
+        problems += [
+            f"{name}: env {var} must be the mirror's {folder} folder"
+            for var, folder in UPSTREAM_ENV.items()
+            if env.get(var) != f"${{{{ github.workspace }}}}/{UPSTREAM_PATH}/{folder}"
+        ]
+        checked = first(job, lambda s: s.get("run") == UPSTREAM_CHECK or "make test" in s.get("run", ""))
+        if checked is None or checked > offline:
+            problems.append(f"{name}: the upstream bytes are not checked against their lock before they are read")
+    return problems
+
+
 WORKFLOW_CHECKS = [
     checkout_problems,
     permission_problems,
@@ -365,6 +403,7 @@ WORKFLOW_CHECKS = [
     registry_problems,
     concurrency_problems,
     secrets_check_problems,
+    upstream_problems,
 ]
 
 
@@ -521,6 +560,22 @@ BROKEN = [
         _set(("jobs", "pulumi-preview", "steps", 3, "env"), {}),
         "through env STACK",
     ),
+    ("preview.yml", upstream_problems, _drop_step("test", CHECKOUT), "test: no checkout of the upstream mirror"),
+    (
+        "deploy.yml",
+        upstream_problems,
+        _set(("jobs", "test", "env", "SETTLEMENT_CRDS_DIR"), "../shared/crds"),
+        "env SETTLEMENT_CRDS_DIR must be the mirror's crds folder",
+    ),
+    (
+        "preview.yml",
+        upstream_problems,
+        lambda wf: wf["jobs"]["offline-diff"]["steps"].remove(
+            next(s for s in wf["jobs"]["offline-diff"]["steps"] if s.get("run") == UPSTREAM_CHECK)
+        ),
+        "offline-diff: the upstream bytes are not checked",
+    ),
+    ("deploy.yml", upstream_problems, _set(("jobs", "up", "env"), {"SETTLEMENT_CHARTS_DIR": "x"}), "up: sets"),
 ]
 
 

@@ -81,6 +81,24 @@ def _bench(args: argparse.Namespace) -> int:
     return 0 if valid else 1
 
 
+def _upstream(args: argparse.Namespace) -> int:
+    from infra.offline import upstream
+
+    folders = upstream.roots()
+    if args.write:
+        upstream.LOCK.write_text(upstream.lock_text(upstream.digests(folders)))
+        print(f"wrote {upstream.shown(upstream.LOCK)} from {', '.join(map(str, folders.values()))}")
+        return 0
+    found = upstream.check(folders)
+    if found:
+        print(f"the upstream bytes differ from {upstream.shown(upstream.LOCK)}:", file=sys.stderr)
+        print("\n".join(f"  {problem}" for problem in found), file=sys.stderr)
+        return 1
+    locked = len(upstream.read_lock(upstream.LOCK.read_text()))
+    print(f"the {locked} locked upstream files match: {', '.join(map(str, folders.values()))}")
+    return 0
+
+
 def _golden(args: argparse.Namespace) -> int:
     from infra.offline import golden, render
 
@@ -336,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--copies", type=int, default=10, help="the scaled comparison's copies of the topology")
     bench.add_argument("--tests", action="store_true", help="also time the test suite")
     bench.set_defaults(func=_bench)
+    upstream = commands.add_parser(
+        "upstream", help="check the charts, release manifests and CRDs against infra/offline/upstream.sha256"
+    )
+    upstream.add_argument("--write", action="store_true", help="rewrite the lock from the folders instead")
+    upstream.set_defaults(func=_upstream)
     return parser
 
 
