@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from components.release_manifest import SOURCE_ANNOTATION
+from infra.offline.audit import Audit, audit
 from infra.offline.caches import CHART_CACHE_ENV, RENDER_CACHE_ENV
 from infra.offline.diff import BASE_CACHE_ENV
 from infra.offline.mocks import ProgramRun
@@ -130,6 +131,25 @@ def any_stack_run(request, rendered) -> ProgramRun:
 def drill_run(request, rendered) -> ProgramRun:
     """Each restore-drill stack's render."""
     return rendered[request.param]
+
+
+class Audits(dict):
+    """Each stack's reachability audit (`infra.offline.audit.audit`) of its render as it is, made the first time a
+    test asks for it and shared by every later one in the process: about a dozen tests a stack read the same audit.
+    A test that audits a changed copy of the policies calls `audit` itself."""
+
+    def __init__(self, rendered: dict[str, ProgramRun], plans: dict[str, PlatformPlan]):
+        super().__init__()
+        self._rendered, self._plans = rendered, plans
+
+    def __missing__(self, stack: str) -> Audit:
+        self[stack] = audit(self._rendered[stack], self._plans[stack])
+        return self[stack]
+
+
+@pytest.fixture(scope="session")
+def audits(rendered, plans) -> Audits:
+    return Audits(rendered, plans)
 
 
 @pytest.fixture

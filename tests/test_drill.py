@@ -144,9 +144,9 @@ def test_drill_custom_resources_pass_the_crds_of_the_environment_that_runs_their
     assert {f"{o['kind']} {o['metadata']['name']}": e for o in custom if (e := crds.validate(o))} == {}
 
 
-def test_drill_reachability_is_exactly_the_declared_drill_paths(drill_run):
+def test_drill_reachability_is_exactly_the_declared_drill_paths(drill_run, audits):
     plan = drill_plan(drill_run)
-    result = audit(drill_run, plan)
+    result = audits[drill_run.stack]
     assert not result.missing and not result.extra and not result.empty
     namespace = plan.config.drill.namespace
     into_databases = {

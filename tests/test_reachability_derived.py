@@ -17,11 +17,6 @@ from tests.cli import run_cli
 from tests.conftest import STACKS_DIR
 
 
-@pytest.fixture(scope="module")
-def audits(rendered):
-    return {stack: audit(run, plan_for_stack(stack, STACKS_DIR)) for stack, run in rendered.items()}
-
-
 def _without_port(policies: list[dict], namespace: str, port: int) -> list[dict]:
     """The policies with `port` dropped from every rule in `namespace` (a rule left without ports goes)."""
     out = copy.deepcopy(policies)
