@@ -154,6 +154,15 @@ def test_the_bench_reports_the_suites_time_only_when_it_passed(monkeypatch, caps
     assert figure in out and (returncode == 0) == ("wall time" in out)
 
 
+def test_the_bench_shows_how_far_one_rounds_ratio_strays_from_the_medians():
+    from infra.offline import bench
+
+    rounds = bench.Comparison("prod", 3, [1.2, 1.5, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    assert rounds.ratio == 1.2 and rounds.round_ratios == (1.0, 1.5)
+    row = bench.report([rounds], {}).splitlines()[2]
+    assert row.startswith("| prod | 3 | 1.200 | 1.000 | 1.20 | 1.00-1.50 over 3 |"), row
+
+
 def test_every_stack_has_a_golden_subset_and_no_other_golden_file_exists():
     assert sorted(p.stem for p in golden.GOLDEN_DIR.glob("*.json")) == stack_names()
     assert golden.REGENERATE == "make golden"

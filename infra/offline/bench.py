@@ -51,6 +51,13 @@ class Comparison:
         return statistics.median(self.program) / statistics.median(self.baseline)
 
     @property
+    def round_ratios(self) -> tuple[float, float]:
+        """The lowest and highest ratio of one round (a program sample over the baseline sample taken right after
+        it): how far a single measurement strays when the machine's speed drifts between samples."""
+        ratios = [p / b for p, b in zip(self.program, self.baseline, strict=True)]
+        return min(ratios), max(ratios)
+
+    @property
     def typed_ratio(self) -> float:
         return statistics.median(self.program) / statistics.median(self.typed)
 
@@ -205,14 +212,16 @@ def test_seconds() -> tuple[float, int]:
 
 def report(comparisons: list[Comparison], renders: dict[str, float], tests: tuple[float, int] | None = None) -> str:
     lines = [
-        "| program | resources | program median s | baseline median s | ratio | typed baseline median s | ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| program | resources | program median s | baseline median s | ratio | one round's ratio | "
+        "typed baseline median s | ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in comparisons:
+        low, high = c.round_ratios
         lines.append(
             f"| {c.label} | {c.resources} | {statistics.median(c.program):.3f} | "
-            f"{statistics.median(c.baseline):.3f} | {c.ratio:.2f} | {statistics.median(c.typed):.3f} | "
-            f"{c.typed_ratio:.2f} |"
+            f"{statistics.median(c.baseline):.3f} | {c.ratio:.2f} | {low:.2f}-{high:.2f} over {len(c.program)} | "
+            f"{statistics.median(c.typed):.3f} | {c.typed_ratio:.2f} |"
         )
     lines += ["", "| stack | render median s (program + chart expansion, warm) |", "|---|---|"]
     lines += [f"| {stack} | {seconds:.3f} |" for stack, seconds in renders.items()]
