@@ -149,9 +149,11 @@ def test_the_bench_reports_the_suites_time_only_when_it_passed(monkeypatch, caps
     monkeypatch.setattr(bench, "compare", lambda label, config, repeat: bench.Comparison(label, 1, [1.0], [1.0], [1.0]))
     monkeypatch.setattr(bench, "render_seconds", lambda stacks, repeat: {})
     monkeypatch.setattr(bench, "test_seconds", lambda: (61.0, returncode))
+    monkeypatch.setattr(bench, "machine_seconds", lambda: 0.5)
     assert cli.main(["bench", "prod", "--tests"]) == exit_code
     out = capsys.readouterr().out
     assert figure in out and (returncode == 0) == ("wall time" in out)
+    assert "machine: ten million Python additions in 0.50 s" in out
 
 
 def test_the_bench_shows_how_far_one_rounds_ratio_strays_from_the_medians():

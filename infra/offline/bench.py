@@ -13,6 +13,8 @@ loaded CI machine.
 - **10x.** The same for a generated topology with ten copies of the stack's subsystems (renamed, their calls and
   queue references renamed with them).
 - **Render.** `render_stack` per stack: the program plus the offline chart expansion.
+- **Machine.** The time of a fixed pure-Python workload, printed beside the figures: this machine's speed drifts
+  over hours, and a figure means something only beside the machine's speed when it was taken.
 - **Tests.** With `--tests` (`make bench` passes it), the wall time of `make test`; a failed suite gives no figure
   and the command exits 1.
 """
@@ -210,7 +212,25 @@ def test_seconds() -> tuple[float, int]:
     return time.perf_counter() - start, result.returncode
 
 
-def report(comparisons: list[Comparison], renders: dict[str, float], tests: tuple[float, int] | None = None) -> str:
+def machine_seconds(repeat: int = 3) -> float:
+    """A fixed pure-Python workload (ten million additions), median of `repeat`: how fast this machine runs Python
+    right now. This machine's speed drifts by a third and more over hours; the figures of two runs compare only
+    beside it."""
+    times = []
+    for _ in range(repeat):
+        start, total = time.perf_counter(), 0
+        for i in range(10_000_000):
+            total += i
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def report(
+    comparisons: list[Comparison],
+    renders: dict[str, float],
+    tests: tuple[float, int] | None = None,
+    machine: float | None = None,
+) -> str:
     lines = [
         "| program | resources | program median s | baseline median s | ratio | one round's ratio | "
         "typed baseline median s | ratio |",
@@ -231,6 +251,8 @@ def report(comparisons: list[Comparison], renders: dict[str, float], tests: tupl
             lines.append(f"\n`make test` wall time: {seconds:.1f} s")
         else:
             lines.append(f"\n`make test` FAILED (exit {returncode}) after {seconds:.1f} s: no test-suite figure")
+    if machine is not None:
+        lines.append(f"\nmachine: ten million Python additions in {machine:.2f} s (`bench.machine_seconds`)")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines.append(f"\npeak resident memory of the whole run: {peak_mib:.0f} MiB")
     return "\n".join(lines)
@@ -239,8 +261,9 @@ def report(comparisons: list[Comparison], renders: dict[str, float], tests: tupl
 def measure(stacks: list[str], repeat: int, scale_stack: str, copies: int, tests: bool) -> tuple[str, bool]:
     """The report, and whether every part of it measured something valid (the test suite, when timed, passed)."""
     comparisons = []
+    machine = machine_seconds()
     config = read_stack_files(scale_stack)
     comparisons.append(compare(scale_stack, config, repeat))
     comparisons.append(compare(f"{scale_stack} x{copies}", scaled(config, copies), max(3, repeat // 2 + 1)))
     suite = test_seconds() if tests else None
-    return report(comparisons, render_seconds(stacks, repeat), suite), suite is None or suite[1] == 0
+    return report(comparisons, render_seconds(stacks, repeat), suite, machine), suite is None or suite[1] == 0
