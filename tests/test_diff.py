@@ -473,3 +473,16 @@ def test_a_base_that_crashes_in_this_process_is_reported_like_one_that_crashes_i
     message = str(refused.value)
     assert "rendering 'dev' at HEAD failed" in message and "KeyError: 'no-such-key'" in message
     assert "shows the traceback" in message and os.environ.get(LIST_ONLY_ENV) is None
+
+
+def test_a_base_is_not_rendered_from_upstream_bytes_its_own_lock_does_not_pin(git_project, monkeypatch):
+    """The base reads the same folders, maybe other chart versions in them: its own lock is checked first."""
+    monkeypatch.delenv(BASE_CACHE_ENV, raising=False)  # render the base now, whatever the run's cache holds
+    lock = git_project / "infra" / "offline" / "upstream.sha256"
+    first, rest = lock.read_text().split("\n", 1)
+    lock.write_text(f"{'0' * 64}{first[64:]}\n{rest}")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "commit", "-qam", "a base pinning other bytes"], cwd=git_project, check=True)
+    result = run_diff(git_project, "dev")
+    assert result.returncode == 2, result.stderr
+    assert f"{first[66:]}: changed (locked 000000000000" in result.stderr and "Traceback" not in result.stderr

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 
 import pytest
 
-from infra.offline import caches, upstream
+from components.release_manifest import SOURCE_ANNOTATION
+from infra.offline import caches, cli, render, upstream
 from tests.cli import run_cli
 
 
@@ -37,6 +39,7 @@ def folders(tmp_path):
     tree = {
         "charts/probe-1.0.0/Chart.yaml": "name: probe\nversion: 1.0.0\n",
         "charts/probe-1.0.0/templates/a.yaml": "kind: ConfigMap\n",
+        "charts/probe-1.0.0/README.md": "the chart's own readme, inside it: locked\n",
         "charts/README.md": "notes\n",
         "manifests/operator-v1.yaml": "kind: Deployment\n",
         "crds/example.io/widgets.yaml": "kind: CustomResourceDefinition\n",
@@ -49,7 +52,7 @@ def folders(tmp_path):
 
 def test_unchanged_folders_match_their_lock_and_notes_are_not_locked(folders):
     lock = upstream.digests(folders)
-    assert "charts/README.md" not in lock and len(lock) == 4
+    assert "charts/README.md" not in lock and "charts/probe-1.0.0/README.md" in lock and len(lock) == 5
     assert upstream.read_lock(upstream.lock_text(lock)) == lock
     assert upstream.problems(lock, folders) == []
 
@@ -66,6 +69,51 @@ def test_a_changed_missing_or_injected_file_is_named(folders):
         "charts/probe-1.0.0/templates/extra.yaml",
     ]
     assert "changed" in found[0] and "missing" in found[1] and "inside the locked charts/probe-1.0.0" in found[2]
+
+
+def test_a_symbolic_link_is_refused_wherever_it_points(folders, tmp_path):
+    """Helm's loader follows links: a linked folder of templates would be rendered without being pinned."""
+    lock = upstream.digests(folders)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.yaml").write_text("kind: Pod\n")
+    (folders["charts"] / "probe-1.0.0/templates/more").symlink_to(tmp_path / "elsewhere")
+    (folders["manifests"] / "operator-v2.yaml").symlink_to(tmp_path / "elsewhere" / "b.yaml")
+    assert upstream.problems(lock, folders) == [
+        "charts/probe-1.0.0/templates/more: a symbolic link or special file; the lock pins regular files only",
+        "manifests/operator-v2.yaml: a symbolic link or special file; the lock pins regular files only",
+    ]
+    assert "charts/probe-1.0.0/templates/more/b.yaml" not in upstream.digests(folders)
+
+
+def test_every_crd_file_is_locked_whatever_its_group(folders):
+    """The schema checks load every CRD of the folder, so a new group would be read unpinned."""
+    lock = upstream.digests(folders)
+    (folders["crds"] / "zz.example.io").mkdir()
+    (folders["crds"] / "zz.example.io/widgets.yaml").write_text("kind: CustomResourceDefinition\n")
+    assert upstream.problems(lock, folders) == [
+        "crds/zz.example.io/widgets.yaml: not in the lock (the schema checks read every CRD file)"
+    ]
+
+
+def test_every_unit_a_stack_reads_is_locked(any_stack_run):
+    """A chart or manifest version bumped without `python -m infra upstream --write` would be read unchecked."""
+    locked = {upstream.unit(path) for path in upstream.read_lock(upstream.LOCK.read_text())}
+    assert upstream.read_by(any_stack_run) - locked == set()
+
+
+def test_a_render_reads_its_releases_chart_folders_and_its_manifests_mirror_files():
+    release = SimpleNamespace(
+        type="kubernetes:helm.sh/v3:Release",
+        inputs={"chart": "oci://r.io/x/probe", "version": "1.0.0"},
+        urn="u",
+        name="n",
+    )
+    url = "https://github.com/o/operator/releases/download/v1.2.3/operator.yml"
+    run = SimpleNamespace(
+        registrations=[release, SimpleNamespace(type="kubernetes:core/v1:Namespace", inputs={})],
+        kubernetes_objects=lambda: [{"metadata": {"annotations": {SOURCE_ANNOTATION: url}}}, {"metadata": {}}],
+    )
+    assert upstream.read_by(run) == {"charts/probe-1.0.0", "manifests/operator-v1.2.3.yml"}
 
 
 def test_other_versions_and_notes_beside_the_locked_ones_are_left_alone(folders):
@@ -88,10 +136,23 @@ def test_the_command_checks_and_writes_the_lock(folders, tmp_path, monkeypatch):
     monkeypatch.setattr(caches, "MANIFESTS_DIR", folders["manifests"])
     monkeypatch.setattr(caches, "CRDS_DIR", folders["crds"])
     monkeypatch.setattr(upstream, "LOCK", tmp_path / "upstream.sha256")
+    # What the stacks read: the chart and the manifest (not another version beside them), and every CRD.
+    (folders["charts"] / "probe-0.9.0").mkdir()
+    (folders["charts"] / "probe-0.9.0/Chart.yaml").write_text("name: probe\nversion: 0.9.0\n")
+    monkeypatch.setattr(cli, "stack_names", lambda: ["one"])
+    monkeypatch.setattr(render, "render_stack", lambda stack: stack)
+    monkeypatch.setattr(upstream, "read_by", lambda run: {"charts/probe-1.0.0", "manifests/operator-v1.yaml"})
     written = run_cli("upstream", "--write")
-    assert written.returncode == 0 and upstream.LOCK.read_text() == upstream.lock_text(upstream.digests(folders))
+    assert written.returncode == 0, written.stderr
+    assert upstream.read_lock(upstream.LOCK.read_text()).keys() == {
+        "charts/probe-1.0.0/Chart.yaml",
+        "charts/probe-1.0.0/README.md",
+        "charts/probe-1.0.0/templates/a.yaml",
+        "manifests/operator-v1.yaml",
+        "crds/example.io/widgets.yaml",
+    }
     checked = run_cli("upstream")
-    assert checked.returncode == 0 and "4 locked upstream files match" in checked.stdout
+    assert checked.returncode == 0 and "5 locked upstream files match" in checked.stdout
     (folders["manifests"] / "operator-v1.yaml").write_text("kind: DaemonSet\n")
     refused = run_cli("upstream")
     assert refused.returncode == 1 and "manifests/operator-v1.yaml: changed" in refused.stderr

@@ -361,35 +361,57 @@ UPSTREAM_ENV = {
     "SETTLEMENT_MANIFEST_MIRROR": "manifests",
     "SETTLEMENT_CRDS_DIR": "crds",
 }
+UPSTREAM_MIRROR = {"repository": "UPSTREAM_MIRROR_REPOSITORY", "ref": "UPSTREAM_MIRROR_REF"}
 UPSTREAM_CHECK = ".venv/bin/python -m infra upstream"
-OFFLINE_RUN = re.compile(r"make test|python -m infra (diff|footprint|describe|render|golden|bench|upstream)\b")
+OFFLINE_RUN = re.compile(r"make test|python -m infra (diff|footprint|describe|render|golden|bench)\b")
 
 
 def upstream_problems(wf: dict) -> list[str]:
-    """A job running the offline checks checks the upstream bytes out of the mirror into the folders its env names
-    (infra/offline/caches.py) and checks them against infra/offline/upstream.sha256 before anything reads them:
-    `make test` does (tests/test_upstream.py), the offline diff runs `infra upstream` first. A job that runs none
-    sets none of them: the real program reads the operators' release manifests from their upstream releases."""
-    problems = []
+    """A job running the offline checks first checks its own code out, then the upstream bytes from the mirror the
+    workflow names (not repository variables: pull requests from forks get none) into the folders its env names
+    (infra/offline/caches.py), which no step overrides; then `infra upstream` checks them against
+    infra/offline/upstream.sha256, unconditionally, before anything reads them. A job that runs none of them sets
+    none of those folders: the real program reads the operators' release manifests from their upstream releases."""
+    problems = [
+        f"workflow: env {var} must name the mirror"
+        for var in UPSTREAM_MIRROR.values()
+        if any(OFFLINE_RUN.search(text) for text in strings(wf["jobs"])) and not (wf.get("env") or {}).get(var)
+    ]
     for name, job in wf["jobs"].items():
-        env = job.get("env") or {}
+        env, steps = job.get("env") or {}, job.get("steps", [])
         offline = first(job, lambda s: bool(OFFLINE_RUN.search(s.get("run", ""))))
         if offline is None:
             problems += [f"{name}: sets {var} but runs no offline check" for var in UPSTREAM_ENV if var in env]
             continue
+        own = first(job, lambda s: action(s) == CHECKOUT and not (s.get("with") or {}).get("path"))
         fetched = first(job, lambda s: action(s) == CHECKOUT and (s.get("with") or {}).get("path") == UPSTREAM_PATH)
-        if fetched is None or fetched > offline:
+        if fetched is None or fetched > offline or own is None or fetched < own:
             problems.append(
-                f"{name}: no checkout of the upstream mirror into {UPSTREAM_PATH} before the offline checks"
+                f"{name}: no checkout of the upstream mirror into {UPSTREAM_PATH} after its own checkout (which "
+                "would delete it) and before the offline checks"
             )
+        else:
+            problems += [
+                f"{name}: the mirror's {key} must be ${{{{ env.{var} }}}}"
+                for key, var in UPSTREAM_MIRROR.items()
+                if (steps[fetched].get("with") or {}).get(key) != f"${{{{ env.{var} }}}}"
+            ]
         problems += [
             f"{name}: env {var} must be the mirror's {folder} folder"
             for var, folder in UPSTREAM_ENV.items()
             if env.get(var) != f"${{{{ github.workspace }}}}/{UPSTREAM_PATH}/{folder}"
         ]
-        checked = first(job, lambda s: s.get("run") == UPSTREAM_CHECK or "make test" in s.get("run", ""))
+        problems += [
+            f"{name}: a step overrides {var}"
+            for step in steps
+            for var in UPSTREAM_ENV
+            if var in (step.get("env") or {})
+        ]
+        checked = first(job, lambda s: s.get("run") == UPSTREAM_CHECK)
         if checked is None or checked > offline:
-            problems.append(f"{name}: the upstream bytes are not checked against their lock before they are read")
+            problems.append(f"{name}: `{UPSTREAM_CHECK}` does not run before the offline checks")
+        elif {"if", "continue-on-error"} & set(steps[checked]):
+            problems.append(f"{name}: the upstream check must run unconditionally and fail the job")
     return problems
 
 
@@ -564,8 +586,27 @@ BROKEN = [
     (
         "deploy.yml",
         upstream_problems,
+        lambda wf: wf["jobs"]["test"]["steps"].insert(0, wf["jobs"]["test"]["steps"].pop(1)),
+        "after its own checkout",
+    ),
+    ("deploy.yml", upstream_problems, _set(("env",), {}), "workflow: env UPSTREAM_MIRROR_REPOSITORY"),
+    (
+        "preview.yml",
+        upstream_problems,
+        _set(("jobs", "test", "steps", 1, "with", "ref"), "${{ vars.UPSTREAM_MIRROR_REF }}"),
+        "test: the mirror's ref must be ${{ env.UPSTREAM_MIRROR_REF }}",
+    ),
+    (
+        "deploy.yml",
+        upstream_problems,
         _set(("jobs", "test", "env", "SETTLEMENT_CRDS_DIR"), "../shared/crds"),
         "env SETTLEMENT_CRDS_DIR must be the mirror's crds folder",
+    ),
+    (
+        "preview.yml",
+        upstream_problems,
+        lambda wf: wf["jobs"]["offline-diff"]["steps"][-1].setdefault("env", {}).update(SETTLEMENT_CHARTS_DIR="x"),
+        "offline-diff: a step overrides SETTLEMENT_CHARTS_DIR",
     ),
     (
         "preview.yml",
@@ -573,7 +614,15 @@ BROKEN = [
         lambda wf: wf["jobs"]["offline-diff"]["steps"].remove(
             next(s for s in wf["jobs"]["offline-diff"]["steps"] if s.get("run") == UPSTREAM_CHECK)
         ),
-        "offline-diff: the upstream bytes are not checked",
+        "offline-diff: `.venv/bin/python -m infra upstream` does not run",
+    ),
+    (
+        "deploy.yml",
+        upstream_problems,
+        lambda wf: next(s for s in wf["jobs"]["test"]["steps"] if s.get("run") == UPSTREAM_CHECK).update(
+            {"continue-on-error": True}
+        ),
+        "test: the upstream check must run unconditionally",
     ),
     ("deploy.yml", upstream_problems, _set(("jobs", "up", "env"), {"SETTLEMENT_CHARTS_DIR": "x"}), "up: sets"),
 ]

@@ -86,8 +86,14 @@ def _upstream(args: argparse.Namespace) -> int:
 
     folders = upstream.roots()
     if args.write:
-        upstream.LOCK.write_text(upstream.lock_text(upstream.digests(folders)))
-        print(f"wrote {upstream.shown(upstream.LOCK)} from {', '.join(map(str, folders.values()))}")
+        from infra.offline import render
+
+        units = {u for stack in stack_names() for u in upstream.read_by(render.render_stack(stack))}
+        units |= {upstream.unit(name) for name in upstream.files({"crds": folders["crds"]})[0]}
+        upstream.LOCK.write_text(upstream.lock_text(upstream.digests(folders, units)))
+        print(
+            f"wrote {upstream.shown(upstream.LOCK)}: {len(units)} units every stack reads, from the configured folders"
+        )
         return 0
     found = upstream.check(folders)
     if found:

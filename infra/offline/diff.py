@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from components.sizing import parse_quantity
-from infra.offline import caches
+from infra.offline import caches, upstream
 from infra.offline.render import DR_STATE, LIST_ONLY_ENV, REDACTED_ALERTMANAGER
 from infra.offline.safety import STATEFUL_KINDS
 from infra.stack_config import PROJECT_ROOT, code_files
@@ -669,6 +669,7 @@ def _render_commit(stack: str, ref: str, commit: str, repo: Path, out: Path) -> 
                 out.mkdir(parents=True)  # the stack is new in this change: everything is created
                 (out / "resources.json").write_text("[]\n")
                 return _read_render(out)
+            _check_upstream_for(ref, tree)
             if _runs_this_code(tree):
                 return _render_here(stack, ref, tree, out)
             result = subprocess.run(
@@ -685,6 +686,18 @@ def _render_commit(stack: str, ref: str, commit: str, repo: Path, out: Path) -> 
             return _read_render(out)
         finally:
             _git(repo, "worktree", "remove", "--force", str(tree))
+
+
+def _check_upstream_for(ref: str, tree: Path) -> None:
+    """The base reads the same folders of upstream bytes, maybe other versions in them: they are checked against the
+    base's own lock (infra/offline/upstream.py), as the head's are against its own. A base from before the lock has
+    none to check against."""
+    lock = tree / upstream.LOCK_IN_PROJECT
+    if lock.is_file():
+        found = upstream.problems(upstream.read_lock(lock.read_text()), upstream.roots())
+        if found:
+            listed = "\n".join(f"  {problem}" for problem in found)
+            raise DiffError(f"the upstream bytes differ from --base {ref!r}'s {upstream.LOCK_IN_PROJECT}:\n{listed}")
 
 
 def _runs_this_code(tree: Path) -> bool:

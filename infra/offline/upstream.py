@@ -9,23 +9,29 @@ before anything is rendered from it.
 
 A unit is one chart version (`charts/<chart>-<version>/`), one release manifest (`manifests/<file>`) or one CRD
 group (`crds/<group>/`). Inside a locked unit every file must be listed: an extra template would change the
-render. Units the lock does not name (another chart version kept beside it, for a base branch that still pins it)
-are left alone, as are the folders' own notes at their top level (README.md, SOURCES.md, SHA256SUMS).
+render. Every CRD file is locked, whatever its group: the schema checks load them all (`schemas.load_crd_schemas`).
+Other chart versions and manifests the lock does not name (kept beside the pinned ones for a base branch that still
+pins them) are left alone, as are the folders' own notes at their top level (README.md, SOURCES.md, SHA256SUMS).
+A symbolic link anywhere in the folders is refused: Helm's loader follows it, so the files it points to would be
+read without being pinned. `tests/test_upstream.py` also checks that every unit a stack's render reads (`read_by`)
+is locked, so a version bump without a new lock fails.
 
-`python -m infra upstream` checks the folders; `--write` rewrites the lock from them (after a deliberate bump,
-reviewed like any pinned version).
+`python -m infra upstream` checks the folders; `--write` rewrites the lock with the units every stack reads and
+every CRD (after a deliberate bump, reviewed like any pinned version).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from infra.offline import caches
 from infra.stack_config import PROJECT_ROOT
 
-LOCK = Path(__file__).with_name("upstream.sha256")
+LOCK_IN_PROJECT = Path("infra", "offline", "upstream.sha256")
+LOCK = PROJECT_ROOT / LOCK_IN_PROJECT
 NOTES = frozenset({"README.md", "SOURCES.md", "SHA256SUMS"})
 """Files at a folder's top level that describe it; not read by any check."""
 
@@ -46,14 +52,50 @@ def unit(path: str) -> str:
     return "/".join(parts[:2])
 
 
-def digests(folders: Mapping[str, Path]) -> dict[str, str]:
-    """Every file of the folders (their top-level notes aside) as `<folder name>/<relative path>` -> SHA-256."""
-    out = {}
+def files(folders: Mapping[str, Path]) -> tuple[dict[str, Path], list[str]]:
+    """Every regular file of the folders (their top-level notes aside) by its locked name
+    (`<folder name>/<relative path>`), and every symbolic link or other non-regular entry found, by name. Links are
+    not followed."""
+    found, refused = {}, []
     for name, folder in folders.items():
-        for path in sorted(folder.rglob("*")):
-            relative = path.relative_to(folder)
-            if path.is_file() and not (len(relative.parts) == 1 and relative.name in NOTES):
-                out[f"{name}/{relative.as_posix()}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        for directory, subdirectories, names in os.walk(folder):
+            here = Path(directory)
+            for entry in sorted([*subdirectories, *names]):
+                path = here / entry
+                relative = path.relative_to(folder)
+                locked = f"{name}/{relative.as_posix()}"
+                if path.is_symlink():
+                    refused.append(locked)
+                elif entry in names and not (len(relative.parts) == 1 and entry in NOTES):
+                    if path.is_file():
+                        found[locked] = path
+                    else:
+                        refused.append(locked)
+    return found, refused
+
+
+def digests(folders: Mapping[str, Path], units: set[str] | None = None) -> dict[str, str]:
+    """The SHA-256 of every file of the folders (of `units` only, when given)."""
+    found, _ = files(folders)
+    return {
+        name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for name, path in sorted(found.items())
+        if units is None or unit(name) in units
+    }
+
+
+def read_by(run) -> set[str]:
+    """The units a stack's render reads: each Helm release's chart folder (`charts.chart_folder`), each release
+    manifest's mirror file (`release_manifest.read_manifest`, named after the URL its objects carry)."""
+    from components.release_manifest import SOURCE_ANNOTATION, mirror_file_name
+    from infra.offline.charts import RELEASE_TYPES, release_of
+
+    out = {f"charts/{release_of(r).folder}" for r in run.registrations if r.type in RELEASE_TYPES}
+    for obj in run.kubernetes_objects():
+        url = ((obj.get("metadata") or {}).get("annotations") or {}).get(SOURCE_ANNOTATION)
+        if url and "/releases/download/" in url:
+            tag, asset = url.split("/releases/download/", 1)[1].split("/", 1)
+            out.add(f"manifests/{mirror_file_name(asset, tag)}")
     return out
 
 
@@ -77,16 +119,20 @@ def problems(lock: Mapping[str, str], folders: Mapping[str, Path]) -> list[str]:
     missing_folders = [f"{name}: folder {folder} not found" for name, folder in folders.items() if not folder.is_dir()]
     if missing_folders:
         return missing_folders
-    found = digests(folders)
+    found, refused = files(folders)
     locked_units = {unit(path) for path in lock}
-    out = []
+    out = [f"{name}: a symbolic link or special file; the lock pins regular files only" for name in refused]
     for path, digest in sorted(lock.items()):
         if path not in found:
             out.append(f"{path}: missing (locked {digest[:12]}…)")
-        elif found[path] != digest:
-            out.append(f"{path}: changed (locked {digest[:12]}…, found {found[path][:12]}…)")
+            continue
+        actual = hashlib.sha256(found[path].read_bytes()).hexdigest()
+        if actual != digest:
+            out.append(f"{path}: changed (locked {digest[:12]}…, found {actual[:12]}…)")
     for path in sorted(found.keys() - lock.keys()):
-        if unit(path) in locked_units:
+        if path.startswith("crds/"):
+            out.append(f"{path}: not in the lock (the schema checks read every CRD file)")
+        elif unit(path) in locked_units:
             out.append(f"{path}: not in the lock, inside the locked {unit(path)}")
     return out
 
