@@ -13,8 +13,8 @@ loaded CI machine.
 - **10x.** The same for a generated topology with ten copies of the stack's subsystems (renamed, their calls and
   queue references renamed with them).
 - **Render.** `render_stack` per stack: the program plus the offline chart expansion.
-- **Machine.** The time of a fixed pure-Python workload, printed beside the figures: this machine's speed drifts
-  over hours, and a figure means something only beside the machine's speed when it was taken.
+- **Machine.** The time of a fixed pure-Python workload before and after the run, printed beside the figures:
+  this machine's speed drifts, within a run too, and a figure means something only beside it.
 - **Tests.** With `--tests` (`make bench` passes it), the wall time of `make test`; a failed suite gives no figure
   and the command exits 1.
 """
@@ -229,7 +229,7 @@ def report(
     comparisons: list[Comparison],
     renders: dict[str, float],
     tests: tuple[float, int] | None = None,
-    machine: float | None = None,
+    machine: tuple[float, float] | None = None,
 ) -> str:
     lines = [
         "| program | resources | program median s | baseline median s | ratio | one round's ratio | "
@@ -252,7 +252,10 @@ def report(
         else:
             lines.append(f"\n`make test` FAILED (exit {returncode}) after {seconds:.1f} s: no test-suite figure")
     if machine is not None:
-        lines.append(f"\nmachine: ten million Python additions in {machine:.2f} s (`bench.machine_seconds`)")
+        lines.append(
+            f"\nmachine: ten million Python additions in {machine[0]:.2f} s at the start, {machine[1]:.2f} s at the end "
+            "(`bench.machine_seconds`)"
+        )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines.append(f"\npeak resident memory of the whole run: {peak_mib:.0f} MiB")
     return "\n".join(lines)
@@ -266,4 +269,6 @@ def measure(stacks: list[str], repeat: int, scale_stack: str, copies: int, tests
     comparisons.append(compare(scale_stack, config, repeat))
     comparisons.append(compare(f"{scale_stack} x{copies}", scaled(config, copies), max(3, repeat // 2 + 1)))
     suite = test_seconds() if tests else None
-    return report(comparisons, render_seconds(stacks, repeat), suite, machine), suite is None or suite[1] == 0
+    renders = render_seconds(stacks, repeat)
+    machine = (machine, machine_seconds())
+    return report(comparisons, renders, suite, machine), suite is None or suite[1] == 0
