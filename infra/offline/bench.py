@@ -253,8 +253,8 @@ def report(
             lines.append(f"\n`make test` FAILED (exit {returncode}) after {seconds:.1f} s: no test-suite figure")
     if machine is not None:
         lines.append(
-            f"\nmachine: ten million Python additions in {machine[0]:.2f} s at the start, {machine[1]:.2f} s at the end "
-            "(`bench.machine_seconds`)"
+            f"\nmachine: ten million Python additions in {machine[0]:.2f} s at the start, "
+            f"{machine[1]:.2f} s at the end (`bench.machine_seconds`)"
         )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines.append(f"\npeak resident memory of the whole run: {peak_mib:.0f} MiB")
