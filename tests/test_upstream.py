@@ -64,11 +64,29 @@ def test_a_changed_missing_or_injected_file_is_named(folders):
     (folders["charts"] / "probe-1.0.0/templates/extra.yaml").write_text("kind: Pod\n")
     found = upstream.problems(lock, folders)
     assert [problem.split(":")[0] for problem in found] == [
-        "charts/probe-1.0.0/templates/a.yaml",
         "crds/example.io/widgets.yaml",
+        "charts/probe-1.0.0/templates/a.yaml",
         "charts/probe-1.0.0/templates/extra.yaml",
     ]
-    assert "changed" in found[0] and "missing" in found[1] and "inside the locked charts/probe-1.0.0" in found[2]
+    assert (
+        "missing" in found[0] and "changed (locked" in found[1] and "inside the locked charts/probe-1.0.0" in found[2]
+    )
+
+
+def test_a_whole_unit_missing_a_wrong_folder_and_converted_line_endings_are_named_as_such(folders, tmp_path):
+    (folders["charts"] / "other-2.0.0").mkdir()
+    (folders["charts"] / "other-2.0.0/Chart.yaml").write_text("name: other\nversion: 2.0.0\n")
+    lock = upstream.digests(folders)
+    shutil.rmtree(folders["charts"] / "probe-1.0.0")
+    assert upstream.problems(lock, folders) == ["charts/probe-1.0.0: missing (all 3 locked files)"]
+    wrong = {**folders, "charts": tmp_path}  # the folders' parent instead of charts/
+    assert (
+        upstream.problems(lock, wrong)[0]
+        == f"charts: none of its 4 locked files is in {tmp_path} (is it the charts folder?)"
+    )
+    manifest = folders["manifests"] / "operator-v1.yaml"
+    manifest.write_bytes(manifest.read_bytes().replace(b"\n", b"\r\n"))
+    assert upstream.problems(lock, folders)[1].startswith("manifests/operator-v1.yaml: changed, its line endings")
 
 
 def test_a_symbolic_link_is_refused_wherever_it_points(folders, tmp_path):
@@ -78,10 +96,13 @@ def test_a_symbolic_link_is_refused_wherever_it_points(folders, tmp_path):
     (tmp_path / "elsewhere" / "b.yaml").write_text("kind: Pod\n")
     (folders["charts"] / "probe-1.0.0/templates/more").symlink_to(tmp_path / "elsewhere")
     (folders["manifests"] / "operator-v2.yaml").symlink_to(tmp_path / "elsewhere" / "b.yaml")
+    (folders["charts"] / "probe-1.0.0/templates/a.yaml").unlink()
+    (folders["charts"] / "probe-1.0.0/templates/a.yaml").symlink_to(tmp_path / "elsewhere" / "b.yaml")
     assert upstream.problems(lock, folders) == [
+        "charts/probe-1.0.0/templates/a.yaml: a symbolic link or special file; the lock pins regular files only",
         "charts/probe-1.0.0/templates/more: a symbolic link or special file; the lock pins regular files only",
         "manifests/operator-v2.yaml: a symbolic link or special file; the lock pins regular files only",
-    ]
+    ]  # the link in a locked file's place is not also reported missing
     assert "charts/probe-1.0.0/templates/more/b.yaml" not in upstream.digests(folders)
 
 
@@ -156,6 +177,7 @@ def test_the_command_checks_and_writes_the_lock(folders, tmp_path, monkeypatch):
     (folders["manifests"] / "operator-v1.yaml").write_text("kind: DaemonSet\n")
     refused = run_cli("upstream")
     assert refused.returncode == 1 and "manifests/operator-v1.yaml: changed" in refused.stderr
+    assert f"manifests = {folders['manifests']}" in refused.stderr and "upstream --write" in refused.stderr
     upstream.LOCK.write_text("not a lock line\n")
     malformed = run_cli("upstream")
     assert malformed.returncode == 2 and "line 1" in malformed.stderr and "Traceback" not in malformed.stderr

@@ -97,8 +97,14 @@ def _upstream(args: argparse.Namespace) -> int:
         return 0
     found = upstream.check(folders)
     if found:
-        print(f"the upstream bytes differ from {upstream.shown(upstream.LOCK)}:", file=sys.stderr)
+        where = ", ".join(f"{name} = {folder}" for name, folder in folders.items())
+        print(f"the upstream bytes ({where}) differ from {upstream.shown(upstream.LOCK)}:", file=sys.stderr)
         print("\n".join(f"  {problem}" for problem in found), file=sys.stderr)
+        print(
+            "Restore each file from its upstream release (the folders' SOURCES.md and SHA256SUMS name them); after a "
+            "deliberate version bump, rewrite the lock with `python -m infra upstream --write` and review it.",
+            file=sys.stderr,
+        )
         return 1
     locked = len(upstream.read_lock(upstream.LOCK.read_text()))
     print(f"the {locked} locked upstream files match: {', '.join(map(str, folders.values()))}")

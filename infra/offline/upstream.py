@@ -115,20 +115,40 @@ def read_lock(text: str) -> dict[str, str]:
 
 
 def problems(lock: Mapping[str, str], folders: Mapping[str, Path]) -> list[str]:
-    """What differs between the locked files and the folders, one sentence a file; empty when they agree."""
+    """What differs between the locked files and the folders, one sentence a file (a unit missing whole, and a
+    folder holding none of its locked files, in one); empty when they agree."""
     missing_folders = [f"{name}: folder {folder} not found" for name, folder in folders.items() if not folder.is_dir()]
     if missing_folders:
         return missing_folders
     found, refused = files(folders)
-    locked_units = {unit(path) for path in lock}
     out = [f"{name}: a symbolic link or special file; the lock pins regular files only" for name in refused]
+    missing = sorted(path for path in lock if path not in found and path not in refused)
+    by_unit: dict[str, list[str]] = {}
+    for path in missing:
+        by_unit.setdefault(unit(path), []).append(path)
+    for name, folder in folders.items():
+        locked_here = [path for path in lock if path.startswith(f"{name}/")]
+        if len({unit(path) for path in locked_here}) > 1 and all(path in missing for path in locked_here):
+            out.append(f"{name}: none of its {len(locked_here)} locked files is in {folder} (is it the {name} folder?)")
+            by_unit = {u: paths for u, paths in by_unit.items() if not u.startswith(f"{name}/")}
+    for unit_name, paths in sorted(by_unit.items()):
+        whole = len(paths) > 1 and len(paths) == sum(unit(path) == unit_name for path in lock)
+        out += (
+            [f"{unit_name}: missing (all {len(paths)} locked files)"]
+            if whole
+            else [f"{path}: missing (locked {lock[path][:12]}…)" for path in paths]
+        )
     for path, digest in sorted(lock.items()):
-        if path not in found:
-            out.append(f"{path}: missing (locked {digest[:12]}…)")
-            continue
-        actual = hashlib.sha256(found[path].read_bytes()).hexdigest()
-        if actual != digest:
-            out.append(f"{path}: changed (locked {digest[:12]}…, found {actual[:12]}…)")
+        if path in found:
+            data = found[path].read_bytes()
+            actual = hashlib.sha256(data).hexdigest()
+            if actual == digest:
+                continue
+            if hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest() == digest:
+                out.append(f"{path}: changed, its line endings converted to CRLF (keep the bytes: `* -text`)")
+            else:
+                out.append(f"{path}: changed (locked {digest[:12]}…, found {actual[:12]}…)")
+    locked_units = {unit(path) for path in lock}
     for path in sorted(found.keys() - lock.keys()):
         if path.startswith("crds/"):
             out.append(f"{path}: not in the lock (the schema checks read every CRD file)")
