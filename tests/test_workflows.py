@@ -363,7 +363,9 @@ UPSTREAM_ENV = {
 }
 UPSTREAM_MIRROR = {"repository": "UPSTREAM_MIRROR_REPOSITORY", "ref": "UPSTREAM_MIRROR_REF"}
 UPSTREAM_CHECK = ".venv/bin/python -m infra upstream"
-OFFLINE_RUN = re.compile(r"make test|python -m infra (diff|footprint|describe|render|golden|bench)\b")
+OFFLINE_RUN = re.compile(
+    r"make (test|render|bench|golden)\b|python -m infra (diff|footprint|describe|render|golden|bench)\b"
+)
 
 
 def upstream_problems(wf: dict) -> list[str]:

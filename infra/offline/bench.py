@@ -264,11 +264,10 @@ def report(
 def measure(stacks: list[str], repeat: int, scale_stack: str, copies: int, tests: bool) -> tuple[str, bool]:
     """The report, and whether every part of it measured something valid (the test suite, when timed, passed)."""
     comparisons = []
-    machine = machine_seconds()
+    machine_before = machine_seconds()
     config = read_stack_files(scale_stack)
     comparisons.append(compare(scale_stack, config, repeat))
     comparisons.append(compare(f"{scale_stack} x{copies}", scaled(config, copies), max(3, repeat // 2 + 1)))
     suite = test_seconds() if tests else None
     renders = render_seconds(stacks, repeat)
-    machine = (machine, machine_seconds())
-    return report(comparisons, renders, suite, machine), suite is None or suite[1] == 0
+    return report(comparisons, renders, suite, (machine_before, machine_seconds())), suite is None or suite[1] == 0

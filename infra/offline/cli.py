@@ -85,19 +85,27 @@ def _upstream(args: argparse.Namespace) -> int:
     from infra.offline import upstream
 
     folders = upstream.roots()
+    where = ", ".join(f"{name} = {folder}" for name, folder in folders.items())
     if args.write:
         from infra.offline import render
 
-        units = {u for stack in stack_names() for u in upstream.read_by(render.render_stack(stack))}
-        units |= {upstream.unit(name) for name in upstream.files({"crds": folders["crds"]})[0]}
-        upstream.LOCK.write_text(upstream.lock_text(upstream.digests(folders, units)))
+        missing = [f"{name}: folder {folder} not found" for name, folder in folders.items() if not folder.is_dir()]
+        found, refused = upstream.files(folders)
+        unpinnable = missing + [f"{name}: {reason}" for name, reason in sorted(refused.items())]
+        if unpinnable:
+            print(f"not written: the upstream folders ({where}) hold what no lock can pin:", file=sys.stderr)
+            print("\n".join(f"  {problem}" for problem in unpinnable), file=sys.stderr)
+            return 1
+        read = {u for stack in stack_names() for u in upstream.read_by(render.render_stack(stack))}
+        crds = {upstream.unit(name) for name in found if name.startswith("crds/")}
+        upstream.LOCK.write_text(upstream.lock_text(upstream.digests(folders, read | crds)))
         print(
-            f"wrote {upstream.shown(upstream.LOCK)}: {len(units)} units every stack reads, from the configured folders"
+            f"wrote {upstream.shown(upstream.LOCK)}: the {len(read)} chart versions and manifests every stack reads "
+            f"and the {len(crds)} CRD groups ({where})"
         )
         return 0
     found = upstream.check(folders)
     if found:
-        where = ", ".join(f"{name} = {folder}" for name, folder in folders.items())
         print(f"the upstream bytes ({where}) differ from {upstream.shown(upstream.LOCK)}:", file=sys.stderr)
         print("\n".join(f"  {problem}" for problem in found), file=sys.stderr)
         print(

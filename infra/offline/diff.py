@@ -640,6 +640,7 @@ def render_ref(stack: str, ref: str, repo: Path) -> Rendered:
             raise DiffError(f"--base {ref!r}: {repo} is not in a git repository")
         raise DiffError(f"--base {ref!r} is not a commit in {where.stdout.strip()} (fetched? try origin/main)")
     commit = resolved.stdout.strip()
+    _check_upstream_for(ref, commit, repo)
     cache = os.environ.get(BASE_CACHE_ENV)
     if not cache:
         with tempfile.TemporaryDirectory(prefix="settlement-diff-") as tmp:
@@ -669,7 +670,6 @@ def _render_commit(stack: str, ref: str, commit: str, repo: Path, out: Path) -> 
                 out.mkdir(parents=True)  # the stack is new in this change: everything is created
                 (out / "resources.json").write_text("[]\n")
                 return _read_render(out)
-            _check_upstream_for(ref, tree)
             if _runs_this_code(tree):
                 return _render_here(stack, ref, tree, out)
             result = subprocess.run(
@@ -688,16 +688,17 @@ def _render_commit(stack: str, ref: str, commit: str, repo: Path, out: Path) -> 
             _git(repo, "worktree", "remove", "--force", str(tree))
 
 
-def _check_upstream_for(ref: str, tree: Path) -> None:
-    """The base reads the same folders of upstream bytes, maybe other versions in them: they are checked against the
-    base's own lock (infra/offline/upstream.py), as the head's are against its own. A base from before the lock has
-    none to check against."""
-    lock = tree / upstream.LOCK_IN_PROJECT
-    if lock.is_file():
-        found = upstream.problems(upstream.read_lock(lock.read_text()), upstream.roots())
-        if found:
-            listed = "\n".join(f"  {problem}" for problem in found)
-            raise DiffError(f"the upstream bytes differ from --base {ref!r}'s {upstream.LOCK_IN_PROJECT}:\n{listed}")
+def _check_upstream_for(ref: str, commit: str, repo: Path) -> None:
+    """The base reads the same folders of upstream bytes, maybe other chart versions in them: what it reads is checked
+    against the base's own lock (`upstream.base_problems`), before a kept render of it is reused too. A base from
+    before the lock has none to check against."""
+    shown = _git(repo, "show", f"{commit}:{upstream.LOCK_IN_PROJECT.as_posix()}")
+    if shown.returncode != 0:
+        return
+    found = upstream.base_problems(shown.stdout, upstream.roots())
+    if found:
+        listed = "\n".join(f"  {problem}" for problem in found)
+        raise DiffError(f"the upstream bytes differ from --base {ref!r}'s {upstream.LOCK_IN_PROJECT}:\n{listed}")
 
 
 def _runs_this_code(tree: Path) -> bool:

@@ -4,8 +4,9 @@ The render, the diff, the footprint and the tests read three read-only folders o
 the charts as `helm pull --untar` gives them, the operators' release manifests, CRDs no chart ships). They are not
 in this repository: a developer's machine has them in `../shared/`, a CI runner gets them from a mirror
 (README "CI and deploys"). The lock names every file and its SHA-256, so wherever the folders come from, a check
-runs against exactly the bytes the project was tested with, and a changed, missing or injected file is named
-before anything is rendered from it.
+runs against exactly the bytes the project was tested with, and a changed, missing or injected file is named:
+by `python -m infra upstream`, which CI runs before anything else reads them, by `make test`, and by the diff for
+its base ref's own lock. The render itself does not check.
 
 A unit is one chart version (`charts/<chart>-<version>/`), one release manifest (`manifests/<file>`) or one CRD
 group (`crds/<group>/`). Inside a locked unit every file must be listed: an extra template would change the
@@ -24,11 +25,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra.offline import caches
 from infra.stack_config import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from infra.offline.mocks import ProgramRun
 
 LOCK_IN_PROJECT = Path("infra", "offline", "upstream.sha256")
 LOCK = PROJECT_ROOT / LOCK_IN_PROJECT
@@ -52,39 +58,54 @@ def unit(path: str) -> str:
     return "/".join(parts[:2])
 
 
-def files(folders: Mapping[str, Path]) -> tuple[dict[str, Path], list[str]]:
+def files(folders: Mapping[str, Path]) -> tuple[dict[str, Path], dict[str, str]]:
     """Every regular file of the folders (their top-level notes aside) by its locked name
-    (`<folder name>/<relative path>`), and every symbolic link or other non-regular entry found, by name. Links are
-    not followed."""
-    found, refused = {}, []
+    (`<folder name>/<relative path>`), and what cannot be pinned, by name: a symbolic link or other non-regular
+    entry (links are not followed), a folder that cannot be read."""
+    found: dict[str, Path] = {}
+    refused: dict[str, str] = {}
     for name, folder in folders.items():
-        for directory, subdirectories, names in os.walk(folder):
+
+        def unreadable(error: OSError, name: str = name, folder: Path = folder) -> None:
+            where = Path(error.filename).relative_to(folder).as_posix() if error.filename else ""
+            refused[f"{name}/{where}".rstrip("/")] = f"cannot be read ({error.strerror})"
+
+        for directory, subdirectories, names in os.walk(folder, onerror=unreadable):
             here = Path(directory)
             for entry in sorted([*subdirectories, *names]):
                 path = here / entry
                 relative = path.relative_to(folder)
                 locked = f"{name}/{relative.as_posix()}"
                 if path.is_symlink():
-                    refused.append(locked)
+                    refused[locked] = "a symbolic link; the lock pins regular files only"
                 elif entry in names and not (len(relative.parts) == 1 and entry in NOTES):
                     if path.is_file():
                         found[locked] = path
                     else:
-                        refused.append(locked)
+                        refused[locked] = "a special file; the lock pins regular files only"
     return found, refused
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256, computed once per process while its size, modification time and inode stay the same (the
+    diff checks its base's lock on every run, and the tests run many)."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _DIGESTS[key]
+
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
 
 
 def digests(folders: Mapping[str, Path], units: set[str] | None = None) -> dict[str, str]:
     """The SHA-256 of every file of the folders (of `units` only, when given)."""
     found, _ = files(folders)
-    return {
-        name: hashlib.sha256(path.read_bytes()).hexdigest()
-        for name, path in sorted(found.items())
-        if units is None or unit(name) in units
-    }
+    return {name: sha256(path) for name, path in sorted(found.items()) if units is None or unit(name) in units}
 
 
-def read_by(run) -> set[str]:
+def read_by(run: ProgramRun) -> set[str]:
     """The units a stack's render reads: each Helm release's chart folder (`charts.chart_folder`), each release
     manifest's mirror file (`release_manifest.read_manifest`, named after the URL its objects carry)."""
     from components.release_manifest import SOURCE_ANNOTATION, mirror_file_name
@@ -99,17 +120,20 @@ def read_by(run) -> set[str]:
     return out
 
 
-def lock_text(files: Mapping[str, str]) -> str:
+def lock_text(locked: Mapping[str, str]) -> str:
     """`sha256sum`'s format, one file a line, sorted: `sha256sum -c` reads it from the folders' parent."""
-    return "".join(f"{digest}  {path}\n" for path, digest in sorted(files.items()))
+    return "".join(f"{digest}  {path}\n" for path, digest in sorted(locked.items()))
 
 
 def read_lock(text: str) -> dict[str, str]:
-    files = {}
+    """The lock's files and their SHA-256 (`lock_text`'s format); a malformed or repeated line is an error."""
+    files: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         digest, separator, path = line.partition("  ")
-        if not separator or len(digest) != 64 or not path:
-            raise RuntimeError(f"{shown(LOCK)} line {number}: expected '<sha256>  <path>', got {line!r}")
+        if not separator or not re.fullmatch(r"[0-9a-f]{64}", digest) or not path:
+            raise RuntimeError(f"{shown(LOCK)} line {number}: expected '<sha256 in hex>  <path>', got {line!r}")
+        if path in files:
+            raise RuntimeError(f"{shown(LOCK)} line {number}: {path} is listed twice")
         files[path] = digest
     return files
 
@@ -121,7 +145,7 @@ def problems(lock: Mapping[str, str], folders: Mapping[str, Path]) -> list[str]:
     if missing_folders:
         return missing_folders
     found, refused = files(folders)
-    out = [f"{name}: a symbolic link or special file; the lock pins regular files only" for name in refused]
+    out = [f"{name}: {reason}" for name, reason in sorted(refused.items())]
     missing = sorted(path for path in lock if path not in found and path not in refused)
     by_unit: dict[str, list[str]] = {}
     for path in missing:
@@ -140,9 +164,13 @@ def problems(lock: Mapping[str, str], folders: Mapping[str, Path]) -> list[str]:
         )
     for path, digest in sorted(lock.items()):
         if path in found:
-            data = found[path].read_bytes()
-            actual = hashlib.sha256(data).hexdigest()
-            if actual == digest:
+            try:
+                actual = sha256(found[path])
+                if actual == digest:
+                    continue
+                data = found[path].read_bytes()
+            except OSError as error:
+                out.append(f"{path}: cannot be read ({error.strerror})")
                 continue
             if hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest() == digest:
                 out.append(f"{path}: changed, its line endings converted to CRLF (keep the bytes: `* -text`)")
@@ -159,4 +187,14 @@ def problems(lock: Mapping[str, str], folders: Mapping[str, Path]) -> list[str]:
 
 def check(folders: Mapping[str, Path] | None = None) -> list[str]:
     """`problems` of the committed lock against the configured folders."""
-    return problems(read_lock(LOCK.read_text()), folders or roots())
+    if not LOCK.is_file():
+        raise RuntimeError(f"{shown(LOCK)} not found: write it with `python -m infra upstream --write`")
+    return problems(read_lock(LOCK.read_text()), roots() if folders is None else folders)
+
+
+def base_problems(lock_text_of_base: str, folders: Mapping[str, Path]) -> list[str]:
+    """`problems` of a base ref's lock for what rendering the base reads: its chart versions and release manifests.
+    Not the CRDs: one folder per group holds only the newest files, which a change to a CRD changes, and the render
+    does not read them (the tests' schema checks do)."""
+    lock = {path: digest for path, digest in read_lock(lock_text_of_base).items() if not path.startswith("crds/")}
+    return problems(lock, {name: folder for name, folder in folders.items() if name != "crds"})
