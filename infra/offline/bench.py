@@ -267,7 +267,8 @@ def measure(stacks: list[str], repeat: int, scale_stack: str, copies: int, tests
     machine_before = machine_seconds()
     config = read_stack_files(scale_stack)
     comparisons.append(compare(scale_stack, config, repeat))
-    comparisons.append(compare(f"{scale_stack} x{copies}", scaled(config, copies), max(3, repeat // 2 + 1)))
+    # As many rounds as at today's size: with three, one noisy round moved the median (one round's ratio 0.83-1.50).
+    comparisons.append(compare(f"{scale_stack} x{copies}", scaled(config, copies), repeat))
     suite = test_seconds() if tests else None
     renders = render_seconds(stacks, repeat)
     return report(comparisons, renders, suite, (machine_before, machine_seconds())), suite is None or suite[1] == 0
