@@ -6,11 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components import pod_security
 from components.credentials import GeneratedCredentials, GeneratedCredentialsArgs
-from components.kube import KubeObject
+from components.kube import HelmRelease, KubeObject
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def chart_reference(repository: str, chart: str) -> tuple[str, str | None]:
 class HelmOperator(pulumi.ComponentResource):
     """Namespace plus Helm release. Custom resources of this operator depend on the `release` output."""
 
-    release: k8s.helm.v3.Release
+    release: HelmRelease
     namespace: pulumi.Output[str]
     namespace_name: str
 
@@ -79,21 +78,23 @@ class HelmOperator(pulumi.ComponentResource):
             for secret in args.generated_secrets
         ]
         chart, repo = chart_reference(args.repository, args.chart)
-        self.release = k8s.helm.v3.Release(
+        self.release = HelmRelease(
             f"{name}-release",
-            # The chart name is the release name: stable, and what `helm list` shows on-call engineers.
-            name=args.chart,
-            namespace=namespace_name,
-            chart=chart,
-            version=args.version,
-            repository_opts={"repo": repo} if repo is not None else None,
-            values=args.values,
-            skip_crds=args.skip_crds,
-            # Roll back a failed upgrade instead of leaving a half-upgraded operator behind.
-            atomic=True,
-            cleanup_on_fail=True,
-            max_history=5,
-            opts=pulumi.ResourceOptions(
+            {
+                # The chart name is the release name: stable, and what `helm list` shows on-call engineers.
+                "name": args.chart,
+                "namespace": namespace_name,
+                "chart": chart,
+                "version": args.version,
+                "repositoryOpts": {"repo": repo} if repo is not None else None,
+                "values": args.values,
+                "skipCrds": args.skip_crds,
+                # Roll back a failed upgrade instead of leaving a half-upgraded operator behind.
+                "atomic": True,
+                "cleanupOnFail": True,
+                "maxHistory": 5,
+            },
+            pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[*args.depends_on, *secrets],
                 protect=args.protect,

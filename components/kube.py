@@ -7,8 +7,9 @@
     )
 
 Components never call pulumi-kubernetes' generated classes (`pulumi_kubernetes.core.v1.ConfigMap`,
-`apiextensions.CustomResource`, ...); `tests/test_kube.py` names any call that does. Only the provider and Helm
-releases, which are not one object, use pulumi-kubernetes directly.
+`apiextensions.CustomResource`, ...); `tests/test_kube.py` names any call that does. A Helm release is a
+`HelmRelease`, for the same reason; only the provider and the Helm v4 `Chart` (a component the provider implements)
+use pulumi-kubernetes directly.
 
 Why: the engine and the provider get exactly what a generated class would send - the same type token, the same
 inputs, the package version (`_utilities.get_resource_opts_defaults`: the version, and a plugin download URL that is
@@ -76,3 +77,20 @@ class KubeObject(pulumi.CustomResource):
         super().__init__(
             type_token(api_version, kind), resource_name, body, pulumi.ResourceOptions.merge(defaults, opts)
         )
+
+
+RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
+
+
+class HelmRelease(pulumi.CustomResource):
+    """A Helm release (`kubernetes:helm.sh/v3:Release`) registered as `pulumi_kubernetes.helm.v3.Release` registers
+    it, without the class's work per resource (its inputs and outputs translated through type metadata, about a
+    millisecond a release): `inputs` keyed as the provider's schema spells them (`repositoryOpts`, `skipCrds`,
+    `maxHistory`, ...), plus what the class always adds - `compat: "true"` and the `status` output (pulumi_kubernetes
+    helm/v3/Release.py `_internal_init`) - and the package's version. Outputs keep the schema's names: `status` is a
+    dict (`release.status["status"]`), not the class's `ReleaseStatus`. `tests/test_kube.py` compares the requests."""
+
+    def __init__(self, resource_name: str, inputs: dict, opts: pulumi.ResourceOptions | None = None):
+        props = {**inputs, "compat": "true", "status": None}
+        defaults = pulumi.ResourceOptions(version=PLUGIN_VERSION)
+        super().__init__(RELEASE_TYPE, resource_name, props, pulumi.ResourceOptions.merge(defaults, opts))
