@@ -486,17 +486,3 @@ def test_a_base_is_not_rendered_from_upstream_bytes_its_own_lock_does_not_pin(gi
     result = run_diff(git_project, "dev")
     assert result.returncode == 2, result.stderr
     assert f"{first[66:]}: changed (locked 000000000000" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_a_base_whose_lock_differs_only_in_crds_is_rendered(git_project):
-    """The CRD folders hold one version of each file; a change to a CRD changes the base's lock there, and rendering
-    the base reads no CRD file."""
-    lock = git_project / "infra" / "offline" / "upstream.sha256"
-    lines = lock.read_text().splitlines(keepends=True)
-    index = next(i for i, line in enumerate(lines) if line[66:].startswith("crds/"))
-    lines[index] = "0" * 64 + lines[index][64:]
-    lock.write_text("".join(lines))
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-    subprocess.run([*git, "commit", "-qam", "a base with another CRD"], cwd=git_project, check=True)
-    result = run_diff(git_project, "dev")
-    assert result.returncode == 0, result.stderr

@@ -213,3 +213,15 @@ def test_the_lock_is_not_written_over_what_it_cannot_pin(folders, tmp_path, monk
     assert "crds: folder" in refused.stderr and "charts/probe-1.0.0/templates/more: a symbolic link" in refused.stderr
     missing = run_cli("upstream")
     assert missing.returncode == 2 and "upstream.sha256 not found" in missing.stderr
+
+
+def test_a_base_is_checked_for_its_charts_and_manifests_not_the_crds(folders):
+    """The CRD folders hold one version of each file, which a change to a CRD changes, and rendering a base reads no
+    CRD file: a base lock that differs there passes (`infra.offline.diff` runs this before rendering the base)."""
+    lock = upstream.digests(folders)
+    other_crd = {**lock, "crds/example.io/widgets.yaml": "0" * 64, "crds/old.example.io/gone.yaml": "1" * 64}
+    assert upstream.base_problems(upstream.lock_text(other_crd), folders) == []
+    other_chart = {**lock, "charts/probe-1.0.0/Chart.yaml": "0" * 64}
+    assert [p.split(":")[0] for p in upstream.base_problems(upstream.lock_text(other_chart), folders)] == [
+        "charts/probe-1.0.0/Chart.yaml"
+    ]
