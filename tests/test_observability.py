@@ -698,36 +698,50 @@ def scenarios(plan) -> list[dict]:
     ]
 
 
+def _rules_for(groups: list[dict], alert: str) -> list[dict]:
+    """`groups` cut to the rules of `alert` and the recording rules it reads, directly or through other recording
+    rules (a recorded name in a kept rule's expression), in any group; each kept rule in its group and order."""
+    rules = [r for g in groups for r in g["rules"]]
+    recorded = {r["record"]: r for r in rules if "record" in r}
+    kept = {id(r) for r in rules if r.get("alert") == alert}
+    pending = [r for r in rules if id(r) in kept]
+    while pending:
+        expr = pending.pop()["expr"]
+        for name, rule in recorded.items():
+            if id(rule) not in kept and re.search(rf"(?<![\w:]){re.escape(name)}(?![\w:])", expr):
+                kept.add(id(rule))
+                pending.append(rule)
+    cut = [{"name": g["name"], "rules": [r for r in g["rules"] if id(r) in kept]} for g in groups]
+    return [g for g in cut if g["rules"]]
+
+
 def write_unit_tests(tmp_path, plan, tests: list[dict]) -> list[str]:
-    """promtool test files for `tests`, for one `promtool test rules` call. The SLO scenarios load the recording
-    and SLO groups; a platform scenario loads only the rules of the alert it tests, so promtool does not evaluate
-    the group's other rules at every step of a day-long backup scenario. That changes nothing: a group evaluates
-    its rules one after another, and a rule sees another's result only through what that one writes to storage
-    (Prometheus v2.42.0, promtool's version here: rules/manager.go `Group.Eval` appends each rule's output;
-    rules/alerting.go writes an alert as `ALERTS` and `ALERTS_FOR_STATE` series) - and the platform group records
-    nothing and reads no `ALERTS` series (asserted below). Each file is evaluated as often as its series are
-    sampled."""
+    """promtool test files for `tests`, for one `promtool test rules` call. A scenario loads only the rules of the
+    alert it tests and, for an SLO alert, the recording rules it reads (directly or through other recordings), each
+    in its own group and order: promtool does not evaluate every other rule at every step of a scenario (a day-long
+    backup, 80 minutes of burn rates). That changes nothing: a group evaluates its rules one after another, and a rule
+    sees another's result only through what that one writes to storage (Prometheus v2.42.0, promtool's version here:
+    rules/manager.go `Group.Eval` appends each rule's output; rules/alerting.go writes an alert as `ALERTS` and
+    `ALERTS_FOR_STATE` series) - and no rule reads `ALERTS` (asserted below). A recording rule the selection missed
+    would leave its alert silent, which the firing scenarios catch. Each file is evaluated as often as its series
+    are sampled."""
     groups = rule_groups(plan)["groups"]
-    platform: dict[str, list[dict]] = {}  # an alert may have several rules (`up == 0` and `absent()` forms)
-    for rule in next(g for g in groups if g["name"] == "platform-alerts")["rules"]:
-        assert "record" not in rule and "ALERTS" not in rule["expr"], "the platform group changed: see above"
-        platform.setdefault(rule["alert"], []).append(rule)
+    for group in groups:
+        assert all("ALERTS" not in rule["expr"] for rule in group["rules"]), "a rule reads ALERTS: see above"
     files: dict[tuple[str, str], list[dict]] = {}
     for t in tests:
         # The file is chosen by the test's alert: a second alertname in one test would be checked without its rules.
         (alert,) = {check["alertname"] for check in t["alert_rule_test"]}
-        files.setdefault((alert if alert in platform else "slo", t["interval"]), []).append(t)
+        files.setdefault((alert, t["interval"]), []).append(t)
     paths = []
-    for (kind, interval), chosen in sorted(files.items()):
-        if kind == "slo":
-            selected = [g for g in groups if g["name"] != "platform-alerts"]
-        else:
-            selected = [{"name": "platform-alerts", "rules": platform[kind]}]
-        (tmp_path / f"{kind}-rules.yaml").write_text(yaml.safe_dump({"groups": selected}, sort_keys=False))
-        path = tmp_path / f"{kind}-{interval}-tests.yaml"
+    for (alert, interval), chosen in sorted(files.items()):
+        selected = _rules_for(groups, alert)
+        assert any(r.get("alert") == alert for g in selected for r in g["rules"]), f"no rule for alert {alert}"
+        (tmp_path / f"{alert}-rules.yaml").write_text(yaml.safe_dump({"groups": selected}, sort_keys=False))
+        path = tmp_path / f"{alert}-{interval}-tests.yaml"
         path.write_text(
             yaml.safe_dump(
-                {"rule_files": [f"{kind}-rules.yaml"], "evaluation_interval": interval, "tests": chosen},
+                {"rule_files": [f"{alert}-rules.yaml"], "evaluation_interval": interval, "tests": chosen},
                 sort_keys=False,
             )
         )
