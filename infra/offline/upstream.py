@@ -13,8 +13,9 @@ group (`crds/<group>/`). Inside a locked unit every file must be listed: an extr
 render. Every CRD file is locked, whatever its group: the schema checks load them all (`schemas.load_crd_schemas`).
 Other chart versions and manifests the lock does not name (kept beside the pinned ones for a base branch that still
 pins them) are left alone, as are the folders' own notes at their top level (README.md, SOURCES.md, SHA256SUMS).
-A symbolic link anywhere in the folders is refused: Helm's loader follows it, so the files it points to would be
-read without being pinned. `tests/test_upstream.py` also checks that every unit a stack's render reads (`read_by`)
+A symbolic link anywhere in the folders is refused: Helm's loader follows it (helm v4.2.3, the engine of
+helm-python-sdk 0.2.2: pkg/chart/v2/loader/directory.go walks a chart with internal/sympath `Walk`, which includes a
+linked file's contents), so the files it points to would be read without being pinned. `tests/test_upstream.py` also checks that every unit a stack's render reads (`read_by`)
 is locked, so a version bump without a new lock fails.
 
 `python -m infra upstream` checks the folders; `--write` rewrites the lock with the units every stack reads and
