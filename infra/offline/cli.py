@@ -89,9 +89,8 @@ def _upstream(args: argparse.Namespace) -> int:
     if args.write:
         from infra.offline import render
 
-        missing = [f"{name}: folder {folder} not found" for name, folder in folders.items() if not folder.is_dir()]
         found, refused = upstream.files(folders)
-        unpinnable = missing + [f"{name}: {reason}" for name, reason in sorted(refused.items())]
+        unpinnable = upstream.missing_folders(folders) + upstream.refusals(refused)
         if unpinnable:
             print(f"not written: the upstream folders ({where}) hold what no lock can pin:", file=sys.stderr)
             print("\n".join(f"  {problem}" for problem in unpinnable), file=sys.stderr)

@@ -15,8 +15,8 @@ Other chart versions and manifests the lock does not name (kept beside the pinne
 pins them) are left alone, as are the folders' own notes at their top level (README.md, SOURCES.md, SHA256SUMS).
 A symbolic link anywhere in the folders is refused: Helm's loader follows it (helm v4.2.3, the engine of
 helm-python-sdk 0.2.2: pkg/chart/v2/loader/directory.go walks a chart with internal/sympath `Walk`, which includes a
-linked file's contents), so the files it points to would be read without being pinned. `tests/test_upstream.py` also checks that every unit a stack's render reads (`read_by`)
-is locked, so a version bump without a new lock fails.
+linked file's contents), so the files it points to would be read without being pinned. `tests/test_upstream.py` also
+checks that every unit a stack's render reads (`read_by`) is locked, so a version bump without a new lock fails.
 
 `python -m infra upstream` checks the folders; `--write` rewrites the lock with the units every stack reads and
 every CRD (after a deliberate bump, reviewed like any pinned version).
@@ -87,6 +87,15 @@ def files(folders: Mapping[str, Path]) -> tuple[dict[str, Path], dict[str, str]]
     return found, refused
 
 
+def missing_folders(folders: Mapping[str, Path]) -> list[str]:
+    return [f"{name}: folder {folder} not found" for name, folder in folders.items() if not folder.is_dir()]
+
+
+def refusals(refused: Mapping[str, str]) -> list[str]:
+    """`files`' refused entries as problems, one a line."""
+    return [f"{name}: {reason}" for name, reason in sorted(refused.items())]
+
+
 def sha256(path: Path) -> str:
     """The file's SHA-256, computed once per process while its size, modification time and inode stay the same (the
     diff checks its base's lock on every run, and the tests run many)."""
@@ -142,11 +151,11 @@ def read_lock(text: str) -> dict[str, str]:
 def problems(lock: Mapping[str, str], folders: Mapping[str, Path]) -> list[str]:
     """What differs between the locked files and the folders, one sentence a file (a unit missing whole, and a
     folder holding none of its locked files, in one); empty when they agree."""
-    missing_folders = [f"{name}: folder {folder} not found" for name, folder in folders.items() if not folder.is_dir()]
-    if missing_folders:
-        return missing_folders
+    absent = missing_folders(folders)
+    if absent:
+        return absent
     found, refused = files(folders)
-    out = [f"{name}: {reason}" for name, reason in sorted(refused.items())]
+    out = refusals(refused)
     missing = sorted(path for path in lock if path not in found and path not in refused)
     by_unit: dict[str, list[str]] = {}
     for path in missing:
