@@ -1,13 +1,13 @@
-"""Credentials the program generates (pulumi-random) and hands to Kubernetes as Secrets, never in plaintext."""
+"""Credentials the program generates (`components.password`) and hands to Kubernetes as Secrets, never in plaintext."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_random as random
 
 from components.kube import KubeObject
+from components.password import Password
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,7 @@ class GeneratedCredentials(pulumi.ComponentResource):
     def __init__(self, name: str, args: GeneratedCredentialsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("settlement:security:GeneratedCredentials", name, None, opts)
         # Alphanumeric only: the password goes into URIs and config files without escaping.
-        password = random.RandomPassword(
-            f"{name}-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
-        )
+        password = Password(f"{name}-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=self))
         data: dict[str, pulumi.Input[str]] = {
             **args.static_data,
             "username": args.username,

@@ -1,4 +1,5 @@
-"""`components.kube.KubeObject` registers what pulumi-kubernetes' own classes register for the same object."""
+"""`components.kube.KubeObject` registers what pulumi-kubernetes' own classes register for the same object;
+`components.password.Password` what pulumi-random's `RandomPassword` registers."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random
 import pytest
 from pulumi_kubernetes import _utilities
 
+from components import password
 from components.kube import RELEASE_TYPE, SECRET_FIELDS, HelmRelease, KubeObject
 from infra.offline.mocks import SECRET_MARKER, Registration, run_program
 from infra.stack_config import PROJECT_ROOT, StackConfig
@@ -36,7 +39,9 @@ def registered(program) -> Registration:
     return registration
 
 
-def same_registration(typed: Registration, plain: Registration, old_types: tuple[str, ...] = ()) -> None:
+def same_registration(
+    typed: Registration, plain: Registration, old_types: tuple[str, ...] = (), version: str = _utilities.get_version()
+) -> None:
     """Everything the engine gets is the same but the generated class's aliases to the kind's old API versions."""
     assert typed.aliases == [f"type={old}" for old in old_types]
     assert plain.to_json() == {**typed.to_json(), "aliases": []}
@@ -44,7 +49,7 @@ def same_registration(typed: Registration, plain: Registration, old_types: tuple
         typed.version,
         sorted(typed.additional_secret_outputs),
     )
-    assert plain.version == _utilities.get_version()
+    assert plain.version == version
 
 
 def test_a_deployment_is_registered_as_the_typed_class_registers_it_without_its_old_api_aliases():
@@ -225,3 +230,18 @@ def test_a_helm_release_is_registered_as_the_generated_class_registers_it():
     same_registration(typed, plain)
     assert plain.type == RELEASE_TYPE and plain.inputs["compat"] == "true" and plain.inputs["repositoryOpts"]
     assert statuses and statuses[0]["status"] == "deployed"  # the mocks' answer (infra/offline/mocks.py)
+
+
+def test_a_password_is_registered_as_the_generated_class_registers_it():
+    """pulumi_random/random_password.py `_internal_init`: the same inputs (the unset ones sent as nothing), version and
+    secret outputs; the `result` a component reads."""
+    typed = registered(lambda: pulumi_random.RandomPassword("pw", length=32, special=False))
+    results = []
+
+    def plain_program():
+        password.Password("pw", length=32, special=False).result.apply(results.append)
+
+    plain = registered(plain_program)
+    same_registration(typed, plain, version=pulumi_random._utilities.get_version())
+    assert plain.type == password.TYPE and sorted(plain.additional_secret_outputs) == ["bcryptHash", "result"]
+    assert len(results) == 1 and len(results[0]) == 32  # the mocks' answer (infra/offline/mocks.py)
