@@ -133,22 +133,12 @@ def test_cert_manager_serves_the_gateway_after_the_gateway_api_exists(stack_run)
     config = yaml.safe_load(config_map["data"][config_path.rsplit("/", 1)[-1]])
     assert config["kind"] == "ControllerConfiguration" and config["gatewayAPI"]["enabled"] is True
 
-    by_urn = {r.urn: r for r in stack_run.registrations}
-    release = next(r for r in stack_run.registrations if r.urn == cert_manager[0].release.urn)
-
-    def upstream(urn: str, seen: set[str]) -> set[str]:
-        for dep in by_urn[urn].dependencies:
-            if dep in by_urn and dep not in seen:
-                seen.add(dep)
-                upstream(dep, seen)
-        return seen
-
     gateway_crds = {
         o.release.urn
         for o in stack_run.chart_objects
         if o.object["kind"] == "CustomResourceDefinition" and o.object["spec"]["group"] == "gateway.networking.k8s.io"
     }
-    assert gateway_crds and gateway_crds <= upstream(release.urn, set())
+    assert gateway_crds and gateway_crds <= stack_run.waits_for(cert_manager[0].release.urn)
 
 
 def test_acme_self_check_may_reach_the_gateways_public_addresses_on_port_80_only(stack_run):

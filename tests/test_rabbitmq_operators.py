@@ -98,7 +98,7 @@ def test_the_manifests_wait_for_cert_manager_and_the_internal_ca(stack_run):
     for reg in stack_run.registrations:
         if SOURCE_ANNOTATION not in reg.inputs.get("metadata", {}).get("annotations", {}):
             continue
-        deps = {by_urn[u].name for u in reg.dependencies}
+        deps = {by_urn[u].name for u in stack_run.waits_for(reg.urn)}
         assert {
             "platform-infrastructure-cert-manager-release",
             "platform-infrastructure-ca-issuer",

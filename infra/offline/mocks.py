@@ -227,6 +227,22 @@ class ProgramRun:
     def of_type(self, type_token: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == type_token]
 
+    def waits_for(self, urn: str) -> set[str]:
+        """The URNs of every resource this one is created after: its dependencies and theirs, transitively (the SDK
+        registers a resource once each dependency's URN has resolved: pulumi/runtime/resource.py `prepare_resource`).
+        Deletes follow direct dependencies among the resources being deleted (pulumi/pulumi
+        pkg/resource/deploy/step_generator.go `ScheduleDeletes`), so a destroy deletes in the reverse of this closure
+        too; a dependency implied through another is lost for deletes only if that other resource stays."""
+        by_urn = {r.urn: r for r in self.registrations}
+        seen: set[str] = set()
+        pending = list(by_urn[urn].dependencies)
+        while pending:
+            dependency = pending.pop()
+            if dependency not in seen and dependency in by_urn:
+                seen.add(dependency)
+                pending.extend(by_urn[dependency].dependencies)
+        return seen
+
     def kubernetes_objects(self) -> list[dict]:
         return [r.inputs for r in self.registrations if r.is_kubernetes_object]
 
