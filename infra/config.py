@@ -100,8 +100,13 @@ def alert_secret_keys(config: PlatformConfig) -> dict[str, str]:
 
 
 class Model(BaseModel):
+    # strict: a value must already have its field's type - `max: "3"` or `database: "yes"` is refused, naming the
+    # field, where pydantic's lax mode would quietly read 3 and True. The engine keeps YAML's types inside an object
+    # value (pulumi/pulumi sdk/go/common/resource/config/object.go `MarshalString`: an object is passed as JSON) and
+    # the top-level values the model reads as scalars are strings, so a correct stack file passes the same way online
+    # and offline.
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, validate_default=True
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, validate_default=True, strict=True
     )
 
 

@@ -57,6 +57,16 @@ TOPOLOGY_CASES = [
         "subsystems.risk.services.risk-engine: needs exactly one of `image` or `build` (got neither)",
     ),
     (
+        "quoted-number",
+        lambda t: _set(t, "payment", "payment-api", replicas={"min": 2, "max": "3"}),
+        "subsystems.payment.services.payment-api.replicas.max: input should be a valid integer (got '3')",
+    ),
+    (
+        "quoted-boolean",
+        lambda t: _set(t, "risk", "risk-engine", critical="yes"),
+        "subsystems.risk.services.risk-engine.critical: input should be a valid boolean (got 'yes')",
+    ),
+    (
         "unknown-key-in-service",
         lambda t: _set(t, "payment", "payment-api", replics=3),
         "subsystems.payment.services.payment-api.replics: unknown key; did you mean 'replicas'? (allowed: autoscaling,",
