@@ -12,11 +12,13 @@ another (a call to an unknown service, a queue nobody declares) live in `infra.t
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -36,6 +38,19 @@ MemoryQuantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)
 Port = Annotated[int, Field(ge=1024, le=65535)]
 # A reference to a service or a queue: "name" in the same subsystem, or "subsystem/name".
 Reference = Annotated[str, StringConstraints(pattern=r"^([a-z][-a-z0-9]*/)?[a-z][-a-z0-9]*$")]
+
+_DECIMAL_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+
+
+def _decimal_text(value: Any) -> Any:
+    """A decimal written as text read as its number: `pulumi config set --path` stores `99.95` as a string (the
+    engine turns only integers and true/false into typed values: pulumi/pulumi sdk/go/common/resource/config/value.go
+    `coerceObject`). Anything else is left to the strict check of the field."""
+    return float(value) if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value) else value
+
+
+# A number that may be fractional: given as a number, or as a decimal in text (see `_decimal_text`).
+Number = Annotated[float, BeforeValidator(_decimal_text)]
 
 # Bounds that catch typos (an extra digit, a wrong unit) before they reach a cluster or a bill. Generous for
 # this platform's scale; a real need beyond them is a design conversation, and a one-line change here.
@@ -102,9 +117,10 @@ def alert_secret_keys(config: PlatformConfig) -> dict[str, str]:
 class Model(BaseModel):
     # strict: a value must already have its field's type - `max: "3"` or `database: "yes"` is refused, naming the
     # field, where pydantic's lax mode would quietly read 3 and True. The engine keeps YAML's types inside an object
-    # value (pulumi/pulumi sdk/go/common/resource/config/object.go `MarshalString`: an object is passed as JSON) and
-    # the top-level values the model reads as scalars are strings, so a correct stack file passes the same way online
-    # and offline.
+    # value (pulumi/pulumi sdk/go/common/resource/config/object.go `MarshalString`: an object is passed as JSON),
+    # `pulumi config set --path` stores integers and true/false typed (value.go `coerceObject`; a decimal as text,
+    # which `Number` fields read), and the top-level values the model reads as scalars are strings: a correct stack
+    # passes the same way online and offline.
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, validate_default=True, strict=True
     )
@@ -258,37 +274,37 @@ class Expose(Model):
 
 
 class ServiceSlo(Model):
-    availability: float | None = Field(
+    availability: Number | None = Field(
         default=None,
         gt=90,
         lt=100,
         description="Target % of non-5xx responses over 30 days. Default: "
         "defaults.slo.availability (criticalAvailability for a critical service).",
     )
-    latency_seconds: float | None = Field(
+    latency_seconds: Number | None = Field(
         default=None, gt=0, description="Latency threshold; must be a histogram bucket bound. Default: defaults.slo."
     )
-    latency_target: float | None = Field(
+    latency_target: Number | None = Field(
         default=None,
         gt=50,
         lt=100,
         description="Target % of requests faster than latencySeconds. Default: defaults.slo.latencyTarget.",
     )
     # Queue SLOs: for each queue the service consumes (only services that serve no HTTP get no HTTP SLOs).
-    processing_seconds: float | None = Field(
+    processing_seconds: Number | None = Field(
         default=None,
         gt=0,
         description="Queue SLO: the ready messages of each queue it consumes should drain within this many "
         "seconds at its current processing rate. Default: defaults.slo.processingSeconds.",
     )
-    processing_target: float | None = Field(
+    processing_target: Number | None = Field(
         default=None,
         gt=50,
         lt=100,
         description="Queue SLO: target % of the time its queues drain within processingSeconds. Default: "
         "defaults.slo.processingTarget.",
     )
-    dead_letter_target: float | None = Field(
+    dead_letter_target: Number | None = Field(
         default=None,
         gt=90,
         lt=100,
@@ -536,19 +552,19 @@ class QueueDefaults(Model):
 
 
 class SloDefaults(Model):
-    availability: float = Field(default=99.9, gt=90, lt=100, description="Availability target %. Default: 99.9.")
-    critical_availability: float = Field(
+    availability: Number = Field(default=99.9, gt=90, lt=100, description="Availability target %. Default: 99.9.")
+    critical_availability: Number = Field(
         default=99.95, gt=90, lt=100, description="Availability target % of critical services. Default: 99.95."
     )
-    latency_seconds: float = Field(default=0.5, gt=0, description="Latency threshold (s). Default: 0.5.")
-    latency_target: float = Field(default=99.0, gt=50, lt=100, description="Latency target %. Default: 99.0.")
-    processing_seconds: float = Field(
+    latency_seconds: Number = Field(default=0.5, gt=0, description="Latency threshold (s). Default: 0.5.")
+    latency_target: Number = Field(default=99.0, gt=50, lt=100, description="Latency target %. Default: 99.0.")
+    processing_seconds: Number = Field(
         default=60, gt=0, description="Queue SLO: backlog drain-time objective (s). Default: 60."
     )
-    processing_target: float = Field(
+    processing_target: Number = Field(
         default=99.0, gt=50, lt=100, description="Queue SLO: % of the time within processingSeconds. Default: 99.0."
     )
-    dead_letter_target: float = Field(
+    dead_letter_target: Number = Field(
         default=99.9, gt=90, lt=100, description="Queue SLO: % of messages not dead-lettered. Default: 99.9."
     )
 

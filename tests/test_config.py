@@ -8,7 +8,7 @@ import pytest
 from infra.config import PlatformConfig
 from infra.errors import ConfigError
 from infra.offline.mocks import ProgramFailed
-from infra.stack_config import parse_platform_config
+from infra.stack_config import parse_platform_config, plan_for_stack
 
 # The smallest complete config besides subsystems: cluster facts and someone to tell.
 MINIMAL = {
@@ -65,6 +65,11 @@ TOPOLOGY_CASES = [
         "quoted-boolean",
         lambda t: _set(t, "risk", "risk-engine", critical="yes"),
         "subsystems.risk.services.risk-engine.critical: input should be a valid boolean (got 'yes')",
+    ),
+    (
+        "number-that-is-not-one",
+        lambda t: _set(t, "payment", "payment-api", slo={"availability": "high"}),
+        "subsystems.payment.services.payment-api.slo.availability: input should be a valid number (got 'high')",
     ),
     (
         "unknown-key-in-service",
@@ -134,6 +139,14 @@ def _assert_refused(project, stack: str, expected: str) -> str:
 def test_bad_topology_is_refused_before_any_resource(project, mutate, expected):
     project.set_topology(mutate(project.topology()))
     _assert_refused(project, "dev", expected)
+
+
+def test_a_decimal_in_text_is_read_as_its_number_as_pulumi_config_set_path_stores_it(project):
+    """`pulumi config set --path ...availability 99.95` stores the decimal as text (only integers and true/false are
+    typed: pulumi/pulumi sdk/go/common/resource/config/value.go `coerceObject`); the render reads it as 99.95."""
+    project.set_topology(_set(project.topology(), "payment", "payment-api", slo={"availability": "99.95"}))
+    [service] = [s for s in plan_for_stack("dev", project.root).services() if s.name == "payment-api"]
+    assert service.availability_target == 99.95
 
 
 def test_tag_only_image_is_refused_in_prod_but_allowed_where_the_stack_opts_out(project):
