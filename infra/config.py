@@ -33,7 +33,18 @@ from infra.overrides import merge_patch
 
 # RFC 1123 label, short enough that "<subsystem>-<service>-<suffix>" names stay under 63 characters.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z]([-a-z0-9]{0,28}[a-z0-9])?$")]
-CpuQuantity = Annotated[str, StringConstraints(pattern=r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")]
+
+
+def _number_as_text(value: Any) -> Any:
+    """A CPU amount written as a YAML number (`cpu: 2`, `cpu: 0.5`, or set so by `pulumi config set --path`), read
+    as its text, as the API server reads a bare number (k8s.io/apimachinery pkg/api/resource/quantity.go
+    `UnmarshalJSON`)."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+CpuQuantity = Annotated[
+    str, BeforeValidator(_number_as_text), StringConstraints(pattern=r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
+]
 MemoryQuantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$")]
 Port = Annotated[int, Field(ge=1024, le=65535)]
 # A reference to a service or a queue: "name" in the same subsystem, or "subsystem/name".

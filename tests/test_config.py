@@ -149,6 +149,13 @@ def test_a_decimal_in_text_is_read_as_its_number_as_pulumi_config_set_path_store
     assert service.availability_target == 99.95
 
 
+def test_a_cpu_amount_may_be_a_bare_number_as_in_kubernetes(project):
+    resources = {"requests": {"cpu": 0.5, "memory": "256Mi"}, "limits": {"cpu": 2, "memory": "512Mi"}}
+    project.set_topology(_set(project.topology(), "payment", "payment-api", resources=resources))
+    [service] = [s for s in plan_for_stack("dev", project.root).services() if s.name == "payment-api"]
+    assert (service.resources.requests.cpu, service.resources.limits.cpu) == ("0.5", "2")
+
+
 def test_tag_only_image_is_refused_in_prod_but_allowed_where_the_stack_opts_out(project):
     project.set_topology(_set(project.topology(), "payment", "payment-api", image="registry.example/pay:1.4.2"))
     _assert_refused(
