@@ -50,13 +50,14 @@ Port = Annotated[int, Field(ge=1024, le=65535)]
 # A reference to a service or a queue: "name" in the same subsystem, or "subsystem/name".
 Reference = Annotated[str, StringConstraints(pattern=r"^([a-z][-a-z0-9]*/)?[a-z][-a-z0-9]*$")]
 
-_DECIMAL_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+_DECIMAL_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def _decimal_text(value: Any) -> Any:
     """A decimal written as text read as its number: `pulumi config set --path` stores `99.95` as a string (the
     engine turns only integers and true/false into typed values: pulumi/pulumi sdk/go/common/resource/config/value.go
-    `coerceObject`). Anything else is left to the strict check of the field."""
+    `coerceObject`), and PyYAML (YAML 1.1) reads an unquoted `5e-1` as text where the engine's go-yaml reads a number.
+    Anything else is left to the strict check of the field."""
     return float(value) if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value) else value
 
 

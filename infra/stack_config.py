@@ -122,6 +122,20 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# Booleans as the engine reads them: Pulumi parses stack files with go-yaml v3, which follows YAML 1.2 here - only
+# true/false are booleans; an unquoted `yes`, `no`, `on` or `off` is text unless decoded into a typed Go bool, and
+# config is decoded untyped (go-yaml v3 README, "YAML 1.1 bools (yes/no, on/off) ... Otherwise they behave as a
+# string"). PyYAML follows YAML 1.1, where `critical: yes` is true: the render would accept what `pulumi up` then
+# refuses (config is validated strictly, infra/config.py).
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 @functools.lru_cache(maxsize=64)
 def _parsed(text: str) -> Any:
     """A stack file's text parsed once per process (a test run reads the same files a few hundred times); callers

@@ -15,7 +15,7 @@ from infra.errors import ConfigError
 from infra.offline.cli import main
 from infra.offline.mocks import ProgramFailed, run_program
 from infra.program import run
-from infra.stack_config import PROJECT_ROOT, StackConfig, parse_platform_config, read_stack_files
+from infra.stack_config import PROJECT_ROOT, StackConfig, parse_platform_config, plan_for_stack, read_stack_files
 from tests.cli import run_cli
 
 PROJECT_FILE = (PROJECT_ROOT / "Pulumi.yaml").read_text()
@@ -85,6 +85,24 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path):
     )
     workload = read_stack_files("dev", files(tmp_path, dev=dev)).values["settlement-platform:defaults"]["workload"]
     assert workload == {"minReplicas": 2, "maxReplicas": 3}
+
+
+def test_only_true_and_false_are_booleans_as_for_the_engine(tmp_path, capsys):
+    """Pulumi reads stack files with go-yaml v3: an unquoted `yes` is text there (YAML 1.2), not true as in PyYAML's
+    YAML 1.1. Read the same way here, it is refused by the render, as `pulumi up` would refuse it."""
+    project = PROJECT_FILE.replace("            critical: true\n", "            critical: yes\n", 1)
+    assert_refused_by_cli(
+        files(tmp_path, project=project), tmp_path, capsys, ".critical: input should be a valid boolean (got 'yes')"
+    )
+
+
+def test_a_number_with_an_exponent_is_a_number_as_for_the_engine(tmp_path):
+    """go-yaml reads `25e-2` as a number; PyYAML (YAML 1.1) as text, which the fractional fields read as its number."""
+    project = PROJECT_FILE.replace(
+        "            critical: true\n", "            critical: true\n            slo: {latencySeconds: 25e-2}\n", 1
+    )
+    services = plan_for_stack("dev", files(tmp_path, project=project)).services()
+    assert sorted(s.latency_seconds for s in services)[0] == 0.25
 
 
 def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path, capsys):
