@@ -21,7 +21,9 @@ SECRET_OUTPUTS = ["bcryptHash", "result"]
 
 class Password(pulumi.CustomResource):
     """`length` characters from the provider's alphabet: letters and digits, and special characters unless
-    `special=False`. `result` is the password, a secret Output."""
+    `special=False`. `result` is the password, a secret Output. Options that name properties (`ignore_changes`,
+    `replace_on_changes`) take the engine's names (`overrideSpecial`): without the generated class's type metadata
+    the SDK does not translate Python names (pulumi/runtime/resource.py `_translate_ignore_changes`)."""
 
     def __init__(self, resource_name: str, length: int, special: bool, opts: pulumi.ResourceOptions | None = None):
         # Outputs the generated class declares as None inputs: the engine gets no value for them (serialize_properties

@@ -294,8 +294,9 @@ class SharedInfrastructure(pulumi.ComponentResource):
         )
         # The operators' objects depend on the trust bundle alone, which waits for cert-manager, the internal CA and
         # the namespace: the same ordering (ProgramRun.waits_for), without the SDK resolving and cycle-checking the
-        # three again for each of the manifests' 44 objects (docs/PERFORMANCE.md). A destroy deletes the objects,
-        # then the bundle, then those three (ScheduleDeletes).
+        # three again for each of the manifests' 44 objects together (docs/PERFORMANCE.md). A destroy deletes the
+        # objects, then the bundle, then those three (ScheduleDeletes); after a refresh that finds the bundle gone,
+        # until the next `pulumi up` recreates it, the objects no longer wait for the three (ProgramRun.waits_for).
         after_cert_manager = [self.cert_manager.release, self.internal_ca.issuer, queue_namespace]
         queue_trust = trust_bundle(
             f"{name}-rabbitmq-trust",

@@ -11,11 +11,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random
 import pytest
+from google.protobuf import json_format
 from pulumi_kubernetes import _utilities
 
 from components import password
 from components.kube import RELEASE_TYPE, SECRET_FIELDS, HelmRelease, KubeObject
-from infra.offline.mocks import SECRET_MARKER, Registration, run_program
+from infra.offline.mocks import SECRET_MARKER, RecordingMonitor, Registration, run_program
 from infra.stack_config import PROJECT_ROOT, StackConfig
 
 UNIT = StackConfig("unit", "test", {}, frozenset())
@@ -232,16 +233,42 @@ def test_a_helm_release_is_registered_as_the_generated_class_registers_it():
     assert statuses and statuses[0]["status"] == "deployed"  # the mocks' answer (infra/offline/mocks.py)
 
 
-def test_a_password_is_registered_as_the_generated_class_registers_it():
-    """pulumi_random/random_password.py `_internal_init`: the same inputs (the unset ones sent as nothing), version and
-    secret outputs; the `result` a component reads."""
-    typed = registered(lambda: pulumi_random.RandomPassword("pw", length=32, special=False))
+class Parent(pulumi.ComponentResource):
+    def __init__(self, make):
+        super().__init__("test:index:Parent", "p")
+        make(child(self))
+        self.register_outputs({"made": True})
+
+
+def requests(program, monkeypatch) -> list[dict]:
+    """Every RegisterResourceRequest the run sends, whole (as JSON), but for where in the source it was made."""
+    sent = []
+    original = RecordingMonitor.RegisterResource
+
+    def register(monitor, request):
+        sent.append(json_format.MessageToDict(request))
+        return original(monitor, request)
+
+    monkeypatch.setattr(RecordingMonitor, "RegisterResource", register)
+    run_program(UNIT, program)
+    monkeypatch.undo()
+    return [{k: v for k, v in r.items() if k not in ("sourcePosition", "stackTrace")} for r in sent]
+
+
+def test_a_password_is_registered_as_the_generated_class_registers_it(monkeypatch):
+    """pulumi_random/random_password.py `_internal_init`: the engine gets the same request, field for field (inputs,
+    version, plugin download URL, secret outputs, options), for a password made in a component as the platform makes
+    them; and the `result` a component reads."""
+    typed = requests(
+        lambda: Parent(lambda opts: pulumi_random.RandomPassword("pw", length=32, special=False, opts=opts)),
+        monkeypatch,
+    )
     results = []
-
-    def plain_program():
-        password.Password("pw", length=32, special=False).result.apply(results.append)
-
-    plain = registered(plain_program)
-    same_registration(typed, plain, version=pulumi_random._utilities.get_version())
-    assert plain.type == password.TYPE and sorted(plain.additional_secret_outputs) == ["bcryptHash", "result"]
+    plain = requests(
+        lambda: Parent(lambda opts: password.Password("pw", 32, False, opts).result.apply(results.append)),
+        monkeypatch,
+    )
+    assert plain == typed and [r["type"] for r in plain] == ["pulumi:pulumi:Stack", "test:index:Parent", password.TYPE]
+    assert typed[2]["version"] == pulumi_random._utilities.get_version()
+    assert sorted(typed[2]["additionalSecretOutputs"]) == ["bcryptHash", "result"]
     assert len(results) == 1 and len(results[0]) == 32  # the mocks' answer (infra/offline/mocks.py)

@@ -228,11 +228,13 @@ class ProgramRun:
         return [r for r in self.registrations if r.type == type_token]
 
     def waits_for(self, urn: str) -> set[str]:
-        """The URNs of every resource this one is created after: its dependencies and theirs, transitively (the SDK
-        registers a resource once each dependency's URN has resolved: pulumi/runtime/resource.py `prepare_resource`).
-        Deletes follow direct dependencies among the resources being deleted (pulumi/pulumi
-        pkg/resource/deploy/step_generator.go `ScheduleDeletes`), so a destroy deletes in the reverse of this closure
-        too; a dependency implied through another is lost for deletes only if that other resource stays."""
+        """The URNs of every resource this one is created after through its dependencies: theirs too, transitively
+        (the SDK registers a resource once each dependency's URN has resolved: pulumi/runtime/resource.py
+        `prepare_resource`; its parent and provider come first as well). Deletes follow direct dependencies among the
+        resources being deleted (pulumi/pulumi pkg/resource/deploy/step_generator.go `ScheduleDeletes`), so a destroy
+        deletes in the reverse of this closure too; a dependency implied only through another resource is lost for
+        deletes if that resource stays, or leaves the state without a delete (a refresh that finds it gone drops the
+        edges to it: pkg/resource/deploy/deployment_executor.go `rebuildBaseState`) until the next `pulumi up`."""
         by_urn = {r.urn: r for r in self.registrations}
         seen: set[str] = set()
         pending = list(by_urn[urn].dependencies)
