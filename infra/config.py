@@ -36,16 +36,37 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-z]([-a-z0-9]{0,28}[a-z0-9]
 
 
 def _number_as_text(value: Any) -> Any:
-    """A CPU amount written as a YAML number (`cpu: 2`, `cpu: 0.5`, or set so by `pulumi config set --path`), read
-    as its text, as the API server reads a bare number (k8s.io/apimachinery pkg/api/resource/quantity.go
-    `UnmarshalJSON`)."""
+    """A quantity written as a YAML number (`cpu: 2`, `cpu: 0.5`, or set so by `pulumi config set --path`) read as
+    its text, as the API server reads a bare number (k8s.io/apimachinery pkg/api/resource/quantity.go
+    `UnmarshalJSON`); the text is then checked as any other."""
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
-CpuQuantity = Annotated[
-    str, BeforeValidator(_number_as_text), StringConstraints(pattern=r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
-]
-MemoryQuantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$")]
+_CPU = re.compile(r"[0-9]+m|[0-9]+(\.[0-9]+)?")
+_MEMORY = re.compile(r"[0-9]+(Ki|Mi|Gi|Ti)")
+
+
+def _cpu_quantity(value: str) -> str:
+    if not _CPU.fullmatch(value):
+        raise ValueError(f"{value!r} is not a CPU amount: millicores such as 250m, or cores such as 0.5 or 2")
+    millicores = parse_quantity(value) * 1000
+    if millicores < 1 or abs(millicores - round(millicores)) > 1e-6:
+        # Kubernetes allows no CPU amount finer than 1m (kubernetes.io, "Assign CPU Resources to Containers and
+        # Pods", CPU units); a zero request leaves the autoscalers' utilisation target without a base.
+        raise ValueError(f"{value!r} is not a whole number of millicores of at least 1m")
+    return value
+
+
+def _memory_quantity(value: str) -> str:
+    if not _MEMORY.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a memory amount: a whole number with a unit, Ki, Mi, Gi or Ti, such as 256Mi"
+        )
+    return value
+
+
+CpuQuantity = Annotated[str, BeforeValidator(_number_as_text), AfterValidator(_cpu_quantity)]
+MemoryQuantity = Annotated[str, BeforeValidator(_number_as_text), AfterValidator(_memory_quantity)]
 Port = Annotated[int, Field(ge=1024, le=65535)]
 # A reference to a service or a queue: "name" in the same subsystem, or "subsystem/name".
 Reference = Annotated[str, StringConstraints(pattern=r"^([a-z][-a-z0-9]*/)?[a-z][-a-z0-9]*$")]

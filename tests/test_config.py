@@ -72,6 +72,18 @@ TOPOLOGY_CASES = [
         "subsystems.payment.services.payment-api.slo.availability: input should be a valid number (got 'high')",
     ),
     (
+        "zero-cpu",
+        lambda t: _set(t, "payment", "payment-api", resources={"requests": {"cpu": 0}}),
+        "subsystems.payment.services.payment-api.resources.requests.cpu: '0' is not a whole number of millicores "
+        "of at least 1m",
+    ),
+    (
+        "memory-without-unit",
+        lambda t: _set(t, "payment", "payment-api", resources={"limits": {"memory": 512}}),
+        "subsystems.payment.services.payment-api.resources.limits.memory: '512' is not a memory amount: a whole "
+        "number with a unit, Ki, Mi, Gi or Ti, such as 256Mi",
+    ),
+    (
         "unknown-key-in-service",
         lambda t: _set(t, "payment", "payment-api", replics=3),
         "subsystems.payment.services.payment-api.replics: unknown key; did you mean 'replicas'? (allowed: autoscaling,",
