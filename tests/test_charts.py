@@ -131,8 +131,12 @@ def test_a_version_missing_from_the_cache_is_named():
         expand(version="9.9.9")
 
 
-def test_a_missing_cache_says_what_is_missing(tmp_path):
-    with pytest.raises(charts.ChartCacheError, match=r"the offline chart cache .* does not exist"):
+def test_a_missing_cache_says_what_is_missing_and_where_the_folder_came_from(tmp_path, monkeypatch):
+    monkeypatch.delenv(charts.CHARTS_ENV, raising=False)
+    with pytest.raises(charts.ChartCacheError, match=r"the offline chart cache .* does not exist.*; or set SETTLEMENT"):
+        charts.expand_run([release()], "v1.31.0", tmp_path / "nowhere")
+    monkeypatch.setenv(charts.CHARTS_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(charts.ChartCacheError, match=r"does not exist.*; check SETTLEMENT_CHARTS_DIR, which names it"):
         charts.expand_run([release()], "v1.31.0", tmp_path / "nowhere")
 
 

@@ -27,7 +27,7 @@ import yaml
 
 from components import release_manifest
 from components.release_manifest import KubernetesLoader
-from infra.offline.caches import CHART_CACHE_ENV, CHARTS_DIR
+from infra.offline.caches import CHART_CACHE_ENV, CHARTS_DIR, CHARTS_ENV
 
 RELEASE_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
 CHART_OBJECT_TYPE = "kubernetes:chart-object"
@@ -162,10 +162,14 @@ class ChartObject:
 
 def chart_folder(chart: str, version: str, charts_dir: Path = CHARTS_DIR) -> Path:
     if not charts_dir.is_dir():
+        where = (
+            f"check {CHARTS_ENV}, which names it"
+            if os.environ.get(CHARTS_ENV)
+            else f"or set {CHARTS_ENV} to the folder that holds them"
+        )
         raise ChartCacheError(
             f"the offline chart cache {charts_dir} does not exist: the offline render needs the pinned charts "
-            "(`helm pull <repo>/<chart> --version <v> --untar`, one folder <chart>-<version> each), or set "
-            "SETTLEMENT_CHARTS_DIR"
+            f"(`helm pull <repo>/<chart> --version <v> --untar`, one folder <chart>-<version> each); {where}"
         )
     folder = charts_dir / f"{chart}-{version}"
     if not (folder / "Chart.yaml").is_file():
