@@ -14,6 +14,8 @@ from __future__ import annotations
 import pulumi
 from pulumi_random import _utilities
 
+from components.kube import with_package
+
 TYPE = "random:index/randomPassword:RandomPassword"
 PLUGIN_VERSION = _utilities.get_version()
 SECRET_OUTPUTS = ["bcryptHash", "result"]
@@ -29,5 +31,4 @@ class Password(pulumi.CustomResource):
         # Outputs the generated class declares as None inputs: the engine gets no value for them (serialize_properties
         # skips None) and this resource gets an Output for each.
         props = {"length": length, "special": special, "result": None, "bcryptHash": None}
-        defaults = pulumi.ResourceOptions(version=PLUGIN_VERSION, additional_secret_outputs=SECRET_OUTPUTS)
-        super().__init__(TYPE, resource_name, props, pulumi.ResourceOptions.merge(defaults, opts))
+        super().__init__(TYPE, resource_name, props, with_package(opts, PLUGIN_VERSION, SECRET_OUTPUTS))

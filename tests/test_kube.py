@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from pulumi_kubernetes import _utilities
 
 from components import password
-from components.kube import RELEASE_TYPE, SECRET_FIELDS, HelmRelease, KubeObject
+from components.kube import PLUGIN_VERSION, RELEASE_TYPE, SECRET_FIELDS, HelmRelease, KubeObject, with_package
 from infra.offline.mocks import SECRET_MARKER, RecordingMonitor, Registration, run_program
 from infra.stack_config import PROJECT_ROOT, StackConfig
 
@@ -272,3 +272,42 @@ def test_a_password_is_registered_as_the_generated_class_registers_it(monkeypatc
     assert typed[2]["version"] == pulumi_random._utilities.get_version()
     assert sorted(typed[2]["additionalSecretOutputs"]) == ["bcryptHash", "result"]
     assert len(results) == 1 and len(results[0]) == 32  # the mocks' answer (infra/offline/mocks.py)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"protect": True, "retain_on_delete": True, "delete_before_replace": True},
+        {"custom_timeouts": pulumi.CustomTimeouts(create="5m", update="5m"), "ignore_changes": ["spec"]},
+        {"additional_secret_outputs": ["spec"], "replace_on_changes": ["spec"]},
+        {"version": "9.9.9", "depends_on": True},
+    ],
+    ids=["none", "safety", "timeouts-ignore", "secrets-replace", "version-depends-on"],
+)
+def test_with_package_gives_the_request_resource_options_merge_gives(options, monkeypatch):
+    """`with_package` copies the caller's options once instead of `ResourceOptions.merge`: the engine gets the same."""
+
+    def program(defaults):
+        def make(opts):
+            dependency = KubeObject("dep", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d"}}, opts)
+            given = {k: v for k, v in options.items() if k != "depends_on"}
+            if options.get("depends_on"):
+                given["depends_on"] = [dependency]
+            mine = pulumi.ResourceOptions(parent=opts.parent, **given)
+            body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "dg=="}}
+            pulumi.CustomResource("kubernetes:core/v1:Secret", "s", body, defaults(mine))
+
+        return lambda: Parent(make)
+
+    secret = list(SECRET_FIELDS)
+    merged = requests(
+        program(
+            lambda o: pulumi.ResourceOptions.merge(
+                pulumi.ResourceOptions(version=PLUGIN_VERSION, additional_secret_outputs=secret), o
+            )
+        ),
+        monkeypatch,
+    )
+    copied = requests(program(lambda o: with_package(o, PLUGIN_VERSION, secret)), monkeypatch)
+    assert copied == merged and merged[-1]["type"] == "kubernetes:core/v1:Secret"
