@@ -6,10 +6,11 @@ loaded CI machine.
 
 - **Program vs baseline.** The program for a stack runs under mock mode; the baseline registers the same number
   of plain resources, of the same types and with the same inputs, flat (no components around them), with the
-  same SDK in the same process. Both are timed alternately and the medians compared: the ratio is the program's
-  own overhead (validation, planning, components, `apply` chains). A second, typed baseline registers the same
-  flat resources as a conventional pulumi-kubernetes program would, each object through its generated class
-  (`typed_class`), which costs more per resource than the plain `pulumi.CustomResource` the program uses.
+  same SDK in the same process. Both are timed alternately, the warmed-up heap frozen (`compare`), and the
+  medians compared: the ratio is the program's own overhead (validation, planning, components, `apply` chains). A
+  second, typed baseline registers the same flat resources as a conventional pulumi-kubernetes program would, each
+  object through its generated class (`typed_class`), which costs more per resource than the plain
+  `pulumi.CustomResource` the program uses.
 - **10x.** The same for a generated topology with ten copies of the stack's subsystems (renamed, their calls and
   queue references renamed with them).
 - **Render.** `render_stack` per stack: the program plus the offline chart expansion.
