@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import functools
 import json
 import re
@@ -122,13 +123,16 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# Booleans as the engine reads them: Pulumi parses stack files with go-yaml v3, which follows YAML 1.2 here - only
-# true/false are booleans; an unquoted `yes`, `no`, `on` or `off` is text unless decoded into a typed Go bool, and
-# config is decoded untyped (go-yaml v3 README, "YAML 1.1 bools (yes/no, on/off) ... Otherwise they behave as a
-# string"). PyYAML follows YAML 1.1, where `critical: yes` is true: the render would accept what `pulumi up` then
-# refuses (config is validated strictly, infra/config.py).
+# Plain scalars as the engine reads them. Pulumi parses stack files with go-yaml v3 and decodes config untyped, where
+# only true/false are booleans (an unquoted `yes`, `no`, `on` or `off` is text unless decoded into a typed Go bool:
+# go-yaml v3 README) and base-60 numbers (`1:30`) are text (gone from YAML 1.2: README; go-yaml v3.0.1 resolve.go).
+# PyYAML follows YAML 1.1, where `critical: yes` is true and `rpoSeconds: 1:30` is 90: the render would accept what
+# `pulumi up` then refuses (config is validated strictly, infra/config.py). Timestamps: see `_timestamp_problems`.
+_YAML_TEXT = "tag:yaml.org,2002:str"
+_BASE_60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: ([(_YAML_TEXT, _BASE_60)] if first in "+-0123456789" else [])
+    + [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _StrictLoader.add_implicit_resolver(
@@ -156,6 +160,22 @@ def _yaml_problem(path: Path, exc: yaml.YAMLError) -> ConfigProblem:
     return ConfigProblem(f"{path.name}:{mark.line + 1}:{mark.column + 1}", " ".join(message.split()))
 
 
+def _timestamp_problems(value: Any, where: str) -> list[str]:
+    """Unquoted dates and times, which no config value may be: go-yaml resolves one to a Go time, and Pulumi hands
+    the program Go's rendering of it (`2026-11-30 10:00:00 +0000 UTC`: pulumi/pulumi
+    sdk/go/common/resource/config/object.go `unmarshalObject`, `time.Time` case), not what the file says."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _timestamp_problems(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _timestamp_problems(v, f"{where}[{i}]")]
+    if isinstance(value, datetime.date):
+        return [
+            f"{where}: {value.isoformat()} is an unquoted date or time; quote it (the engine would pass the "
+            f"program Go's rendering of it, not this text)"
+        ]
+    return []
+
+
 def _load_yaml(path: Path) -> dict:
     try:
         data = copy.deepcopy(_parsed(path.read_text()))
@@ -163,6 +183,9 @@ def _load_yaml(path: Path) -> dict:
         raise ConfigError([_yaml_problem(path, exc)]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(path.name, f"cannot be read: {exc}")]) from None
+    timestamps = _timestamp_problems(data, "")
+    if timestamps:
+        raise ConfigError([ConfigProblem(path.name, problem) for problem in timestamps])
     if data is None:
         data = {}
     if not isinstance(data, dict):

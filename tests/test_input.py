@@ -96,13 +96,41 @@ def test_only_true_and_false_are_booleans_as_for_the_engine(tmp_path, capsys):
     )
 
 
+def test_a_base_60_number_is_text_as_for_the_engine(tmp_path, capsys):
+    """YAML 1.1 (PyYAML) reads `1:30` as 90; go-yaml v3, which Pulumi uses, as text: refused here as there."""
+    project = PROJECT_FILE.replace(
+        "            critical: true\n", "            critical: true\n            replicas: {min: 1, max: 1:30}\n", 1
+    )
+    assert_refused_by_cli(
+        files(tmp_path, project=project),
+        tmp_path,
+        capsys,
+        ".replicas.max: input should be a valid integer (got '1:30')",
+    )
+
+
+def test_an_unquoted_timestamp_is_refused_with_how_to_write_it(tmp_path, capsys):
+    """go-yaml reads it as a Go time, which Pulumi hands the program in Go's own rendering: refused, not a
+    traceback (json cannot encode a date) nor a value that differs from the engine's."""
+    dev = DEV_FILE.replace(
+        'settlement-platform:budget: {cpu: "3", memory: 6Gi}', "settlement-platform:budget: {since: 2026-11-30}"
+    )
+    assert dev != DEV_FILE
+    assert_refused_by_cli(
+        files(tmp_path, dev=dev),
+        tmp_path,
+        capsys,
+        "Pulumi.dev.yaml: config.settlement-platform:budget.since: 2026-11-30 is an unquoted date or time; quote it",
+    )
+
+
 def test_a_number_with_an_exponent_is_a_number_as_for_the_engine(tmp_path):
     """go-yaml reads `25e-2` as a number; PyYAML (YAML 1.1) as text, which the fractional fields read as its number."""
     project = PROJECT_FILE.replace(
         "            critical: true\n", "            critical: true\n            slo: {latencySeconds: 25e-2}\n", 1
     )
     services = plan_for_stack("dev", files(tmp_path, project=project)).services()
-    assert sorted(s.latency_seconds for s in services)[0] == 0.25
+    assert [s.latency_seconds for s in services if s.name == "payment-api"] == [0.25]
 
 
 def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path, capsys):
