@@ -56,17 +56,17 @@ def type_token(api_version: str, kind: str) -> str:
 def with_package(
     opts: pulumi.ResourceOptions | None, version: str, secret_outputs: list[str] | None = None
 ) -> pulumi.ResourceOptions:
-    """`opts` with a provider package's `version` (unless `opts` names one) and its `secret_outputs` before the
-    caller's: what `ResourceOptions.merge(ResourceOptions(version=..., additional_secret_outputs=...), opts)` gives
-    the generated classes (`get_resource_opts_defaults`), from one shallow copy, as the SDK copies options itself
-    (pulumi/resource.py `Resource.__init__`: `opts._copy()`). `merge` copies both and merges every one of its fields
-    (pulumi/resource.py `ResourceOptions.merge`), about 12 us a resource; `tests/test_kube.py` compares the requests
-    the two give."""
+    """`opts` with a provider package's `version` (unless `opts` names one) and the class's `secret_outputs` after the
+    caller's: what the generated classes give (pulumi_kubernetes core/v1/Secret.py, pulumi_random
+    random_password.py: `merge(get_resource_opts_defaults(), opts)`, then `merge(opts, secret_opts)`), from one
+    shallow copy, as the SDK copies options itself (pulumi/resource.py `Resource.__init__`: `opts._copy()`).
+    `merge` copies both sides and merges every one of its fields (pulumi/resource.py `ResourceOptions.merge`), about
+    12 us a resource; `tests/test_kube.py` compares the requests the two give."""
     merged = copy.copy(opts) if opts is not None else pulumi.ResourceOptions()
     if merged.version is None:
         merged.version = version
     if secret_outputs:
-        merged.additional_secret_outputs = [*secret_outputs, *(merged.additional_secret_outputs or [])]
+        merged.additional_secret_outputs = [*(merged.additional_secret_outputs or []), *secret_outputs]
     return merged
 
 

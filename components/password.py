@@ -1,12 +1,12 @@
 """A random password (pulumi-random's `RandomPassword`) registered as a plain resource.
 
-Why not `pulumi_random.RandomPassword`: the generated class sends every one of its thirteen inputs and registers an
-Output for each of its fifteen properties, translated through type metadata (pulumi/runtime/rpc.py
-`serialize_properties`, `translate_output_properties`), about half a millisecond a password, for the one output
-the platform reads (`result`). `Password` sends the engine the same request - the type token, the inputs set, the
-package's version, `result` and `bcryptHash` kept secret (pulumi_random/random_password.py `_internal_init`:
-`additional_secret_outputs=["bcryptHash", "result"]`) - as `components.kube` does for Kubernetes objects;
-`tests/test_kube.py` compares the two requests field by field.
+Why not `pulumi_random.RandomPassword`: the generated class passes its twelve inputs (ten of them None here,
+which the SDK does not send) and registers an Output for each of its fourteen properties, translated through type
+metadata (pulumi/runtime/rpc.py `serialize_properties`, `translate_output_properties`), about half a millisecond a
+password, for the one output the platform reads (`result`). `Password` sends the engine the same request - the
+type token, the inputs set, the package's version, `result` and `bcryptHash` kept secret
+(pulumi_random/random_password.py `_internal_init`: `additional_secret_outputs=["bcryptHash", "result"]`) - as
+`components.kube` does for Kubernetes objects; `tests/test_kube.py` compares the two requests field by field.
 """
 
 from __future__ import annotations

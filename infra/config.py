@@ -11,6 +11,7 @@ another (a call to an unknown service, a queue nobody declares) live in `infra.t
 
 from __future__ import annotations
 
+import decimal
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
@@ -49,8 +50,8 @@ _MEMORY = re.compile(r"[0-9]+(Ki|Mi|Gi|Ti)")
 def _cpu_quantity(value: str) -> str:
     if not _CPU.fullmatch(value):
         raise ValueError(f"{value!r} is not a CPU amount: millicores such as 250m, or cores such as 0.5 or 2")
-    millicores = parse_quantity(value) * 1000
-    if millicores < 1 or abs(millicores - round(millicores)) > 1e-6:
+    millicores = decimal.Decimal(value[:-1]) if value.endswith("m") else decimal.Decimal(value) * 1000
+    if millicores < 1 or millicores % 1:
         # Kubernetes allows no CPU amount finer than 1m (kubernetes.io, "Assign CPU Resources to Containers and
         # Pods", CPU units); a zero request leaves the autoscalers' utilisation target without a base.
         raise ValueError(f"{value!r} is not a whole number of millicores of at least 1m")
@@ -83,7 +84,7 @@ def _decimal_text(value: Any) -> Any:
 
 
 # A number that may be fractional: given as a number, or as a decimal in text (see `_decimal_text`).
-Number = Annotated[float, BeforeValidator(_decimal_text)]
+Number = Annotated[float, BeforeValidator(_decimal_text), Field(allow_inf_nan=False)]
 
 # Bounds that catch typos (an extra digit, a wrong unit) before they reach a cluster or a bill. Generous for
 # this platform's scale; a real need beyond them is a design conversation, and a one-line change here.
@@ -152,8 +153,9 @@ class Model(BaseModel):
     # field, where pydantic's lax mode would quietly read 3 and True. The engine keeps YAML's types inside an object
     # value (pulumi/pulumi sdk/go/common/resource/config/object.go `MarshalString`: an object is passed as JSON),
     # `pulumi config set --path` stores integers and true/false typed (value.go `coerceObject`; a decimal as text,
-    # which `Number` fields read), and the top-level values the model reads as scalars are strings: a correct stack
-    # passes the same way online and offline.
+    # which `Number` fields read), the top-level values the model reads as scalars are strings, and the offline
+    # reader takes booleans and base-60 numbers as go-yaml does (infra/stack_config.py). Offline stays the stricter
+    # where the two still differ (an integer written `3.0` is refused here, passed as 3 by the engine).
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, validate_default=True, strict=True
     )

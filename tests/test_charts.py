@@ -138,6 +138,9 @@ def test_a_missing_cache_says_what_is_missing_and_where_the_folder_came_from(tmp
     monkeypatch.setenv(charts.CHARTS_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(charts.ChartCacheError, match=r"does not exist.*; check SETTLEMENT_CHARTS_DIR, which names it"):
         charts.expand_run([release()], "v1.31.0", tmp_path / "nowhere")
+    # The variable names another folder (a child render's environment names the parent's): not the one missing.
+    with pytest.raises(charts.ChartCacheError, match=r"does not exist.*; or set SETTLEMENT"):
+        charts.expand_run([release()], "v1.31.0", tmp_path / "elsewhere")
 
 
 def test_every_release_of_a_stack_expands_from_its_pinned_chart(stack_run):

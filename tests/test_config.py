@@ -84,6 +84,11 @@ TOPOLOGY_CASES = [
         "number with a unit, Ki, Mi, Gi or Ti, such as 256Mi",
     ),
     (
+        "infinite-number",
+        lambda t: _set(t, "payment", "payment-api", slo={"latencySeconds": "1e999"}),
+        "subsystems.payment.services.payment-api.slo.latencySeconds: input should be a finite number",
+    ),
+    (
         "unknown-key-in-service",
         lambda t: _set(t, "payment", "payment-api", replics=3),
         "subsystems.payment.services.payment-api.replics: unknown key; did you mean 'replicas'? (allowed: autoscaling,",

@@ -40,9 +40,7 @@ def registered(program) -> Registration:
     return registration
 
 
-def same_registration(
-    typed: Registration, plain: Registration, old_types: tuple[str, ...] = (), version: str = _utilities.get_version()
-) -> None:
+def same_registration(typed: Registration, plain: Registration, old_types: tuple[str, ...] = ()) -> None:
     """Everything the engine gets is the same but the generated class's aliases to the kind's old API versions."""
     assert typed.aliases == [f"type={old}" for old in old_types]
     assert plain.to_json() == {**typed.to_json(), "aliases": []}
@@ -50,7 +48,7 @@ def same_registration(
         typed.version,
         sorted(typed.additional_secret_outputs),
     )
-    assert plain.version == version
+    assert plain.version == _utilities.get_version()
 
 
 def test_a_deployment_is_registered_as_the_typed_class_registers_it_without_its_old_api_aliases():
@@ -286,7 +284,8 @@ def test_a_password_is_registered_as_the_generated_class_registers_it(monkeypatc
     ids=["none", "safety", "timeouts-ignore", "secrets-replace", "version-depends-on"],
 )
 def test_with_package_gives_the_request_resource_options_merge_gives(options, monkeypatch):
-    """`with_package` copies the caller's options once instead of `ResourceOptions.merge`: the engine gets the same."""
+    """`with_package` copies the caller's options once instead of merging them as the generated classes do: the engine
+    gets the same."""
 
     def program(defaults):
         def make(opts):
@@ -301,13 +300,11 @@ def test_with_package_gives_the_request_resource_options_merge_gives(options, mo
         return lambda: Parent(make)
 
     secret = list(SECRET_FIELDS)
-    merged = requests(
-        program(
-            lambda o: pulumi.ResourceOptions.merge(
-                pulumi.ResourceOptions(version=PLUGIN_VERSION, additional_secret_outputs=secret), o
-            )
-        ),
-        monkeypatch,
-    )
+
+    def as_generated_classes(o):  # pulumi_kubernetes core/v1/Secret.py `_internal_init`
+        o = pulumi.ResourceOptions.merge(pulumi.ResourceOptions(version=PLUGIN_VERSION), o)
+        return pulumi.ResourceOptions.merge(o, pulumi.ResourceOptions(additional_secret_outputs=secret))
+
+    merged = requests(program(as_generated_classes), monkeypatch)
     copied = requests(program(lambda o: with_package(o, PLUGIN_VERSION, secret)), monkeypatch)
     assert copied == merged and merged[-1]["type"] == "kubernetes:core/v1:Secret"

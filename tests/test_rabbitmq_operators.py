@@ -95,6 +95,7 @@ def test_the_operators_trust_the_internal_ca_to_reach_tls_only_brokers(stack_run
 
 def test_the_manifests_wait_for_cert_manager_and_the_internal_ca(stack_run):
     by_urn = {r.urn: r for r in stack_run.registrations}
+    checked = 0
     for reg in stack_run.registrations:
         if SOURCE_ANNOTATION not in reg.inputs.get("metadata", {}).get("annotations", {}):
             continue
@@ -102,9 +103,13 @@ def test_the_manifests_wait_for_cert_manager_and_the_internal_ca(stack_run):
         assert {
             "platform-infrastructure-cert-manager-release",
             "platform-infrastructure-ca-issuer",
+            "platform-infrastructure-rabbitmq-namespace",
             "platform-infrastructure-rabbitmq-trust",
         } <= deps, reg.name
         assert reg.retain_on_delete == (reg.inputs["kind"] == "CustomResourceDefinition"), reg.name
+        checked += 1
+    operators = [r for r in stack_run.registrations if r.type == "settlement:core:ReleaseManifest"]
+    assert checked and len(operators) == 2  # both operators' objects were checked
 
 
 def test_the_operator_pods_keep_upstream_labels_and_get_the_platform_hardening(stack_run):

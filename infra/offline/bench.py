@@ -144,6 +144,8 @@ def compare(label: str, config: StackConfig, repeat: int) -> Comparison:
     # a run and more - would depend on what this process happened to import before (the typed baseline's modules
     # alone moved the ratio at prod from 1.30 to 1.20, the same code). Frozen, each sample pays for the objects its
     # own run makes, as the test suite does (tests/conftest.py), and the figure no longer depends on the heap.
+    # A caller that froze its own heap (a test run) keeps it frozen afterwards: `gc.unfreeze` thaws everything.
+    thaw = gc.get_freeze_count() == 0
     gc.collect()
     gc.freeze()
     program_s, baseline_s, typed_s = [], [], []
@@ -153,7 +155,8 @@ def compare(label: str, config: StackConfig, repeat: int) -> Comparison:
             baseline_s.append(_timed(config, floor))
             typed_s.append(_timed(config, typed))
     finally:
-        gc.unfreeze()
+        if thaw:
+            gc.unfreeze()
     return Comparison(label, len(first.registrations), program_s, baseline_s, typed_s)
 
 

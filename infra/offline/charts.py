@@ -162,9 +162,10 @@ class ChartObject:
 
 def chart_folder(chart: str, version: str, charts_dir: Path = CHARTS_DIR) -> Path:
     if not charts_dir.is_dir():
+        named = os.environ.get(CHARTS_ENV)
         where = (
             f"check {CHARTS_ENV}, which names it"
-            if os.environ.get(CHARTS_ENV)
+            if named and Path(named).resolve() == charts_dir.resolve()
             else f"or set {CHARTS_ENV} to the folder that holds them"
         )
         raise ChartCacheError(
