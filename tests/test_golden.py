@@ -45,3 +45,13 @@ def test_golden_subsets_carry_the_facts_that_matter(stack_run, stack_plan):
     assert data["manifests"] == sorted(f"{r.repository}/releases/download/{r.tag}/{r.asset}" for r in releases)
     # The platform's workloads and the two RabbitMQ operators from their release manifests.
     assert data["resource_counts"]["kubernetes:apps/v1:Deployment"] == len(stack_plan.services()) + len(releases)
+
+
+def test_writing_says_whether_the_file_changed(tmp_path, monkeypatch, dev):
+    """`make golden` names the files it changed, not every file it looked at."""
+    monkeypatch.setattr(golden, "GOLDEN_DIR", tmp_path)
+    assert golden.write("dev", dev) is True
+    written = golden.path("dev").read_text()
+    assert golden.write("dev", dev) is False and golden.path("dev").read_text() == written
+    golden.path("dev").write_text("{}\n")
+    assert golden.write("dev", dev) is True and golden.path("dev").read_text() == written

@@ -125,8 +125,7 @@ def _golden(args: argparse.Namespace) -> int:
     for stack in _stacks(args.stacks):
         run = render.render_stack(stack)
         if args.write:
-            golden.write(stack, run)
-            print(f"wrote {golden.path(stack)}")
+            print(f"{'wrote' if golden.write(stack, run) else 'unchanged:'} {golden.path(stack)}")
         elif not golden.path(stack).exists():
             print(
                 f"{stack}: no golden subset {golden.path(stack)}; write it with: {golden.REGENERATE}", file=sys.stderr
@@ -166,8 +165,10 @@ def _policy_config(args: argparse.Namespace) -> int:
     for stack in _stacks(args.stacks):
         expected, target = policy_config.text(plan_for_stack(stack)), policy_config.path(stack)
         if args.write:
-            target.write_text(expected)
-            print(f"wrote {target}")
+            changed = not target.exists() or target.read_text() != expected
+            if changed:
+                target.write_text(expected)
+            print(f"{'wrote' if changed else 'unchanged:'} {target}")
         elif not target.exists() or target.read_text() != expected:
             print(f"{stack}: {target} is missing or stale; regenerate with: {golden.REGENERATE}", file=sys.stderr)
             stale += 1

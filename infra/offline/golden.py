@@ -81,6 +81,11 @@ def path(stack: str) -> Path:
     return GOLDEN_DIR / f"{stack}.json"
 
 
-def write(stack: str, run: ProgramRun) -> None:
+def write(stack: str, run: ProgramRun) -> bool:
+    """Write the stack's golden subset; whether that changed the file."""
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-    path(stack).write_text(json.dumps(subset(run), indent=2, sort_keys=True) + "\n")
+    text = json.dumps(subset(run), indent=2, sort_keys=True) + "\n"
+    if path(stack).exists() and path(stack).read_text() == text:
+        return False
+    path(stack).write_text(text)
+    return True
