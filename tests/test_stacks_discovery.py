@@ -123,7 +123,7 @@ def test_the_typed_floor_finds_the_generated_class_of_each_built_in_kind():
 
 
 @pytest.mark.parametrize("command", ["golden", "bench", "policy-config"])
-def test_commands_over_stacks_default_to_every_stack_file(monkeypatch, command):
+def test_commands_over_stacks_default_to_every_stack_file(monkeypatch, tmp_path, command):
     from infra.offline import bench, render
 
     seen = []
@@ -133,7 +133,7 @@ def test_commands_over_stacks_default_to_every_stack_file(monkeypatch, command):
     monkeypatch.setattr(golden, "path", lambda stack: PROJECT_ROOT / "README.md")
     monkeypatch.setattr(bench, "measure", lambda stacks, *a: (seen.extend(stacks) or "", True))
     monkeypatch.setattr(policy_config, "text", lambda plan: "{}\n")
-    monkeypatch.setattr(policy_config, "path", lambda stack: SimpleNamespace(write_text=lambda text: None))
+    monkeypatch.setattr(policy_config, "path", lambda stack: tmp_path / f"config.{stack}.json")
     monkeypatch.setattr("infra.stack_config.plan_for_stack", lambda stack, *a: seen.append(stack))
     assert cli.main([command, "--write"] if command != "bench" else [command]) == 0
     assert seen == ["alpha", "beta", "gamma"]

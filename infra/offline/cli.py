@@ -165,10 +165,7 @@ def _policy_config(args: argparse.Namespace) -> int:
     for stack in _stacks(args.stacks):
         expected, target = policy_config.text(plan_for_stack(stack)), policy_config.path(stack)
         if args.write:
-            changed = not target.exists() or target.read_text() != expected
-            if changed:
-                target.write_text(expected)
-            print(f"{'wrote' if changed else 'unchanged:'} {target}")
+            print(f"{'wrote' if golden.write_if_changed(target, expected) else 'unchanged:'} {target}")
         elif not target.exists() or target.read_text() != expected:
             print(f"{stack}: {target} is missing or stale; regenerate with: {golden.REGENERATE}", file=sys.stderr)
             stale += 1

@@ -84,8 +84,12 @@ def path(stack: str) -> Path:
 def write(stack: str, run: ProgramRun) -> bool:
     """Write the stack's golden subset; whether that changed the file."""
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(subset(run), indent=2, sort_keys=True) + "\n"
-    if path(stack).exists() and path(stack).read_text() == text:
+    return write_if_changed(path(stack), json.dumps(subset(run), indent=2, sort_keys=True) + "\n")
+
+
+def write_if_changed(target: Path, text: str) -> bool:
+    """`text` into `target` unless it holds it already (`make golden` names only the files it changed)."""
+    if target.exists() and target.read_text() == text:
         return False
-    path(stack).write_text(text)
+    target.write_text(text)
     return True
