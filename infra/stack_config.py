@@ -14,6 +14,7 @@ import datetime
 import functools
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,20 +161,27 @@ def _yaml_problem(path: Path, exc: yaml.YAMLError) -> ConfigProblem:
     return ConfigProblem(f"{path.name}:{mark.line + 1}:{mark.column + 1}", " ".join(message.split()))
 
 
-def _timestamp_problems(value: Any, where: str) -> list[str]:
+def _nodes(value: Any, path: str | None) -> Iterator[tuple[str | None, Any]]:
+    """`value` and everything inside it, each with its path (`a.b[0].c`; None for `value` itself at the top)."""
+    yield path, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _nodes(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _nodes(v, f"{path}[{i}]" if path else f"[{i}]")
+
+
+def _timestamp_problems(value: Any) -> list[str]:
     """Unquoted dates and times, which no config value may be: go-yaml resolves one to a Go time, and Pulumi hands
     the program Go's rendering of it (`2026-11-30 10:00:00 +0000 UTC`: pulumi/pulumi
     sdk/go/common/resource/config/object.go `unmarshalObject`, `time.Time` case), not what the file says."""
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _timestamp_problems(v, f"{where}.{k}" if where else str(k))]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _timestamp_problems(v, f"{where}[{i}]")]
-    if isinstance(value, datetime.date):
-        return [
-            f"{where}: {value.isoformat()} is an unquoted date or time; quote it (the engine would pass the "
-            f"program Go's rendering of it, not this text)"
-        ]
-    return []
+    return [
+        f"{where}: {node.isoformat()} is an unquoted date or time; quote it (the engine would pass the program Go's "
+        "rendering of it, not this text)"
+        for where, node in _nodes(value, None)
+        if isinstance(node, datetime.date)
+    ]
 
 
 def _load_yaml(path: Path) -> dict:
@@ -183,7 +191,7 @@ def _load_yaml(path: Path) -> dict:
         raise ConfigError([_yaml_problem(path, exc)]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(path.name, f"cannot be read: {exc}")]) from None
-    timestamps = _timestamp_problems(data, "")
+    timestamps = _timestamp_problems(data)
     if timestamps:
         raise ConfigError([ConfigProblem(path.name, problem) for problem in timestamps])
     if data is None:
@@ -311,13 +319,11 @@ class PlaceholderSecret:
 
 
 def _placeholders(value: Any, path: str | None) -> list[str | None]:
-    if isinstance(value, dict):
-        if set(value) == {"secure"}:
-            return [path] if str(value["secure"]).startswith(PLACEHOLDER_CIPHERTEXT) else []
-        return [p for k, v in value.items() for p in _placeholders(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _placeholders(v, f"{path}[{i}]" if path else f"[{i}]")]
-    return []
+    return [
+        where
+        for where, node in _nodes(value, path)
+        if isinstance(node, dict) and set(node) == {"secure"} and str(node["secure"]).startswith(PLACEHOLDER_CIPHERTEXT)
+    ]
 
 
 def placeholder_secrets(stack: str, project_dir: Path = PROJECT_ROOT) -> list[PlaceholderSecret]:
