@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import pulumi_kubernetes as k8s
@@ -72,12 +73,16 @@ def test_the_benchmarks_scaled_topology_is_a_valid_config_of_every_stack(stack):
     assert len(plan.subsystems) == 3 * len(plan_of(config).subsystems)
 
 
-def test_both_benchmark_baselines_register_what_the_program_registers(small_project):
+def test_every_benchmark_baseline_registers_what_the_program_registers(small_project):
     """The floors `make bench` compares with register the program's custom resources with the same types and
     inputs (flat, under numbered names); the typed one each Kubernetes object through pulumi-kubernetes' generated
     class for its kind. A behaviour of the bench, on its own small topology, for the stack the bench compares by
     default (prod's kinds: backups, disruption budgets); the baselines are built from whatever the program
-    registered."""
+    registered.
+
+    The floor pays for a stack trace on every registration, as the program and any program registering through a
+    class do: the SDK reports each resource's source position from it, here the floor's own loop. The bare
+    baseline's registrations have none."""
     from infra.offline import bench
     from infra.offline.mocks import run_program
     from infra.program import run
@@ -89,10 +94,14 @@ def test_both_benchmark_baselines_register_what_the_program_registers(small_proj
     generated = [r for r in objects if bench.typed_class(r.type) is not k8s.apiextensions.CustomResource]
     assert len(generated) > len(objects) / 2, "the typed floor would mostly register custom resources"
     expected = sorted((r.type, r.name, json.dumps(r.inputs, sort_keys=True)) for r in first.registrations if r.custom)
-    for floor in (bench.baseline_program(first), bench.baseline_program(first, typed=True)):
-        registered = run_program(config, floor).registrations
+    assert all(r.source_position for r in first.registrations)
+    floor_loop = Path(bench.__file__).as_uri()
+    for style in ("floor", "typed", "bare"):
+        registered = run_program(config, bench.baseline_program(first, style)).registrations
         got = [(r.type, r.name.rsplit("-", 1)[0], json.dumps(r.inputs, sort_keys=True)) for r in registered if r.custom]
-        assert sorted(got) == expected
+        assert sorted(got) == expected, style
+        positions = {r.source_position.rsplit(":", 1)[0] for r in registered}
+        assert positions == ({""} if style == "bare" else {floor_loop}), (style, positions)
 
 
 def test_the_typed_floor_keeps_every_field_of_a_custom_resource():
@@ -107,7 +116,7 @@ def test_the_typed_floor_keeps_every_field_of_a_custom_resource():
         registrations=[Registration("u", "kubernetes:example.com/v1:Widget", "w", "", True, inputs)]
     )
     [got] = run_program(
-        StackConfig("unit", "test", {}, frozenset()), bench.baseline_program(program, typed=True)
+        StackConfig("unit", "test", {}, frozenset()), bench.baseline_program(program, "typed")
     ).registrations
     assert (got.type, got.inputs) == ("kubernetes:example.com/v1:Widget", inputs)
 

@@ -4,13 +4,15 @@ the services, and how long rendering every stack and the test suite take.
 Speed and footprint are measured here, on purpose, rather than asserted by timed tests that would flake on a
 loaded CI machine.
 
-- **Program vs baseline.** The program for a stack runs under mock mode; the baseline registers the same number
-  of plain resources, of the same types and with the same inputs, flat (no components around them), with the
-  same SDK in the same process. Both are timed alternately, the warmed-up heap frozen (`compare`), and the
-  medians compared: the ratio is the program's own overhead (validation, planning, components, `apply` chains). A
-  second, typed baseline registers the same flat resources as a conventional pulumi-kubernetes program would, each
-  object through its generated class (`typed_class`), which costs more per resource than the plain
-  `pulumi.CustomResource` the program uses.
+- **Program vs baseline.** The program for a stack runs under mock mode; the baseline (the floor) registers the
+  same number of plain resources, of the same types and with the same inputs, flat (no components around them,
+  each through a class with nothing in it: `FloorResource`), with the same SDK in the same process. Both are
+  timed alternately, the warmed-up heap frozen (`compare`), and the medians compared: the ratio is the program's
+  own overhead (validation, planning, components, `apply` chains). Two more baselines are timed beside it: the
+  typed one registers the same flat resources as a conventional pulumi-kubernetes program would, each object
+  through its generated class (`typed_class`), which costs more per resource than the plain resources the program
+  registers; the bare one calls `pulumi.CustomResource` itself, which skips the stack trace the SDK records for
+  every resource a program registers through a class (`baseline_program`).
 - **10x.** The same for a generated topology with ten copies of the stack's subsystems (renamed, their calls and
   queue references renamed with them).
 - **Render.** `render_stack` per stack: the program plus the offline chart expansion.
@@ -30,7 +32,8 @@ import resource
 import statistics
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -47,7 +50,9 @@ class Comparison:
     program: list[float]
     baseline: list[float]
     typed: list[float]
-    """The same flat registrations through pulumi-kubernetes' generated classes (`baseline_program(typed=True)`)."""
+    """The same flat registrations through pulumi-kubernetes' generated classes (`baseline_program(style="typed")`)."""
+    bare: list[float] = field(default_factory=list)
+    """The same flat registrations without a stack trace (`baseline_program(style="bare")`)."""
 
     @property
     def ratio(self) -> float:
@@ -63,6 +68,10 @@ class Comparison:
     @property
     def typed_ratio(self) -> float:
         return statistics.median(self.program) / statistics.median(self.typed)
+
+    @property
+    def bare_ratio(self) -> float | None:
+        return statistics.median(self.program) / statistics.median(self.bare) if self.bare else None
 
 
 def _snake(key: str) -> str:
@@ -83,24 +92,55 @@ def typed_class(type_token: str) -> type:
     return k8s.apiextensions.CustomResource
 
 
-def baseline_program(run: ProgramRun, typed: bool = False):
+class FloorResource(pulumi.CustomResource):
+    """A custom resource as the floor registers it: a class with nothing in it, as plain as a resource a Pulumi
+    program registers can be. Through a class, like every resource a program makes with a provider's SDK or inside a
+    component, so that the SDK records its stack trace as it does for theirs: `pulumi/runtime/resource.py`
+    `_get_stack_trace` keeps the frames below the third `__init__` on the stack (the resource's class, below
+    `CustomResource`'s and `Resource`'s) and turns each into a file URI, a cost per frame on every registration."""
+
+    def __init__(self, t: str, name: str, props: dict):
+        super().__init__(t, name, props)
+
+
+class FloorComponent(pulumi.ComponentResource):
+    """A component as the floor registers it (`FloorResource`): no children, no outputs."""
+
+    def __init__(self, t: str, name: str):
+        super().__init__(t, name, None)
+
+
+BaselineStyle = Literal["floor", "typed", "bare"]
+
+
+def baseline_program(run: ProgramRun, style: BaselineStyle = "floor"):
     """A program registering the run's resources again as plain, flat resources: the floor.
 
-    With `typed`, the floor of a conventional program written with pulumi-kubernetes: the same flat
-    registrations, each Kubernetes object through its generated class (`typed_class`). The generated classes cost
-    more per resource than `pulumi.CustomResource`: their inputs are serialised and their outputs translated
-    through type metadata (pulumi/runtime/rpc.py `serialize_properties`, `translate_output_properties`), and the
-    SDK keeps a stack trace for them (pulumi/runtime/resource.py `_get_stack_trace` finds the third `__init__`);
-    the program registers its objects without them (`components.kube`)."""
+    - `floor`: each through `FloorResource` or `FloorComponent`, from one loop.
+    - `typed`: the floor of a conventional program written with pulumi-kubernetes: the same flat registrations,
+      each Kubernetes object through its generated class (`typed_class`). The generated classes cost more per
+      resource: their inputs are serialised and their outputs translated through type metadata
+      (pulumi/runtime/rpc.py `serialize_properties`, `translate_output_properties`); the program registers its
+      objects without them (`components.kube`).
+    - `bare`: `pulumi.CustomResource(...)` and `pulumi.ComponentResource(...)` called directly. With no class of its
+      own on the stack, the SDK finds no third `__init__` and sends an empty stack trace and no source position
+      (`_get_stack_trace`): no program whose resources come from a provider's SDK or a component registers them so.
+      Shown beside the floor for what the stack traces cost."""
     recorded = []
     for r in run.registrations:
-        cls = typed_class(r.type) if typed and r.custom and r.is_kubernetes_object else None
+        cls = typed_class(r.type) if style == "typed" and r.custom and r.is_kubernetes_object else None
         if cls is k8s.apiextensions.CustomResource and set(r.inputs) - {"apiVersion", "kind", "metadata", "spec"}:
             cls = None  # its constructor takes no other top-level field: registered as it is instead
         recorded.append((cls, r.type, r.name, r.custom, r.inputs))
+    custom, component = FloorResource, FloorComponent
+    if style == "bare":
+        custom = pulumi.CustomResource
+
+        def component(t: str, name: str) -> pulumi.ComponentResource:
+            return pulumi.ComponentResource(t, name, None)
 
     def program() -> None:
-        for i, (cls, typ, name, custom, inputs) in enumerate(recorded):
+        for i, (cls, typ, name, is_custom, inputs) in enumerate(recorded):
             if cls is k8s.apiextensions.CustomResource:
                 cls(
                     f"{name}-{i}",
@@ -112,10 +152,10 @@ def baseline_program(run: ProgramRun, typed: bool = False):
             elif cls is not None:
                 fields = {_snake(k): v for k, v in inputs.items() if k not in ("apiVersion", "kind")}
                 cls(f"{name}-{i}", **fields)  # a generated class sets its own apiVersion and kind
-            elif custom:
-                pulumi.CustomResource(typ, f"{name}-{i}", dict(inputs))
+            elif is_custom:
+                custom(typ, f"{name}-{i}", dict(inputs))
             else:
-                pulumi.ComponentResource(typ, f"{name}-{i}", None)
+                component(typ, f"{name}-{i}")
 
     return program
 
@@ -136,9 +176,9 @@ def compare(label: str, config: StackConfig, repeat: int) -> Comparison:
         program(offline=True)  # as the render runs it: a stack without a `cluster` section still builds
 
     first = run_program(config, run)  # warm-up: imports and first-time SDK setup are not the program's cost
-    floor, typed = baseline_program(first), baseline_program(first, typed=True)
-    run_program(config, floor)
-    run_program(config, typed)
+    baselines = {style: baseline_program(first, style) for style in ("floor", "typed", "bare")}
+    for baseline in baselines.values():
+        run_program(config, baseline)
     # What is alive now (modules, the warm-up's caches) is kept out of the collector's walks during the samples: a
     # full collection walks the whole heap, so its cost - paid by the program and the baselines alike, a third of
     # a run and more - would depend on what this process happened to import before (the typed baseline's modules
@@ -148,16 +188,16 @@ def compare(label: str, config: StackConfig, repeat: int) -> Comparison:
     thaw = gc.get_freeze_count() == 0
     gc.collect()
     gc.freeze()
-    program_s, baseline_s, typed_s = [], [], []
+    program_s, samples = [], {style: [] for style in baselines}
     try:
-        for _ in range(repeat):  # alternately, so a change in the machine's load touches all three alike
+        for _ in range(repeat):  # alternately, so a change in the machine's load touches them all alike
             program_s.append(_timed(config, run))
-            baseline_s.append(_timed(config, floor))
-            typed_s.append(_timed(config, typed))
+            for style, baseline in baselines.items():
+                samples[style].append(_timed(config, baseline))
     finally:
         if thaw:
             gc.unfreeze()
-    return Comparison(label, len(first.registrations), program_s, baseline_s, typed_s)
+    return Comparison(label, len(first.registrations), program_s, samples["floor"], samples["typed"], samples["bare"])
 
 
 def default_scale_stack(stacks: list[str]) -> str:
@@ -177,8 +217,8 @@ def scaled(config: StackConfig, copies: int) -> StackConfig:
         for name, sub in original.items():
             sub = copy.deepcopy(sub)
             for service in (sub.get("services") or {}).values():
-                for field in ("calls", "publishes", "consumes"):
-                    service[field] = [_rename(ref, names, suffix) for ref in service.get(field, [])]
+                for references in ("calls", "publishes", "consumes"):
+                    service[references] = [_rename(ref, names, suffix) for ref in service.get(references, [])]
                 if service.get("expose"):
                     service["expose"]["path"] = service["expose"]["path"] + suffix
             subsystems[f"{name}{suffix}"] = sub
@@ -247,15 +287,16 @@ def report(
 ) -> str:
     lines = [
         "| program | resources | program median s | baseline median s | ratio | one round's ratio | "
-        "typed baseline median s | ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        "typed baseline median s | ratio | bare baseline median s | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in comparisons:
         low, high = c.round_ratios
+        bare = f"{statistics.median(c.bare):.3f} | {c.bare_ratio:.2f}" if c.bare else "- | -"
         lines.append(
             f"| {c.label} | {c.resources} | {statistics.median(c.program):.3f} | "
             f"{statistics.median(c.baseline):.3f} | {c.ratio:.2f} | {low:.2f}-{high:.2f} over {len(c.program)} | "
-            f"{statistics.median(c.typed):.3f} | {c.typed_ratio:.2f} |"
+            f"{statistics.median(c.typed):.3f} | {c.typed_ratio:.2f} | {bare} |"
         )
     lines += ["", "| stack | render median s (program + chart expansion, warm) |", "|---|---|"]
     lines += [f"| {stack} | {seconds:.3f} |" for stack, seconds in renders.items()]
