@@ -74,15 +74,15 @@ def test_the_benchmarks_scaled_topology_is_a_valid_config_of_every_stack(stack):
 
 
 def test_every_benchmark_baseline_registers_what_the_program_registers(small_project):
-    """The floors `make bench` compares with register the program's custom resources with the same types and
-    inputs (flat, under numbered names); the typed one each Kubernetes object through pulumi-kubernetes' generated
-    class for its kind. A behaviour of the bench, on its own small topology, for the stack the bench compares by
-    default (prod's kinds: backups, disruption budgets); the baselines are built from whatever the program
-    registered.
+    """The floors `make bench` compares with register the program's resources with the same types and inputs
+    (flat, under numbered names); the typed one each Kubernetes object through pulumi-kubernetes' generated class for
+    its kind. A behaviour of the bench, on its own small topology, for the stack the bench compares by default
+    (prod's kinds: backups, disruption budgets); the baselines are built from whatever the program registered.
 
     The floor pays for a stack trace on every registration, as the program and any program registering through a
     class do: the SDK reports each resource's source position from it, here the floor's own loop. The bare
-    baseline's registrations have none."""
+    baseline's registrations have none, and neither have any under `without_stack_traces`, which the bench's
+    trace-free comparison relies on."""
     from infra.offline import bench
     from infra.offline.mocks import run_program
     from infra.program import run
@@ -93,15 +93,23 @@ def test_every_benchmark_baseline_registers_what_the_program_registers(small_pro
     objects = [r for r in first.registrations if r.is_kubernetes_object]
     generated = [r for r in objects if bench.typed_class(r.type) is not k8s.apiextensions.CustomResource]
     assert len(generated) > len(objects) / 2, "the typed floor would mostly register custom resources"
-    expected = sorted((r.type, r.name, json.dumps(r.inputs, sort_keys=True)) for r in first.registrations if r.custom)
+    assert any(not r.custom and r.inputs for r in first.registrations), "no component with inputs to compare"
+
+    def registered(run) -> list[tuple]:
+        return sorted((r.type, r.custom, json.dumps(r.inputs, sort_keys=True)) for r in run.registrations)
+
     assert all(r.source_position for r in first.registrations)
     floor_loop = Path(bench.__file__).as_uri()
     for style in ("floor", "typed", "bare"):
-        registered = run_program(config, bench.baseline_program(first, style)).registrations
-        got = [(r.type, r.name.rsplit("-", 1)[0], json.dumps(r.inputs, sort_keys=True)) for r in registered if r.custom]
-        assert sorted(got) == expected, style
-        positions = {r.source_position.rsplit(":", 1)[0] for r in registered}
+        baseline = run_program(config, bench.baseline_program(first, style))
+        assert registered(baseline) == registered(first), style
+        positions = {r.source_position.rsplit(":", 1)[0] for r in baseline.registrations}
         assert positions == ({""} if style == "bare" else {floor_loop}), (style, positions)
+    with bench.without_stack_traces():
+        untraced = run_program(config, bench.baseline_program(first))
+    assert registered(untraced) == registered(first)
+    assert {r.source_position for r in untraced.registrations} == {""}
+    assert run_program(config, bench.baseline_program(first)).registrations[0].source_position, "not restored"
 
 
 def test_the_typed_floor_keeps_every_field_of_a_custom_resource():
@@ -168,10 +176,13 @@ def test_the_bench_reports_the_suites_time_only_when_it_passed(monkeypatch, caps
 def test_the_bench_shows_how_far_one_rounds_ratio_strays_from_the_medians():
     from infra.offline import bench
 
-    rounds = bench.Comparison("prod", 3, [1.2, 1.5, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    rounds = bench.Comparison(
+        "prod", 3, [1.2, 1.5, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [0.8, 0.8, 0.8], ([1.1, 1.1, 1.1], [1.0] * 3)
+    )
     assert rounds.ratio == 1.2 and rounds.round_ratios == (1.0, 1.5)
     row = bench.report([rounds], {}).splitlines()[2]
     assert row.startswith("| prod | 3 | 1.200 | 1.000 | 1.20 | 1.00-1.50 over 3 |"), row
+    assert row.endswith("| 0.800 | 1.50 | 1.10 |"), row
 
 
 def test_every_stack_has_a_golden_subset_and_no_other_golden_file_exists():

@@ -24,6 +24,7 @@ loaded CI machine.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import gc
@@ -37,6 +38,7 @@ from typing import Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi.runtime import resource as sdk_resource
 
 from infra.offline.mocks import ProgramRun, run_program
 from infra.offline.render import render_stack
@@ -52,7 +54,9 @@ class Comparison:
     typed: list[float]
     """The same flat registrations through pulumi-kubernetes' generated classes (`baseline_program(style="typed")`)."""
     bare: list[float] = field(default_factory=list)
-    """The same flat registrations without a stack trace (`baseline_program(style="bare")`)."""
+    """The same flat registrations without a class of their own (`baseline_program(style="bare")`)."""
+    untraced: tuple[list[float], list[float]] = ([], [])
+    """The program and the floor again, the SDK's stack trace stubbed out in both (`without_stack_traces`)."""
 
     @property
     def ratio(self) -> float:
@@ -72,6 +76,11 @@ class Comparison:
     @property
     def bare_ratio(self) -> float | None:
         return statistics.median(self.program) / statistics.median(self.bare) if self.bare else None
+
+    @property
+    def untraced_ratio(self) -> float | None:
+        program, floor = self.untraced
+        return statistics.median(program) / statistics.median(floor) if program else None
 
 
 def _snake(key: str) -> str:
@@ -104,10 +113,10 @@ class FloorResource(pulumi.CustomResource):
 
 
 class FloorComponent(pulumi.ComponentResource):
-    """A component as the floor registers it (`FloorResource`): no children, no outputs."""
+    """A component as the floor registers it (`FloorResource`): its inputs, no children, no outputs."""
 
-    def __init__(self, t: str, name: str):
-        super().__init__(t, name, None)
+    def __init__(self, t: str, name: str, props: dict):
+        super().__init__(t, name, props)
 
 
 BaselineStyle = Literal["floor", "typed", "bare"]
@@ -118,14 +127,15 @@ def baseline_program(run: ProgramRun, style: BaselineStyle = "floor"):
 
     - `floor`: each through `FloorResource` or `FloorComponent`, from one loop.
     - `typed`: the floor of a conventional program written with pulumi-kubernetes: the same flat registrations,
-      each Kubernetes object through its generated class (`typed_class`). The generated classes cost more per
-      resource: their inputs are serialised and their outputs translated through type metadata
-      (pulumi/runtime/rpc.py `serialize_properties`, `translate_output_properties`); the program registers its
-      objects without them (`components.kube`).
+      each Kubernetes object through its generated class (`typed_class`), the rest (the provider, Helm releases,
+      passwords, components) as in the floor. The generated classes cost more per resource: their inputs are
+      serialised and their outputs translated through type metadata (pulumi/runtime/rpc.py `serialize_properties`,
+      `translate_output_properties`); the program registers its objects without them (`components.kube`).
     - `bare`: `pulumi.CustomResource(...)` and `pulumi.ComponentResource(...)` called directly. With no class of its
-      own on the stack, the SDK finds no third `__init__` and sends an empty stack trace and no source position
-      (`_get_stack_trace`): no program whose resources come from a provider's SDK or a component registers them so.
-      Shown beside the floor for what the stack traces cost."""
+      own on the stack, the SDK finds no third `__init__`: it still extracts the stack but converts none of its
+      frames and sends an empty trace and no source position (`_get_stack_trace`). A program whose resources come
+      from a provider's classes or are made inside components cannot register them so; a flat program of bare
+      calls can. Shown beside the floor for what the frames' conversion costs."""
     recorded = []
     for r in run.registrations:
         cls = typed_class(r.type) if style == "typed" and r.custom and r.is_kubernetes_object else None
@@ -134,10 +144,7 @@ def baseline_program(run: ProgramRun, style: BaselineStyle = "floor"):
         recorded.append((cls, r.type, r.name, r.custom, r.inputs))
     custom, component = FloorResource, FloorComponent
     if style == "bare":
-        custom = pulumi.CustomResource
-
-        def component(t: str, name: str) -> pulumi.ComponentResource:
-            return pulumi.ComponentResource(t, name, None)
+        custom, component = pulumi.CustomResource, pulumi.ComponentResource
 
     def program() -> None:
         for i, (cls, typ, name, is_custom, inputs) in enumerate(recorded):
@@ -155,9 +162,24 @@ def baseline_program(run: ProgramRun, style: BaselineStyle = "floor"):
             elif is_custom:
                 custom(typ, f"{name}-{i}", dict(inputs))
             else:
-                component(typ, f"{name}-{i}")
+                component(typ, f"{name}-{i}", dict(inputs))
 
     return program
+
+
+@contextlib.contextmanager
+def without_stack_traces():
+    """The SDK's stack trace stubbed out: every registration sends an empty one, as for a resource with no class of
+    its own (`pulumi/runtime/resource.py` `_get_stack_trace`, pulumi 3.272.0). For a measurement only: the program's
+    overhead over the floor with what the trace costs either side set aside, which does not depend on whether the
+    floor's resources have a class. Fails loudly if the SDK no longer has the function."""
+    original = sdk_resource._get_stack_trace
+    empty = sdk_resource.source_pb2.StackTrace
+    sdk_resource._get_stack_trace = empty
+    try:
+        yield
+    finally:
+        sdk_resource._get_stack_trace = original
 
 
 def _timed(config: StackConfig, program) -> float:
@@ -188,16 +210,21 @@ def compare(label: str, config: StackConfig, repeat: int) -> Comparison:
     thaw = gc.get_freeze_count() == 0
     gc.collect()
     gc.freeze()
-    program_s, samples = [], {style: [] for style in baselines}
+    program_s, samples, untraced = [], {style: [] for style in baselines}, ([], [])
     try:
         for _ in range(repeat):  # alternately, so a change in the machine's load touches them all alike
             program_s.append(_timed(config, run))
             for style, baseline in baselines.items():
                 samples[style].append(_timed(config, baseline))
+            with without_stack_traces():
+                untraced[0].append(_timed(config, run))
+                untraced[1].append(_timed(config, baselines["floor"]))
     finally:
         if thaw:
             gc.unfreeze()
-    return Comparison(label, len(first.registrations), program_s, samples["floor"], samples["typed"], samples["bare"])
+    return Comparison(
+        label, len(first.registrations), program_s, samples["floor"], samples["typed"], samples["bare"], untraced
+    )
 
 
 def default_scale_stack(stacks: list[str]) -> str:
@@ -287,16 +314,17 @@ def report(
 ) -> str:
     lines = [
         "| program | resources | program median s | baseline median s | ratio | one round's ratio | "
-        "typed baseline median s | ratio | bare baseline median s | ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "typed baseline median s | ratio | bare baseline median s | ratio | ratio, stack traces stubbed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in comparisons:
         low, high = c.round_ratios
         bare = f"{statistics.median(c.bare):.3f} | {c.bare_ratio:.2f}" if c.bare else "- | -"
+        untraced = f"{c.untraced_ratio:.2f}" if c.untraced_ratio is not None else "-"
         lines.append(
             f"| {c.label} | {c.resources} | {statistics.median(c.program):.3f} | "
             f"{statistics.median(c.baseline):.3f} | {c.ratio:.2f} | {low:.2f}-{high:.2f} over {len(c.program)} | "
-            f"{statistics.median(c.typed):.3f} | {c.typed_ratio:.2f} | {bare} |"
+            f"{statistics.median(c.typed):.3f} | {c.typed_ratio:.2f} | {bare} | {untraced} |"
         )
     lines += ["", "| stack | render median s (program + chart expansion, warm) |", "|---|---|"]
     lines += [f"| {stack} | {seconds:.3f} |" for stack, seconds in renders.items()]
