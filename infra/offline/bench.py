@@ -1,5 +1,5 @@
-"""`make bench`: what the program costs over the floor any Pulumi Python program pays, at today's size and at 10x
-the services, and how long rendering every stack and the test suite take.
+"""`make bench`: what the program costs over the floor of a Pulumi Python program that registers its resources
+through classes, at today's size and at 10x the services, and how long rendering every stack and the test suite take.
 
 Speed and footprint are measured here, on purpose, rather than asserted by timed tests that would flake on a
 loaded CI machine.
@@ -11,8 +11,10 @@ loaded CI machine.
   own overhead (validation, planning, components, `apply` chains). Two more baselines are timed beside it: the
   typed one registers the same flat resources as a conventional pulumi-kubernetes program would, each object
   through its generated class (`typed_class`), which costs more per resource than the plain resources the program
-  registers; the bare one calls `pulumi.CustomResource` itself, which skips the stack trace the SDK records for
-  every resource a program registers through a class (`baseline_program`).
+  registers; the bare one calls `pulumi.CustomResource` itself, for which the SDK converts none of the stack's
+  frames and sends no source position, as it does for every resource registered through a class
+  (`baseline_program`). The program and the floor are timed once more with the stack trace stubbed out in both
+  (`without_stack_traces`).
 - **10x.** The same for a generated topology with ten copies of the stack's subsystems (renamed, their calls and
   queue references renamed with them).
 - **Render.** `render_stack` per stack: the program plus the offline chart expansion.
@@ -55,7 +57,7 @@ class Comparison:
     """The same flat registrations through pulumi-kubernetes' generated classes (`baseline_program(style="typed")`)."""
     bare: list[float] = field(default_factory=list)
     """The same flat registrations without a class of their own (`baseline_program(style="bare")`)."""
-    untraced: tuple[list[float], list[float]] = ([], [])
+    untraced: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))
     """The program and the floor again, the SDK's stack trace stubbed out in both (`without_stack_traces`)."""
 
     @property
