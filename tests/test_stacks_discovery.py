@@ -177,6 +177,29 @@ def test_the_bench_reports_the_suites_time_only_when_it_passed(monkeypatch, caps
     assert "machine: ten million Python additions in 0.50 s at the start, 0.50 s at the end" in out
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--repeat", "0"], "argument --repeat: 0 is less than 1"),
+        (["--copies", "-2"], "argument --copies: -2 is less than 1"),
+        (["--repeat", "two"], "argument --repeat: 'two' is not a whole number"),
+        (["--scale-stack", "nope"], "stack 'nope' has no Pulumi.nope.yaml"),
+    ],
+)
+def test_the_bench_refuses_a_bad_count_or_stack_before_measuring(monkeypatch, capsys, argv, message):
+    """No samples would end in a median of nothing (a traceback after the warm-ups), an unknown stack after a
+    minute of other work: both refused with exit 2 before anything is timed."""
+    from infra.offline import bench
+
+    monkeypatch.setattr(bench, "measure", lambda *a: pytest.fail("measured despite a bad argument"))
+    try:
+        code = cli.main(["bench", "prod", *argv])
+    except SystemExit as exit_:  # argparse refuses a bad value itself
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_the_bench_shows_how_far_one_rounds_ratio_strays_from_the_medians():
     from infra.offline import bench
 

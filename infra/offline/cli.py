@@ -64,6 +64,18 @@ def _secrets(args: argparse.Namespace) -> int:
     return 1 if args.check else 0
 
 
+def _at_least_one(text: str) -> int:
+    """A count the command needs at least one of (`--repeat`, `--copies`): a median of no samples, or a topology of
+    no copies, would be no figure."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
 def _stacks(requested: list[str]) -> list[str]:
     """The stacks a command runs on: those named (each must have its file, checked before any work), else all."""
     for stack in requested:
@@ -75,6 +87,8 @@ def _bench(args: argparse.Namespace) -> int:
     from infra.offline import bench
 
     stacks = _stacks(args.stacks)
+    if args.scale_stack:
+        require_stack(args.scale_stack)  # before a minute of other work
     scale = args.scale_stack or bench.default_scale_stack(stacks)
     text, valid = bench.measure(stacks, args.repeat, scale, args.copies, args.tests)
     print(text)
@@ -366,9 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="time the program against its floor, every stack's render and (--tests) make test"
     )
     bench.add_argument("stacks", nargs="*", help="default: every stack")
-    bench.add_argument("--repeat", type=int, default=5)
+    bench.add_argument("--repeat", type=_at_least_one, default=5, help="samples of each program (default: 5)")
     bench.add_argument("--scale-stack", help="stack whose program is compared with the baseline (default: prod)")
-    bench.add_argument("--copies", type=int, default=10, help="the scaled comparison's copies of the topology")
+    bench.add_argument(
+        "--copies", type=_at_least_one, default=10, help="the scaled comparison's copies of the topology (default: 10)"
+    )
     bench.add_argument("--tests", action="store_true", help="also time the test suite")
     bench.set_defaults(func=_bench)
     upstream = commands.add_parser(
