@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -207,9 +208,11 @@ def test_the_bench_shows_how_far_one_rounds_ratio_strays_from_the_medians():
         "prod", 3, [1.2, 1.5, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [0.8, 0.8, 0.8], ([1.1, 1.1, 1.1], [1.0] * 3)
     )
     assert rounds.ratio == 1.2 and rounds.round_ratios == (1.0, 1.5)
-    row = bench.report([rounds], {}).splitlines()[2]
-    assert row.startswith("| prod | 3 | 1.200 | 1.000 | 1.20 | 1.00-1.50 over 3 |"), row
-    assert row.endswith("| 0.800 | 1.50 | 1.10 |"), row
+    lines = bench.report([rounds, dataclasses.replace(rounds, label="prod x10", program=[1.3] * 3)], {}).splitlines()
+    assert "**over the floor** (target <= 1.25)" in lines[0] and lines[0].count("|") == lines[2].count("|")
+    assert lines[2].startswith("| prod | 3 | 1.200 | 1.000 | 1.20 | 1.00-1.50 over 3 |"), lines[2]
+    assert lines[2].endswith("| 0.800 | 1.50 | 1.10 |"), lines[2]
+    assert "at most 1.25: prod 1.20 met; prod x10 1.30 NOT met." in lines[5], lines[5]
 
 
 def test_every_stack_has_a_golden_subset_and_no_other_golden_file_exists():

@@ -379,9 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="time the program against its floor, every stack's render and (--tests) make test"
     )
-    bench.add_argument("stacks", nargs="*", help="default: every stack")
+    bench.add_argument("stacks", nargs="*", help="stacks whose render is timed (default: every stack)")
     bench.add_argument("--repeat", type=_at_least_one, default=5, help="samples of each program (default: 5)")
-    bench.add_argument("--scale-stack", help="stack whose program is compared with the baseline (default: prod)")
+    bench.add_argument(
+        "--scale-stack",
+        help="stack whose program is compared with the floor, as it is and at --copies the services "
+        "(default: prod, else the last stack)",
+    )
     bench.add_argument(
         "--copies", type=_at_least_one, default=10, help="the scaled comparison's copies of the topology (default: 10)"
     )
