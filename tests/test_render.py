@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -194,6 +196,24 @@ def test_bad_config_exits_non_zero_with_the_field_named_and_no_traceback(tmp_pat
     assert "defaults.queue.replicas: must be 1 or odd, got 4" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists(), "nothing is written for a refused config"
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`python -m infra reachability <stack> | head`: the reader has gone when the matrix is written. The entry
+    point ends quietly with status 1 instead of a BrokenPipeError traceback, at the write or at exit. The pipe is
+    closed before the command has rendered anything (seconds), so its first write fails, on every run."""
+    stack = STACKS[0]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra", "reachability", stack],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=caches.child_env(),
+    )
+    process.stdout.close()  # as `head` does once it has its lines
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 1, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
 def test_unknown_stack_is_named(tmp_path):
