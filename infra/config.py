@@ -491,7 +491,11 @@ class Subsystem(Model):
 
 class WorkloadDefaults(Model):
     min_replicas: int = Field(
-        default=2, ge=1, le=MAX_REPLICAS, description=f"Default fewest pods per service, 1..{MAX_REPLICAS}. Default: 2."
+        default=2,
+        ge=1,
+        le=MAX_REPLICAS,
+        description=f"Default fewest pods per service that is not critical (those follow criticalMinReplicas), "
+        f"1..{MAX_REPLICAS}. Default: 2.",
     )
     critical_min_replicas: int = Field(
         default=3,

@@ -345,23 +345,42 @@ class BudgetExceeded(RuntimeError):
 
 
 def check_budget(stack: str, fp: Footprint, budget) -> None:
-    """Refuse `fp` when its minimum-scale requests exceed `budget` (config `budget`), naming the largest."""
+    """Refuse `fp` when its minimum-scale requests exceed `budget` (config `budget`): one line per exceeded field
+    (as a refused config names field, value and rule), each part's share (the subsystems, whose services and data
+    clusters the stack's config sizes, and the shared infrastructure, sized by the platform), and the largest
+    workloads."""
     total = fp.total("min")
     over = []
     if total.cpu_requests > float(parse_quantity(budget.cpu)) + 1e-9:
-        over.append(f"CPU {cpu(total.cpu_requests)} > {budget.cpu}")
+        over.append(f"  budget.cpu: {cpu(total.cpu_requests)} CPU requested, more than the budget of {budget.cpu}")
     if total.memory_requests > float(parse_quantity(budget.memory)) + 1e-9:
-        over.append(f"memory {gib(total.memory_requests)} GiB > {budget.memory}")
+        over.append(
+            f"  budget.memory: {gib(total.memory_requests)} GiB requested, more than the budget of {budget.memory} "
+            f"({gib(float(parse_quantity(budget.memory)))} GiB)"
+        )
     if not over:
         return
-    top = ", ".join(
-        f"{p.kind} {p.namespace}/{p.name} ({p.min_pods} x {cpu(p.per_pod.cpu_requests)} CPU, "
-        f"{gib(p.per_pod.memory_requests)} GiB)"
+    parts = sorted(
+        ((name, g) for name, g in fp.groups.items() if g["min"].cpu_requests or g["min"].memory_requests),
+        key=lambda item: item[1]["min"].memory_requests,
+        reverse=True,
+    )
+    shares = ", ".join(
+        f"{name} {cpu(g['min'].cpu_requests)} CPU / {gib(g['min'].memory_requests)} GiB" for name, g in parts
+    )
+    top = "\n".join(
+        f"  {p.kind} {p.namespace}/{p.name}: {p.min_pods} x ({cpu(p.per_pod.cpu_requests)} CPU, "
+        f"{gib(p.per_pod.memory_requests)} GiB) = {cpu(p.per_pod.cpu_requests * p.min_pods)} CPU, "
+        f"{gib(p.per_pod.memory_requests * p.min_pods)} GiB"
         for p in largest(fp)
     )
     raise BudgetExceeded(
-        f"stack {stack!r}: the environment requests more than its budget at minimum scale ({'; '.join(over)}). "
-        f"Largest consumers: {top}. Shrink them in Pulumi.{stack}.yaml or raise `budget`."
+        f"stack {stack!r}: the environment requests more than its budget at minimum scale:\n" + "\n".join(over) + "\n"
+        f"By part: {shares}.\n"
+        f"Largest workloads (pods at minimum scale x each pod's requests):\n{top}\n"
+        f"Shrink the subsystems' services and data clusters in Pulumi.{stack}.yaml (their `resources`, `replicas` "
+        f"or `instances`, the `defaults`; `{SHARED}` is sized by the platform, `monitoring.prometheusReplicas` "
+        "aside), or raise `budget`."
     )
 
 
