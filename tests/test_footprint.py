@@ -8,6 +8,7 @@ from components.sizing import parse_quantity
 from infra.config import Budget
 from infra.offline import footprint
 from infra.offline.render import render_stack
+from infra.stack_config import plan_for_stack
 from tests.cli import run_cli
 from tests.conftest import STACKS_DIR
 
@@ -154,8 +155,6 @@ def test_every_container_of_every_stack_requests_cpu_and_memory(any_stack_run):
 
 
 def test_every_stack_with_a_budget_fits_it(rendered):
-    from infra.stack_config import plan_for_stack
-
     for stack, run in rendered.items():
         budget = plan_for_stack(stack, STACKS_DIR).config.budget
         if budget is not None:
@@ -228,3 +227,20 @@ def test_the_footprint_command_prints_the_stacks_table(small_project):
     assert result.returncode == 0, result.stderr
     run = render_stack("dev", small_project.root)
     assert footprint.markdown("dev", footprint.footprint(run.all_objects())) in result.stdout
+    budget = plan_for_stack("dev", small_project.root).config.budget
+    assert ("Budget of `dev`" in result.stdout) == (budget is not None)
+
+
+def test_the_footprint_shows_how_much_of_the_budget_the_minimum_scale_takes():
+    gib = 2**30
+    usage = footprint.Usage(cpu_requests=1.5, memory_requests=3 * gib)
+    fp = footprint.Footprint(
+        groups={"payment": {"min": usage, "max": usage * 2, "objects": 1}},
+        pods=[footprint.PodGroup("payment", "Deployment", "payment", "api", usage, 1, 2)],
+    )
+    text = footprint.markdown("dev", fp, budget=Budget(cpu="3", memory="4Gi"))
+    assert text.splitlines()[-1] == (
+        "Budget of `dev` (`budget`, at minimum scale: the `req min` columns): CPU 1.50 of 3 (50%), "
+        "memory 3.00 of 4.00 GiB (75%)."
+    )
+    assert "Budget" not in footprint.markdown("dev", fp)

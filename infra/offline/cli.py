@@ -239,7 +239,9 @@ def _footprint(args: argparse.Namespace) -> int:
             print(f"footprint {args.stack!r} against {args.base!r}: {error}", file=sys.stderr)
             return 2
         base = footprint.footprint(footprint.objects_of(base_resources))
-    text = footprint.markdown(args.stack, head, base)
+    from infra.stack_config import plan_for_stack
+
+    text = footprint.markdown(args.stack, head, base, plan_for_stack(args.stack, project).config.budget)
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text)

@@ -300,8 +300,9 @@ COLUMNS = [
 volumes (databases, queue nodes, Prometheus) do not autoscale."""
 
 
-def markdown(stack: str, fp: Footprint, base: Footprint | None = None) -> str:
-    """One table, a row per group and the total; with `base`, the change against it beside each changed figure."""
+def markdown(stack: str, fp: Footprint, base: Footprint | None = None, budget=None) -> str:
+    """One table, a row per group and the total; with `base`, the change against it beside each changed figure;
+    with the stack's `budget` (config), how much of it the minimum-scale requests take."""
 
     def cell(now: float, before: float | None, fmt) -> str:
         if before is None or abs(now - before) < 1e-9:
@@ -320,6 +321,15 @@ def markdown(stack: str, fp: Footprint, base: Footprint | None = None) -> str:
         ]
         cells.append(cell(row["objects"], b["objects"] if b else None, lambda v: str(int(v))))
         lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines += ["", "CPU in cores. Min: every workload at its fewest pods; max: every autoscaler at its most."]
+    if budget is not None:
+        total = fp.total("min")
+        cpu_budget, memory_budget = float(parse_quantity(budget.cpu)), float(parse_quantity(budget.memory))
+        lines.append(
+            f"Budget of `{stack}` (`budget`, at minimum scale: the `req min` columns): CPU {cpu(total.cpu_requests)} "
+            f"of {budget.cpu} ({total.cpu_requests / cpu_budget:.0%}), memory {gib(total.memory_requests)} of "
+            f"{gib(memory_budget)} GiB ({total.memory_requests / memory_budget:.0%})."
+        )
     return "\n".join(lines)
 
 
