@@ -8,13 +8,30 @@ import sys
 
 from infra.offline.cli import close_event_loops, main
 
+
+def _stdout_gone() -> bool:
+    """Whether standard output's reader has gone: what a failed write left in its buffer fails again."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    return False
+
+
 try:
-    code = main(sys.argv[1:])
+    try:
+        code = main(sys.argv[1:])
+    except SystemExit as exit_:  # argparse: --help, a usage error
+        code = exit_.code
+    finally:
+        close_event_loops()
+    sys.stdout.flush()  # here rather than at exit, where a reader that has gone could no longer be handled
 except BrokenPipeError:
     # The reader went away (`... | head`): no traceback, and nothing more written to the closed pipe when Python
-    # flushes stdout at exit (the recipe of the Python documentation, `signal` module, "Note on SIGPIPE").
+    # flushes at exit (the recipe of the Python documentation, `signal` module, "Note on SIGPIPE"). A closed
+    # stderr with standard output intact is not that: re-raised, nothing of standard output lost.
+    if not _stdout_gone():
+        raise
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     code = 1
-finally:
-    close_event_loops()
 sys.exit(code)

@@ -8,6 +8,8 @@ pulumi-kubernetes (provider/pkg/...) and pulumi (pkg/..., sdk/...) as fetched on
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 
 import pulumi
 import pytest
@@ -17,6 +19,7 @@ from pulumi_kubernetes import _utilities
 from components.kube import SECRET_FIELDS, type_token
 from components.readiness import WAIT_FOR, wait_for
 from components.release_manifest import SOURCE_ANNOTATION
+from infra.offline import caches
 from infra.offline.diff import diff
 from infra.offline.mocks import SECRET_MARKER, ProgramFailed, ProgramRun, run_program
 from infra.offline.render import resources
@@ -147,6 +150,26 @@ def test_a_stack_without_a_cluster_renders_offline_but_warns_it_cannot_be_deploy
     result = run_cli("render", "dev", "--out", str(tmp_path / "out"), "--project-dir", str(project.root))
     assert result.returncode == 0, result.stderr
     assert "warning: stack 'dev' names no target cluster: set `settlement-platform:cluster`" in result.stderr
+
+
+def test_a_closed_stderr_loses_nothing_of_standard_output(project, tmp_path):
+    """The render's warning goes to a stderr whose reader has gone: that is not standard output's reader going away
+    (infra/__main__.py), so what the render printed still reaches its file. Output buffered, as in a shell."""
+    _without_cluster(project)
+    printed = tmp_path / "stdout.txt"
+    env = {k: v for k, v in caches.child_env().items() if k != "PYTHONUNBUFFERED"}
+    command = [sys.executable, "-m", "infra", "render", "dev", "--out", str(tmp_path / "out")]
+    with printed.open("w") as stdout:
+        process = subprocess.Popen(
+            [*command, "--project-dir", str(project.root)],
+            cwd=PROJECT_ROOT,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        process.stderr.close()
+        process.wait(timeout=300)
+    assert "rendered stack 'dev'" in printed.read_text()
 
 
 def test_a_stack_without_a_cluster_is_refused_by_the_engine_before_anything_is_registered(project):

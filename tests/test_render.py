@@ -198,17 +198,19 @@ def test_bad_config_exits_non_zero_with_the_field_named_and_no_traceback(tmp_pat
     assert not out.exists(), "nothing is written for a refused config"
 
 
-def test_a_reader_that_stops_early_gets_no_traceback():
-    """`python -m infra reachability <stack> | head`: the reader has gone when the matrix is written. The entry
-    point ends quietly with status 1 instead of a BrokenPipeError traceback, at the write or at exit. The pipe is
-    closed before the command has rendered anything (seconds), so its first write fails, on every run."""
-    stack = STACKS[0]
+@pytest.mark.parametrize("command", [["reachability", STACKS[0]], ["--help"]], ids=["large-output", "at-exit"])
+def test_a_reader_that_stops_early_gets_no_traceback(command):
+    """`python -m infra ... | head`: the reader has gone when the command writes. The entry point ends quietly with
+    status 1 instead of a BrokenPipeError traceback: the reachability matrix (19 KB) fails at a write inside the
+    command, `--help` (small, buffered) at the flush after it. Output buffered, as in a shell
+    (`PYTHONUNBUFFERED` unset). The pipe is closed before the command has written anything, on every run."""
+    env = {k: v for k, v in caches.child_env().items() if k != "PYTHONUNBUFFERED"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "infra", "reachability", stack],
+        [sys.executable, "-m", "infra", *command],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=caches.child_env(),
+        env=env,
     )
     process.stdout.close()  # as `head` does once it has its lines
     err = process.stderr.read().decode()
