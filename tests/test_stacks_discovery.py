@@ -213,6 +213,8 @@ def test_the_bench_shows_how_far_one_rounds_ratio_strays_from_the_medians():
     assert lines[2].startswith("| prod | 3 | 1.200 | 1.000 | 1.20 | 1.00-1.50 over 3 |"), lines[2]
     assert lines[2].endswith("| 0.800 | 1.50 | 1.10 |"), lines[2]
     assert "at most 1.25: prod 1.20 met; prod x10 1.30 NOT met." in lines[5], lines[5]
+    edge = dataclasses.replace(rounds, program=[1.2549] * 3), dataclasses.replace(rounds, program=[1.2551] * 3)
+    assert "prod 1.25 met; prod 1.26 NOT met." in bench.report(list(edge), {})
 
 
 def test_every_stack_has_a_golden_subset_and_no_other_golden_file_exists():
