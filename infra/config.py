@@ -1285,6 +1285,6 @@ class PlatformConfig(Model):
         default=None,
         description="What the whole environment (applications, data, operators, monitoring, and the pods operators "
         "create) may request at minimum scale, DaemonSets counted once (a one-node cluster). The offline render "
-        "refuses an environment over budget, naming the largest consumers (`python -m infra footprint`). "
-        "Default: none.",
+        "refuses an environment over budget, naming each part's share and the largest workloads "
+        "(`python -m infra footprint`). Default: none.",
     )

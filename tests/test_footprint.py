@@ -127,15 +127,48 @@ def test_a_budget_refuses_naming_the_largest_consumers():
     fp = footprint.footprint(objects)
     footprint.check_budget("s", fp, Budget(cpu="4", memory="8Gi"))
     with pytest.raises(footprint.BudgetExceeded) as refused:
-        footprint.check_budget("s", fp, Budget(cpu="3", memory="6Gi"))
+        footprint.check_budget("s", fp, Budget(cpu="3500m", memory="6Gi"))
     lines = str(refused.value).splitlines()
     assert lines[1:3] == [
-        "  budget.cpu: 4.00 CPU requested, more than the budget of 3",
+        "  budget.cpu: 4.00 CPU requested, more than the budget of 3500m (3.50 CPU)",
         "  budget.memory: 8.00 GiB requested, more than the budget of 6Gi (6.00 GiB)",
     ]
-    assert "By part: shop 4.00 CPU / 8.00 GiB." in lines
-    assert "  Deployment shop/big: 2 x (2.00 CPU, 4.00 GiB) = 4.00 CPU, 8.00 GiB" in lines
+    assert "By part: shop 4.00 CPU (100%) / 8.00 GiB (100%)." in lines
+    assert "  Deployment shop/big (shop): 2 x (2.00 CPU, 4.00 GiB) = 4.00 CPU, 8.00 GiB" in lines
     assert "Pulumi.s.yaml" in lines[-1] and "raise `budget`" in lines[-1]
+
+
+def test_the_largest_workloads_are_ranked_by_what_exceeds_the_budget_and_request_something():
+    """Over its CPU budget alone, the CPU-heavy workload leads though another asks more memory; a workload that
+    requests nothing at minimum scale (no pods there) is no consumer."""
+    objects = [
+        namespace("shop", "shop"),
+        deployment("cpu-heavy", "shop", container("2", "1Gi")),
+        deployment("memory-heavy", "shop", container("100m", "4Gi")),
+        deployment("idle", "shop", container("1", "1Gi"), replicas=0),
+    ]
+    with pytest.raises(footprint.BudgetExceeded) as refused:
+        footprint.check_budget("s", footprint.footprint(objects), Budget(cpu="1", memory="8Gi"))
+    consumers = [line.split(" (")[0].strip() for line in str(refused.value).splitlines() if line.startswith("  Dep")]
+    assert consumers == ["Deployment shop/cpu-heavy", "Deployment shop/memory-heavy"]
+    assert "Largest workloads by cpu" in str(refused.value)
+
+
+def test_the_budget_advice_names_only_settings_the_stack_file_has():
+    """Each section and field the refusal sends the reader to exists in the configuration model, as spelt in a stack
+    file."""
+    import re
+
+    from infra.config import Defaults, Mesh, Monitoring, PlatformConfig
+
+    advice = footprint.BUDGET_ADVICE
+    sections = {f.alias for f in PlatformConfig.model_fields.values()}
+    assert {"defaults", "overrides", "monitoring", "mesh", "budget"} <= sections
+    for section, model in (("monitoring", Monitoring), ("mesh", Mesh)):
+        named = re.search(rf"`{section}` \(([^)]*)\)", advice).group(1).split(", ")
+        assert set(named) <= {f.alias for f in model.model_fields.values()}, (section, named)
+    defaults = re.search(r"`defaults` \(([^:]*):", advice).group(1).split(", ")
+    assert set(defaults) <= {f.alias for f in Defaults.model_fields.values()}, defaults
 
 
 def test_every_container_of_every_stack_requests_cpu_and_memory(any_stack_run):
@@ -240,7 +273,8 @@ def test_the_footprint_shows_how_much_of_the_budget_the_minimum_scale_takes():
     )
     text = footprint.markdown("dev", fp, budget=Budget(cpu="3", memory="4Gi"))
     assert text.splitlines()[-1] == (
-        "Budget of `dev` (`budget`, at minimum scale: the `req min` columns): CPU 1.50 of 3 (50%), "
+        "Budget of `dev` (`budget`, at minimum scale: the `req min` columns): CPU 1.50 of 3.00 (50%), "
         "memory 3.00 of 4.00 GiB (75%)."
     )
+    assert "CPU 1.50 of 2.50 (60%)" in footprint.markdown("dev", fp, budget=Budget(cpu="2500m", memory="4Gi"))
     assert "Budget" not in footprint.markdown("dev", fp)

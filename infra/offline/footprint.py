@@ -325,9 +325,10 @@ def markdown(stack: str, fp: Footprint, base: Footprint | None = None, budget=No
     if budget is not None:
         total = fp.total("min")
         cpu_budget, memory_budget = float(parse_quantity(budget.cpu)), float(parse_quantity(budget.memory))
+        lines.append("")  # a paragraph of its own
         lines.append(
             f"Budget of `{stack}` (`budget`, at minimum scale: the `req min` columns): CPU {cpu(total.cpu_requests)} "
-            f"of {budget.cpu} ({total.cpu_requests / cpu_budget:.0%}), memory {gib(total.memory_requests)} of "
+            f"of {cpu(cpu_budget)} ({total.cpu_requests / cpu_budget:.0%}), memory {gib(total.memory_requests)} of "
             f"{gib(memory_budget)} GiB ({total.memory_requests / memory_budget:.0%})."
         )
     return "\n".join(lines)
@@ -341,56 +342,75 @@ def _total(fp: Footprint) -> dict:
     }
 
 
-def largest(fp: Footprint, n: int = 5) -> list[PodGroup]:
-    """The workloads that request the most memory at minimum scale (then CPU)."""
-    return sorted(
-        fp.pods,
-        key=lambda p: (p.per_pod.memory_requests * p.min_pods, p.per_pod.cpu_requests * p.min_pods),
-        reverse=True,
-    )[:n]
+def largest(fp: Footprint, n: int = 5, by: str = "memory") -> list[PodGroup]:
+    """The workloads that request the most memory (`by="memory"`, then CPU) or CPU (`by="cpu"`, then memory) at
+    minimum scale; none that requests nothing there."""
+
+    def key(p: PodGroup) -> tuple[float, float]:
+        cpu_, memory = p.per_pod.cpu_requests * p.min_pods, p.per_pod.memory_requests * p.min_pods
+        return (cpu_, memory) if by == "cpu" else (memory, cpu_)
+
+    return sorted((p for p in fp.pods if any(key(p))), key=key, reverse=True)[:n]
 
 
 class BudgetExceeded(RuntimeError):
     """The environment asks more of the cluster at minimum scale than its stack's `budget` allows."""
 
 
+BUDGET_ADVICE = (
+    "Shrink what Pulumi.{stack}.yaml sizes: the `defaults` (workload, postgres, queue: resources, replicas, "
+    "instances), an `overrides` entry of a subsystem's service or data cluster, `monitoring` (prometheusReplicas, "
+    "alertmanagerReplicas) or `mesh` (istiodReplicas, istiodResources, ztunnelResources, cniResources); the "
+    "operators, Grafana and the gateway's proxy are sized by the platform. Or raise `budget`."
+)
+"""Where a stack's config sizes what its budget bounds (infra/config.py: Defaults, the overrides, Monitoring, Mesh)."""
+
+
 def check_budget(stack: str, fp: Footprint, budget) -> None:
     """Refuse `fp` when its minimum-scale requests exceed `budget` (config `budget`): one line per exceeded field
-    (as a refused config names field, value and rule), each part's share (the subsystems, whose services and data
-    clusters the stack's config sizes, and the shared infrastructure, sized by the platform), and the largest
-    workloads."""
+    (as a refused config names field, value and rule), each part's share (the subsystems and the shared
+    infrastructure), the largest workloads by the exceeded resource, and what the stack file can shrink."""
     total = fp.total("min")
+    cpu_budget, memory_budget = float(parse_quantity(budget.cpu)), float(parse_quantity(budget.memory))
     over = []
-    if total.cpu_requests > float(parse_quantity(budget.cpu)) + 1e-9:
-        over.append(f"  budget.cpu: {cpu(total.cpu_requests)} CPU requested, more than the budget of {budget.cpu}")
-    if total.memory_requests > float(parse_quantity(budget.memory)) + 1e-9:
+    if total.cpu_requests > cpu_budget + 1e-9:
+        over.append(
+            f"  budget.cpu: {cpu(total.cpu_requests)} CPU requested, more than the budget of {budget.cpu} "
+            f"({cpu(cpu_budget)} CPU)"
+        )
+    if total.memory_requests > memory_budget + 1e-9:
         over.append(
             f"  budget.memory: {gib(total.memory_requests)} GiB requested, more than the budget of {budget.memory} "
-            f"({gib(float(parse_quantity(budget.memory)))} GiB)"
+            f"({gib(memory_budget)} GiB)"
         )
     if not over:
         return
+    by = "memory" if total.memory_requests > memory_budget + 1e-9 else "cpu"
     parts = sorted(
-        ((name, g) for name, g in fp.groups.items() if g["min"].cpu_requests or g["min"].memory_requests),
-        key=lambda item: item[1]["min"].memory_requests,
+        ((name, g["min"]) for name, g in fp.groups.items() if g["min"].cpu_requests or g["min"].memory_requests),
+        key=lambda item: (
+            (item[1].memory_requests, item[1].cpu_requests)
+            if by == "memory"
+            else (item[1].cpu_requests, item[1].memory_requests)
+        ),
         reverse=True,
     )
     shares = ", ".join(
-        f"{name} {cpu(g['min'].cpu_requests)} CPU / {gib(g['min'].memory_requests)} GiB" for name, g in parts
+        f"{name} {cpu(u.cpu_requests)} CPU ({u.cpu_requests / total.cpu_requests:.0%}) / "
+        f"{gib(u.memory_requests)} GiB ({u.memory_requests / total.memory_requests:.0%})"
+        for name, u in parts
     )
     top = "\n".join(
-        f"  {p.kind} {p.namespace}/{p.name}: {p.min_pods} x ({cpu(p.per_pod.cpu_requests)} CPU, "
+        f"  {p.kind} {p.namespace}/{p.name} ({p.group}): {p.min_pods} x ({cpu(p.per_pod.cpu_requests)} CPU, "
         f"{gib(p.per_pod.memory_requests)} GiB) = {cpu(p.per_pod.cpu_requests * p.min_pods)} CPU, "
         f"{gib(p.per_pod.memory_requests * p.min_pods)} GiB"
-        for p in largest(fp)
+        for p in largest(fp, by=by)
     )
     raise BudgetExceeded(
         f"stack {stack!r}: the environment requests more than its budget at minimum scale:\n" + "\n".join(over) + "\n"
         f"By part: {shares}.\n"
-        f"Largest workloads (pods at minimum scale x each pod's requests):\n{top}\n"
-        f"Shrink the subsystems' services and data clusters in Pulumi.{stack}.yaml (their `resources`, `replicas` "
-        f"or `instances`, the `defaults`; `{SHARED}` is sized by the platform, `monitoring.prometheusReplicas` "
-        "aside), or raise `budget`."
+        f"Largest workloads by {by} (pods at minimum scale x each pod's requests):\n{top}\n"
+        + BUDGET_ADVICE.format(stack=stack)
     )
 
 
