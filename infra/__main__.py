@@ -4,18 +4,26 @@ The Pulumi program itself is ./__main__.py at the project root.
 """
 
 import os
+import select
 import sys
 
 from infra.offline.cli import close_event_loops, main
 
 
 def _stdout_gone() -> bool:
-    """Whether standard output's reader has gone: what a failed write left in its buffer fails again."""
+    """Whether standard output's reader has gone: what a failed write left in its buffer fails again, or (nothing
+    left, as when unbuffered) the pipe reports an error to a poll, as Linux does for a pipe without readers
+    (fs/pipe.c `pipe_poll`: EPOLLERR); a file or a terminal does not."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         return True
-    return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll on this platform, or no file descriptor
+        return False
 
 
 try:

@@ -198,13 +198,19 @@ def test_bad_config_exits_non_zero_with_the_field_named_and_no_traceback(tmp_pat
     assert not out.exists(), "nothing is written for a refused config"
 
 
-@pytest.mark.parametrize("command", [["reachability", STACKS[0]], ["--help"]], ids=["large-output", "at-exit"])
-def test_a_reader_that_stops_early_gets_no_traceback(command):
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize(
+    "command", [["reachability", STACKS[0]], ["describe", STACKS[0]]], ids=["large-output", "small-output"]
+)
+def test_a_reader_that_stops_early_gets_no_traceback(command, buffered):
     """`python -m infra ... | head`: the reader has gone when the command writes. The entry point ends quietly with
     status 1 instead of a BrokenPipeError traceback: the reachability matrix (19 KB) fails at a write inside the
-    command, `--help` (small, buffered) at the flush after it. Output buffered, as in a shell
-    (`PYTHONUNBUFFERED` unset). The pipe is closed before the command has written anything, on every run."""
+    command; buffered, the description (3 KB) fails at the flush after it; unbuffered (`PYTHONUNBUFFERED`, as CI
+    machines often set), each write fails at once and leaves nothing to flush. The pipe is closed before the
+    command has written anything, on every run."""
     env = {k: v for k, v in caches.child_env().items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
     process = subprocess.Popen(
         [sys.executable, "-m", "infra", *command],
         cwd=PROJECT_ROOT,
