@@ -324,7 +324,7 @@ def markdown(stack: str, fp: Footprint, base: Footprint | None = None, budget=No
     lines += ["", "CPU in cores. Min: every workload at its fewest pods; max: every autoscaler at its most."]
     if budget is not None:
         total = fp.total("min")
-        cpu_budget, memory_budget = float(parse_quantity(budget.cpu)), float(parse_quantity(budget.memory))
+        cpu_budget, memory_budget = budget_limits(budget)
         lines.append("")  # a paragraph of its own
         lines.append(
             f"Budget of `{stack}` (`budget`, at minimum scale: the `req min` columns): CPU {cpu(total.cpu_requests)} "
@@ -342,15 +342,21 @@ def _total(fp: Footprint) -> dict:
     }
 
 
+def budget_limits(budget) -> tuple[float, float]:
+    """A stack's `budget` (config) as cores and bytes."""
+    return float(parse_quantity(budget.cpu)), float(parse_quantity(budget.memory))
+
+
+def _rank(usage: Usage, by: str) -> tuple[float, float]:
+    """Requests as a sort key: memory then CPU (`by="memory"`), or CPU then memory (`by="cpu"`)."""
+    return (usage.cpu_requests, usage.memory_requests) if by == "cpu" else (usage.memory_requests, usage.cpu_requests)
+
+
 def largest(fp: Footprint, n: int = 5, by: str = "memory") -> list[PodGroup]:
     """The workloads that request the most memory (`by="memory"`, then CPU) or CPU (`by="cpu"`, then memory) at
     minimum scale; none that requests nothing there."""
-
-    def key(p: PodGroup) -> tuple[float, float]:
-        cpu_, memory = p.per_pod.cpu_requests * p.min_pods, p.per_pod.memory_requests * p.min_pods
-        return (cpu_, memory) if by == "cpu" else (memory, cpu_)
-
-    return sorted((p for p in fp.pods if any(key(p))), key=key, reverse=True)[:n]
+    ranked = [(_rank(p.per_pod * p.min_pods, by), p) for p in fp.pods]
+    return [p for key, p in sorted(ranked, key=lambda item: item[0], reverse=True) if any(key)][:n]
 
 
 class BudgetExceeded(RuntimeError):
@@ -371,28 +377,25 @@ def check_budget(stack: str, fp: Footprint, budget) -> None:
     (as a refused config names field, value and rule), each part's share (the subsystems and the shared
     infrastructure), the largest workloads by the exceeded resource, and what the stack file can shrink."""
     total = fp.total("min")
-    cpu_budget, memory_budget = float(parse_quantity(budget.cpu)), float(parse_quantity(budget.memory))
+    cpu_budget, memory_budget = budget_limits(budget)
+    cpu_over, memory_over = total.cpu_requests > cpu_budget + 1e-9, total.memory_requests > memory_budget + 1e-9
     over = []
-    if total.cpu_requests > cpu_budget + 1e-9:
+    if cpu_over:
         over.append(
             f"  budget.cpu: {cpu(total.cpu_requests)} CPU requested, more than the budget of {budget.cpu} "
             f"({cpu(cpu_budget)} CPU)"
         )
-    if total.memory_requests > memory_budget + 1e-9:
+    if memory_over:
         over.append(
             f"  budget.memory: {gib(total.memory_requests)} GiB requested, more than the budget of {budget.memory} "
             f"({gib(memory_budget)} GiB)"
         )
     if not over:
         return
-    by = "memory" if total.memory_requests > memory_budget + 1e-9 else "cpu"
+    by = "memory" if memory_over else "cpu"
     parts = sorted(
         ((name, g["min"]) for name, g in fp.groups.items() if g["min"].cpu_requests or g["min"].memory_requests),
-        key=lambda item: (
-            (item[1].memory_requests, item[1].cpu_requests)
-            if by == "memory"
-            else (item[1].cpu_requests, item[1].memory_requests)
-        ),
+        key=lambda item: _rank(item[1], by),
         reverse=True,
     )
     shares = ", ".join(
