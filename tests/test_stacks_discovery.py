@@ -168,7 +168,11 @@ def test_the_bench_reports_the_suites_time_only_when_it_passed(monkeypatch, caps
     """A failed or interrupted `make test` is quick, and its time no figure: the bench says so and exits 1."""
     from infra.offline import bench
 
-    monkeypatch.setattr(bench, "compare", lambda label, config, repeat: bench.Comparison(label, 1, [1.0], [1.0], [1.0]))
+    monkeypatch.setattr(
+        bench,
+        "compare",
+        lambda label, config, repeat: bench.Comparison(label, 1, [1.0], [1.0], [1.0], [1.0], ([1.0], [1.0])),
+    )
     monkeypatch.setattr(bench, "render_seconds", lambda stacks, repeat: {})
     monkeypatch.setattr(bench, "test_seconds", lambda: (61.0, returncode))
     monkeypatch.setattr(bench, "machine_seconds", lambda: 0.5)
